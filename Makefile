@@ -1,0 +1,47 @@
+# me2-scheduler — the seed's verbs (init, gen-rpc, build, run-dev, test, clean)
+# plus demo, lint and bench.
+PYTHON ?= python3
+VENV   ?= .venv
+PY      = $(VENV)/bin/python
+PIP     = $(VENV)/bin/pip
+STAMP   = $(VENV)/.installed
+DURATION ?= 0
+
+.PHONY: init gen-rpc build run-dev test lint demo bench clean system
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e '.[test]'
+	touch $(STAMP)
+
+system:
+	@scripts/ensure-system.sh
+
+init: system $(STAMP)
+
+gen-rpc: $(STAMP)
+	$(PY) scripts/gen_protos.py
+
+build: $(STAMP)
+	$(PY) -m pip wheel --no-deps -q -w dist .
+
+run-dev: init
+	$(VENV)/bin/me2-scheduler run -f etc/scheduler-dev.yaml
+
+test: init
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+demo: init
+	$(PY) scripts/demo.py --duration $(DURATION)
+
+bench: init
+	$(VENV)/bin/me2-scheduler bench
+
+clean:
+	rm -rf build dist *.egg-info .pytest_cache .ruff_cache .hypothesis .run
+	find . -name __pycache__ -prune -exec rm -rf {} +

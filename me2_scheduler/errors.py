@@ -1,0 +1,36 @@
+"""One error hierarchy for the service; driver errors are translated at the boundary."""
+
+from __future__ import annotations
+
+
+class SchedulerError(Exception):
+    """Base of every error this package raises on purpose."""
+
+
+class ConfigError(SchedulerError):
+    """An invalid configuration value; ``key`` is its dotted path (``Schedule.MaxWorkers``)."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"{key}: {problem}")
+        self.key = key
+        self.problem = problem
+
+
+class StoreError(SchedulerError):
+    """MySQL failed or is unreachable."""
+
+
+class SchemaBehindError(StoreError):
+    """The database schema is older than this release; run ``init-db``."""
+
+
+class RedisIndexError(SchedulerError):
+    """Redis failed or is unreachable."""
+
+
+class DownstreamError(SchedulerError):
+    """The Action or Diary service failed or did not answer in time."""
+
+    def __init__(self, message: str, *, unavailable: bool = False) -> None:
+        super().__init__(message)
+        self.unavailable = unavailable

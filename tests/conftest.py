@@ -1,0 +1,56 @@
+"""Shared fixtures: one real MariaDB and one real Redis per test session.
+
+Each test gets its own database and its own Redis key prefix, so tests never
+see each other's data. A missing server binary fails the session under CI
+(it never skips), and is reported with the package to install.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from me2_scheduler.testing.servers import MariaDBServer, RedisServer, temp_root
+
+_db_seq = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def mariadb() -> Iterator[MariaDBServer]:
+    """A MariaDB server for the whole session (root, no password, loopback)."""
+    server = MariaDBServer(root=temp_root("me2-mariadb-")).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """A Redis server for the whole session, without persistence."""
+    server = RedisServer(root=temp_root("me2-redis-")).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def database(mariadb: MariaDBServer) -> Iterator[str]:
+    """A fresh, empty database name for one test; dropped afterwards."""
+    name = f"t{os.getpid()}_{next(_db_seq)}"
+    mariadb.create_database(name)
+    try:
+        yield name
+    finally:
+        mariadb.drop_database(name)
+
+
+@pytest.fixture
+def redis_key() -> str:
+    """A unique ``Redis.Key`` for one test, so its keys never meet another test's."""
+    return f"test:{uuid.uuid4().hex[:12]}"
