@@ -1,0 +1,56 @@
+"""Every Prometheus metric of the service, defined in one place (DESIGN §7).
+
+Processes share them through prometheus_client's multiprocess mode: the
+supervisor sets ``PROMETHEUS_MULTIPROC_DIR`` before anything imports
+prometheus_client, so importing this module in a child writes to that dir.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+# Lag of a dispatch behind its planned time: from 10 ms to 1 h.
+LAG_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900, 1800, 3600)
+RPC_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+
+DISPATCHES = Counter(
+    "scheduler_dispatch_total", "Dispatches by result (success, failure, skipped).", ["result"]
+)
+DISPATCH_LAG = Histogram(
+    "scheduler_dispatch_lag_seconds", "Dispatch start minus planned time.", buckets=LAG_BUCKETS
+)
+ACTION_DURATION = Histogram(
+    "scheduler_action_duration_seconds", "Action.ScheduleAction call duration.",
+    buckets=RPC_BUCKETS,
+)
+AVATARS = Gauge(
+    "scheduler_avatars", "Schedules by status.", ["status"], multiprocess_mode="livemax"
+)
+AUTO_PAUSED = Gauge(
+    "scheduler_auto_paused_avatars", "Avatars paused after consecutive failures.",
+    multiprocess_mode="livemax",
+)
+QUEUE_SIZE = Gauge(
+    "scheduler_queue_size", "Index sizes: due, overdue, inflight, ready.", ["queue"],
+    multiprocess_mode="livemax",
+)
+LEASES_EXPIRED = Counter(
+    "scheduler_lease_expired_total", "In-flight leases that expired (a worker died)."
+)
+INDEX_REPAIRED = Counter(
+    "scheduler_index_repaired_total", "Active avatars the sweep found missing from Redis."
+)
+INDEX_REBUILDS = Counter("scheduler_index_rebuilds_total", "Full rebuilds of the Redis index.")
+CHILD_RESTARTS = Counter(
+    "scheduler_child_restarts_total", "Child processes restarted, by role.", ["role"]
+)
+ERRORS = Counter(
+    "scheduler_errors_total", "Errors handled without crashing, by role and kind.",
+    ["role", "kind"],
+)
+RPC_REQUESTS = Counter(
+    "scheduler_rpc_requests_total", "gRPC requests by method and result code.", ["method", "code"]
+)
+RPC_DURATION = Histogram(
+    "scheduler_rpc_duration_seconds", "gRPC request duration.", ["method"], buckets=RPC_BUCKETS
+)
