@@ -1,0 +1,375 @@
+"""Action and Diary simulators: real gRPC servers for tests, the demo and chaos runs.
+
+Each simulator counts every call (per avatar, and per idempotency key or
+per ``avatar:date``) so a test can prove that no slot was dispatched twice,
+and serves a ``simulator.Control`` service on the same port so behaviour
+(latency, failures, hangs) can be changed while the scheduler runs.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import signal
+import sys
+import threading
+from collections import Counter
+from collections.abc import Iterable
+from concurrent import futures
+from dataclasses import dataclass, field
+from typing import Any
+
+import click
+import grpc
+
+from me2_scheduler.protos import (
+    action_pb2,
+    action_pb2_grpc,
+    diary_pb2,
+    diary_pb2_grpc,
+    simulator_pb2,
+    simulator_pb2_grpc,
+)
+
+ACTION_TYPES = ("post", "reply", "like", "comment")
+SIMULATED_FAILURE = "simulated failure"
+
+
+@dataclass(frozen=True)
+class Behaviour:
+    """How a simulator answers; changed live through ``Control.Configure``."""
+
+    latency_ms: int = 0
+    fail_rate: float = 0.0
+    fail_avatars: frozenset[int] = frozenset()
+    hang_avatars: frozenset[int] = frozenset()
+    hang: bool = False  # every call hangs until the caller's deadline
+
+
+class _Simulator(simulator_pb2_grpc.ControlServicer):
+    """Counting, configurable behaviour and the Control service, shared by both simulators."""
+
+    name = "simulator"
+
+    def __init__(self, behaviour: Behaviour, seed: int | None) -> None:
+        self._lock = threading.Lock()
+        self._rng = random.Random(seed)
+        self.behaviour = behaviour
+        self._per_avatar: Counter[int] = Counter()
+        self._per_key: Counter[str] = Counter()
+
+    def add_to_server(self, server: grpc.Server) -> None:
+        """Register the simulated service and Control on ``server``."""
+        simulator_pb2_grpc.add_ControlServicer_to_server(self, server)
+
+    def _count(self, avatar_id: int, key: str) -> None:
+        with self._lock:
+            self._per_avatar[avatar_id] += 1
+            if key:
+                self._per_key[key] += 1
+
+    def _wait(self, avatar_id: int, context: grpc.ServicerContext) -> bool:
+        """Apply latency or a hang; return False when the caller is gone meanwhile."""
+        behaviour = self.behaviour
+        hang = behaviour.hang or avatar_id in behaviour.hang_avatars
+        if not hang and behaviour.latency_ms <= 0:
+            return True
+        # Wake as soon as the call ends (deadline, cancel, server stop) so a
+        # hang never holds a server thread longer than the caller waits.
+        ended = threading.Event()
+        if not context.add_callback(ended.set):
+            return False
+        ended.wait(None if hang else behaviour.latency_ms / 1000)
+        return context.is_active()
+
+    def _fails(self, avatar_id: int) -> bool:
+        behaviour = self.behaviour
+        with self._lock:
+            roll = self._rng.random()
+        return avatar_id in behaviour.fail_avatars or roll < behaviour.fail_rate
+
+    def Stats(self, request: Any, context: grpc.ServicerContext) -> Any:
+        """Counts since start or the last Reset."""
+        with self._lock:
+            return simulator_pb2.StatsResponse(
+                calls_per_avatar=dict(self._per_avatar),
+                calls_per_key=dict(self._per_key),
+                total=sum(self._per_avatar.values()),
+            )
+
+    def Configure(self, request: Any, context: grpc.ServicerContext) -> Any:
+        """Change behaviour; unset fields keep their value."""
+        old = self.behaviour
+        self.behaviour = Behaviour(  # one assignment: handlers see old or new, never a mix
+            latency_ms=request.latency_ms if request.HasField("latency_ms") else old.latency_ms,
+            fail_rate=request.fail_rate if request.HasField("fail_rate") else old.fail_rate,
+            fail_avatars=frozenset(request.fail_avatars)
+            if request.set_fail_avatars
+            else old.fail_avatars,
+            hang_avatars=frozenset(request.hang_avatars)
+            if request.set_hang_avatars
+            else old.hang_avatars,
+            hang=request.hang if request.HasField("hang") else old.hang,
+        )
+        return simulator_pb2.ConfigureResponse()
+
+    def Reset(self, request: Any, context: grpc.ServicerContext) -> Any:
+        """Forget counts and remembered answers."""
+        with self._lock:
+            self._per_avatar.clear()
+            self._per_key.clear()
+            self._forget()
+        return simulator_pb2.ResetResponse()
+
+    def _forget(self) -> None:
+        """Drop per-simulator memory; called under the lock."""
+
+
+class ActionSimulator(_Simulator, action_pb2_grpc.ActionServicer):
+    """Acts for any avatar; a repeated idempotency key gets the first success again."""
+
+    name = "action"
+
+    def __init__(
+        self,
+        latency_ms: int = 0,
+        fail_rate: float = 0.0,
+        fail_avatars: Iterable[int] = frozenset(),
+        seed: int | None = None,
+        *,
+        hang_avatars: Iterable[int] = frozenset(),
+    ) -> None:
+        behaviour = Behaviour(
+            latency_ms, fail_rate, frozenset(fail_avatars), frozenset(hang_avatars)
+        )
+        super().__init__(behaviour, seed)
+        self._action_ids = itertools.count(1)
+        self._answers: dict[str, Any] = {}
+
+    def add_to_server(self, server: grpc.Server) -> None:
+        super().add_to_server(server)
+        action_pb2_grpc.add_ActionServicer_to_server(self, server)
+
+    def ScheduleAction(self, request: Any, context: grpc.ServicerContext) -> Any:
+        """Count the call, wait as configured, then act, fail, or repeat the first answer."""
+        key = request.idempotency_key
+        self._count(request.avatar_id, key)
+        if not self._wait(request.avatar_id, context):
+            return action_pb2.ScheduleActionResponse()
+        if self._fails(request.avatar_id):
+            # A failure performed nothing, so it is not remembered: a repeat may act.
+            return action_pb2.ScheduleActionResponse(code=1, message=SIMULATED_FAILURE)
+        with self._lock:
+            answer = self._answers.get(key) if key else None
+            if answer is None:
+                answer = action_pb2.ScheduleActionResponse(
+                    code=0,
+                    action_type=self._rng.choice(ACTION_TYPES),
+                    action_id=next(self._action_ids),
+                )
+                if key:
+                    self._answers[key] = answer
+            return answer
+
+    def _forget(self) -> None:
+        self._answers.clear()
+
+
+class DiarySimulator(_Simulator, diary_pb2_grpc.DiaryServicer):
+    """Writes any avatar's diary; counts calls per ``avatar_id:date``."""
+
+    name = "diary"
+
+    def __init__(
+        self,
+        latency_ms: int = 0,
+        fail_rate: float = 0.0,
+        fail_avatars: Iterable[int] = frozenset(),
+        hang_avatars: Iterable[int] = frozenset(),
+        seed: int | None = None,
+    ) -> None:
+        behaviour = Behaviour(
+            latency_ms, fail_rate, frozenset(fail_avatars), frozenset(hang_avatars)
+        )
+        super().__init__(behaviour, seed)
+        self._diary_ids = itertools.count(1)
+
+    def add_to_server(self, server: grpc.Server) -> None:
+        super().add_to_server(server)
+        diary_pb2_grpc.add_DiaryServicer_to_server(self, server)
+
+    def GenerateAvatarDiary(self, request: Any, context: grpc.ServicerContext) -> Any:
+        """Count the call, wait as configured, then write or fail."""
+        self._count(request.avatar_id, f"{request.avatar_id}:{request.date}")
+        if not self._wait(request.avatar_id, context):
+            return diary_pb2.GenerateAvatarDiaryResponse()
+        if self._fails(request.avatar_id):
+            return diary_pb2.GenerateAvatarDiaryResponse(code=1, message=SIMULATED_FAILURE)
+        with self._lock:
+            diary_id = next(self._diary_ids)
+        return diary_pb2.GenerateAvatarDiaryResponse(code=0, diary_id=diary_id)
+
+
+@dataclass
+class RunningSimulator:
+    """A started simulator server and the address it really listens on."""
+
+    server: grpc.Server
+    host: str
+    port: int
+    servicer: _Simulator = field(repr=False)
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def stop(self, grace: float | None = 1.0) -> None:
+        """Stop serving; in-flight calls get ``grace`` seconds, hanging ones are cancelled."""
+        self.server.stop(grace).wait()
+
+
+def serve(servicer: _Simulator, listen: str, max_workers: int = 32) -> RunningSimulator:
+    """Start a gRPC server for ``servicer`` on ``listen`` (port 0 picks a free one).
+
+    Raises ``click.UsageError`` when ``listen`` is not host:port, and
+    ``RuntimeError`` when the address cannot be bound.
+    """
+    host, sep, port = listen.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise click.UsageError(f"--listen {listen!r} is not host:port")
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers, thread_name_prefix="sim"))
+    servicer.add_to_server(server)
+    bound = server.add_insecure_port(listen)
+    server.start()
+    return RunningSimulator(server=server, host=host, port=bound, servicer=servicer)
+
+
+@dataclass(frozen=True)
+class SimulatorStats:
+    """A simulator's counts."""
+
+    calls_per_avatar: dict[int, int]
+    calls_per_key: dict[str, int]
+    total: int
+
+
+class SimulatorControl:
+    """A client of a simulator's Control service (tests, demo, chaos)."""
+
+    def __init__(self, target: str, timeout_s: float = 5.0) -> None:
+        self._channel = grpc.insecure_channel(target)
+        self._stub = simulator_pb2_grpc.ControlStub(self._channel)
+        self._timeout_s = timeout_s
+
+    def stats(self) -> SimulatorStats:
+        """The counts since start or the last reset; raise ``grpc.RpcError`` if unreachable."""
+        reply = self._stub.Stats(simulator_pb2.StatsRequest(), timeout=self._timeout_s)
+        return SimulatorStats(dict(reply.calls_per_avatar), dict(reply.calls_per_key), reply.total)
+
+    def configure(
+        self,
+        *,
+        latency_ms: int | None = None,
+        fail_rate: float | None = None,
+        fail_avatars: Iterable[int] | None = None,
+        hang_avatars: Iterable[int] | None = None,
+        hang: bool | None = None,
+    ) -> None:
+        """Change the behaviour; arguments left None are kept. Raises ``grpc.RpcError``."""
+        request = simulator_pb2.ConfigureRequest(
+            latency_ms=latency_ms, fail_rate=fail_rate, hang=hang
+        )
+        if fail_avatars is not None:
+            request.set_fail_avatars = True
+            request.fail_avatars.extend(fail_avatars)
+        if hang_avatars is not None:
+            request.set_hang_avatars = True
+            request.hang_avatars.extend(hang_avatars)
+        self._stub.Configure(request, timeout=self._timeout_s)
+
+    def reset(self) -> None:
+        """Forget counts and remembered answers. Raises ``grpc.RpcError``."""
+        self._stub.Reset(simulator_pb2.ResetRequest(), timeout=self._timeout_s)
+
+    def close(self) -> None:
+        """Close the channel."""
+        self._channel.close()
+
+    def __enter__(self) -> SimulatorControl:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def run_until_signalled(servicer: _Simulator, listen: str) -> None:
+    """Serve, print the listening line, and stop gracefully on SIGTERM or SIGINT."""
+    stop = threading.Event()
+    # The handlers only record the signal; the main thread does the stopping.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        running = serve(servicer, listen)
+    except RuntimeError as exc:  # grpc cannot bind the address
+        raise click.ClickException(f"cannot listen on {listen}: {exc}") from None
+    click.echo(f"{servicer.name} simulator listening on {running.address}")
+    sys.stdout.flush()
+    stop.wait()
+    running.stop(grace=2.0)
+
+
+def _avatar_ids(ctx: click.Context, param: click.Parameter, value: str) -> frozenset[int]:
+    try:
+        return frozenset(int(part) for part in value.split(",") if part.strip())
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of avatar ids") from None
+
+
+_listen = click.option("--listen", default="127.0.0.1:0", show_default=True, help="host:port")
+_latency = click.option("--latency-ms", type=click.IntRange(min=0), default=0, show_default=True)
+_fail_rate = click.option("--fail-rate", type=click.FloatRange(0.0, 1.0), default=0.0)
+_fail_avatars = click.option(
+    "--fail-avatars", default="", callback=_avatar_ids, help="Comma-separated ids that always fail."
+)
+_seed = click.option("--seed", type=int, default=None, help="Random seed (reproducible runs).")
+
+
+def register(group: click.Group) -> None:
+    """Add ``simulate action`` and ``simulate diary`` to ``group``."""
+
+    @group.command("action")
+    @_listen
+    @_latency
+    @_fail_rate
+    @_fail_avatars
+    @_seed
+    def action(
+        listen: str,
+        latency_ms: int,
+        fail_rate: float,
+        fail_avatars: frozenset[int],
+        seed: int | None,
+    ) -> None:
+        """Serve action.Action/ScheduleAction (and simulator.Control) until SIGTERM."""
+        run_until_signalled(ActionSimulator(latency_ms, fail_rate, fail_avatars, seed), listen)
+
+    @group.command("diary")
+    @_listen
+    @_latency
+    @_fail_rate
+    @_fail_avatars
+    @click.option(
+        "--hang-avatars", default="", callback=_avatar_ids, help="Ids whose calls never answer."
+    )
+    @_seed
+    def diary(
+        listen: str,
+        latency_ms: int,
+        fail_rate: float,
+        fail_avatars: frozenset[int],
+        hang_avatars: frozenset[int],
+        seed: int | None,
+    ) -> None:
+        """Serve diary.Diary/GenerateAvatarDiary (and simulator.Control) until SIGTERM."""
+        simulator = DiarySimulator(latency_ms, fail_rate, fail_avatars, hang_avatars, seed)
+        run_until_signalled(simulator, listen)
