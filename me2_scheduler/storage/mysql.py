@@ -1,0 +1,408 @@
+"""The MySQL store: ``avatar_schedules`` (the source of truth) and the dispatch history.
+
+One DBUtils ``PooledDB`` per process, created on first use in the process
+that uses it (never at import, never inherited through fork). Every driver
+error leaves as ``StoreError`` (see ``mysql_conn``); every statement is
+parameterised; times in and out are aware datetimes (see ``rows``).
+
+State changes are guarded: ``transition`` updates only while the row still
+has the status and version the caller read, and the ``record_*`` calls lock
+the row, decide with ``policy`` and write in one transaction.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from datetime import datetime, timezone
+from typing import Any
+
+import pymysql
+
+from me2_scheduler import policy
+from me2_scheduler.config import MysqlConf
+from me2_scheduler.errors import StoreError
+from me2_scheduler.storage.mysql_conn import MysqlPool, open_connection, translated, where, zone
+from me2_scheduler.storage.rows import (
+    ERROR_MAX_CHARS,
+    HISTORY_SELECT,
+    SCHEDULE_SELECT,
+    Cursor,
+    HistoryEntry,
+    Recorded,
+    ScheduleRow,
+    from_db,
+    history_from_db,
+    insert_history,
+    schedule_from_db,
+    select_schedule,
+    to_db,
+    update_schedule,
+)
+
+__all__ = ["HistoryEntry", "MysqlStore", "Recorded", "ScheduleRow"]
+
+_STREAM_WRITE_TIMEOUT_S = 600  # a slow consumer of stream_active must not be cut at 60 s
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class MysqlStore:
+    """Schedules and history in MySQL. Thread-safe; one instance per process.
+
+    ``clock`` stamps ``created_at``/``updated_at`` (injectable for tests).
+    Constructing a store opens no connection.
+    """
+
+    def __init__(self, conf: MysqlConf, *, clock: Callable[[], datetime] = _utcnow) -> None:
+        self.conf = conf
+        self._dsn = conf.dsn
+        self._loc = zone(conf.dsn.loc)
+        self._clock = clock
+        self._pool = MysqlPool(conf)
+
+    def __repr__(self) -> str:
+        return f"MysqlStore({where(self._dsn)}, loc={self._dsn.loc})"
+
+    def _cursor(self, action: str, *, write: bool = False) -> AbstractContextManager[Cursor]:
+        return self._pool.cursor(action, write=write)
+
+    def ping(self) -> None:
+        """Check that MySQL answers; raise StoreError if not."""
+        with self._cursor("ping") as cur:
+            cur.execute("SELECT 1")
+            cur.fetchall()
+
+    def server_time(self) -> datetime:
+        """The database's clock (``NOW()`` in the session zone) as an aware datetime.
+
+        Raises StoreError.
+        """
+        with self._cursor("reading the server clock") as cur:
+            cur.execute("SELECT NOW()")
+            (now,) = cur.fetchone()
+        return from_db(now, self._loc)
+
+    def close(self) -> None:
+        """Close this process's pooled connections (reopened if the store is used again)."""
+        self._pool.close()
+
+    # -- reads --------------------------------------------------------------
+
+    def get(self, avatar_id: int) -> ScheduleRow | None:
+        """The avatar's schedule, or None if it has none. Raises StoreError."""
+        with self._cursor("reading a schedule") as cur:
+            return select_schedule(cur, self._loc, avatar_id)
+
+    def batch_get(self, avatar_ids: Sequence[int]) -> list[ScheduleRow]:
+        """Schedules in the order of ``avatar_ids``, duplicates folded, unknown ids omitted.
+
+        One query. Raises StoreError.
+        """
+        wanted = list(dict.fromkeys(avatar_ids))
+        if not wanted:
+            return []
+        marks = ", ".join(["%s"] * len(wanted))
+        with self._cursor("reading schedules") as cur:
+            cur.execute(
+                f"SELECT {SCHEDULE_SELECT} FROM avatar_schedules WHERE avatar_id IN ({marks})",
+                wanted,
+            )
+            rows = [schedule_from_db(raw, self._loc) for raw in cur.fetchall()]
+        by_id = {row.avatar_id: row for row in rows}
+        return [by_id[avatar_id] for avatar_id in wanted if avatar_id in by_id]
+
+    def iter_active_ids(self, after_id: int, limit: int) -> list[int]:
+        """Up to ``limit`` active avatar_ids greater than ``after_id``, ascending (keyset page).
+
+        Raises StoreError.
+        """
+        with self._cursor("listing active avatars") as cur:
+            cur.execute(
+                "SELECT avatar_id FROM avatar_schedules WHERE status = %s AND avatar_id > %s"
+                " ORDER BY avatar_id LIMIT %s",
+                (policy.ACTIVE, after_id, limit),
+            )
+            return [avatar_id for (avatar_id,) in cur.fetchall()]
+
+    def overdue(
+        self, before: datetime, limit: int, after_id: int = 0
+    ) -> list[tuple[int, datetime]]:
+        """Active avatars due at or before ``before``: ``(avatar_id, next_schedule_time)``.
+
+        The seed's scan (``next_schedule_time <= ? AND status = 'active'``, on
+        ``idx_next_schedule_time``), paged by avatar_id after ``after_id``.
+        Raises StoreError.
+        """
+        with self._cursor("listing overdue schedules") as cur:
+            cur.execute(
+                "SELECT avatar_id, next_schedule_time FROM avatar_schedules"
+                " WHERE next_schedule_time <= %s AND status = %s AND avatar_id > %s"
+                " ORDER BY avatar_id LIMIT %s",
+                (to_db(before, self._loc), policy.ACTIVE, after_id, limit),
+            )
+            return [(avatar_id, from_db(due, self._loc)) for avatar_id, due in cur.fetchall()]
+
+    def stream_active(self, batch_size: int = 10_000) -> Iterator[tuple[int, datetime]]:
+        """Every active ``(avatar_id, next_schedule_time)``, ascending avatar_id, streamed.
+
+        Runs one unbuffered query on a dedicated connection (not the pool), so
+        a million rows are never held in memory; the connection closes when
+        the iterator is exhausted or discarded. Raises StoreError.
+        """
+        action = "streaming active schedules"
+        with translated(self._dsn, action):
+            conn = open_connection(self.conf, cursorclass=pymysql.cursors.SSCursor)
+        try:
+            with translated(self._dsn, action):
+                cur = conn.cursor()
+                cur.execute("SET SESSION net_write_timeout = %s", (_STREAM_WRITE_TIMEOUT_S,))
+                cur.execute(
+                    "SELECT avatar_id, next_schedule_time FROM avatar_schedules"
+                    " WHERE status = %s ORDER BY avatar_id",
+                    (policy.ACTIVE,),
+                )
+                while batch := cur.fetchmany(batch_size):
+                    for avatar_id, due in batch:
+                        yield avatar_id, from_db(due, self._loc)
+        finally:
+            with contextlib.suppress(Exception):
+                conn.close()
+
+    def history(self, avatar_id: int, limit: int, before_id: int = 0) -> list[HistoryEntry]:
+        """The avatar's dispatches, newest first; ``before_id`` > 0 pages past that entry id.
+
+        Raises StoreError.
+        """
+        sql = f"SELECT {HISTORY_SELECT} FROM avatar_schedule_history WHERE avatar_id = %s"
+        params: list[Any] = [avatar_id]
+        if before_id > 0:
+            sql += " AND id < %s"
+            params.append(before_id)
+        params.append(limit)
+        with self._cursor("reading dispatch history") as cur:
+            cur.execute(sql + " ORDER BY id DESC LIMIT %s", params)
+            return [history_from_db(raw, self._loc) for raw in cur.fetchall()]
+
+    def counts_by_status(self) -> dict[str, int]:
+        """How many schedules are in each status (every status present, 0 if none).
+
+        Raises StoreError.
+        """
+        counts = dict.fromkeys(policy.STATUSES, 0)
+        with self._cursor("counting schedules") as cur:
+            cur.execute("SELECT status, COUNT(*) FROM avatar_schedules GROUP BY status")
+            for status, count in cur.fetchall():
+                if status is not None:
+                    counts[status] = count
+        return counts
+
+    def auto_paused_count(self) -> int:
+        """How many schedules were paused by consecutive failures. Raises StoreError."""
+        with self._cursor("counting auto-paused schedules") as cur:
+            cur.execute(
+                "SELECT COUNT(*) FROM avatar_schedules WHERE status = %s AND pause_reason = %s",
+                (policy.PAUSED, policy.PAUSED_BY_FAILURES),
+            )
+            (count,) = cur.fetchone()
+        return count
+
+    # -- writes -------------------------------------------------------------
+
+    def create(self, avatar_id: int, next_time: datetime) -> ScheduleRow | None:
+        """Create an active schedule due at ``next_time``; return it.
+
+        Returns None, changing nothing, when the avatar already has a schedule
+        (a concurrent create won): read it with ``get``. Raises StoreError.
+        """
+        now = to_db(self._clock(), self._loc)
+        with self._cursor("creating a schedule", write=True) as cur:
+            cur.execute(
+                "INSERT IGNORE INTO avatar_schedules (avatar_id, status, next_schedule_time,"
+                " schedule_count, failed_count, version, created_at, updated_at)"
+                " VALUES (%s, %s, %s, 0, 0, 0, %s, %s)",
+                (avatar_id, policy.ACTIVE, to_db(next_time, self._loc), now, now),
+            )
+            if cur.rowcount != 1:
+                return None
+            return select_schedule(cur, self._loc, avatar_id)
+
+    def transition(
+        self,
+        avatar_id: int,
+        *,
+        expected_status: str,
+        expected_version: int,
+        new_status: str,
+        next_time: datetime | None = None,
+        reset_failures: bool = False,
+        pause_reason: str | None = None,
+    ) -> ScheduleRow | None:
+        """Move the schedule to ``new_status`` if it still has the status and version read.
+
+        ``next_time`` (if given) becomes ``next_schedule_time``; ``reset_failures``
+        sets ``failed_count`` to 0. ``pause_reason`` is kept only for ``paused``
+        (default ``user``) and cleared otherwise. Returns the new row, or None
+        when the guard failed (the row moved on), changing nothing then.
+        Raises ValueError for an unknown status, StoreError on a MySQL failure.
+        """
+        if new_status not in policy.STATUSES:
+            raise ValueError(f"unknown schedule status {new_status!r}")
+        is_paused = new_status == policy.PAUSED
+        changes: dict[str, Any] = {
+            "status": new_status,
+            "pause_reason": (pause_reason or policy.PAUSED_BY_USER) if is_paused else None,
+            "version": expected_version + 1,
+            "updated_at": self._clock(),
+        }
+        if next_time is not None:
+            changes["next_schedule_time"] = next_time
+        if reset_failures:
+            changes["failed_count"] = 0
+        with self._cursor("changing a schedule's status", write=True) as cur:
+            if not update_schedule(
+                cur, self._loc, avatar_id, changes, (expected_status, expected_version)
+            ):
+                return None
+            return select_schedule(cur, self._loc, avatar_id)
+
+    def _locked(self, cur: Cursor, avatar_id: int) -> ScheduleRow:
+        row = select_schedule(cur, self._loc, avatar_id, lock=True)
+        if row is None:
+            raise StoreError(f"MySQL {where(self._dsn)}: avatar {avatar_id} has no schedule row")
+        return row
+
+    def record_success(
+        self,
+        avatar_id: int,
+        *,
+        expected_version: int,
+        trigger: str,
+        planned_at: datetime | None,
+        started_at: datetime,
+        finished_at: datetime,
+        action_type: str,
+        action_id: int | None,
+        next_time: datetime,
+        idempotency_key: str | None,
+    ) -> Recorded:
+        """Record a successful dispatch in one transaction.
+
+        Always (the dispatch happened): ``schedule_count+1``, ``last_schedule_time
+        = started_at``, ``last_action_type``, ``failed_count = 0``, ``last_error =
+        NULL``, a history row. Only while the row is active at ``expected_version``
+        (``applied``): ``next_schedule_time = next_time``. Raises StoreError,
+        also when the avatar has no schedule row.
+        """
+        with self._cursor("recording a dispatch success", write=True) as cur:
+            row = self._locked(cur, avatar_id)
+            applied = row.status == policy.ACTIVE and row.version == expected_version
+            changes: dict[str, Any] = {
+                "schedule_count": row.schedule_count + 1,
+                "last_schedule_time": started_at,
+                "last_action_type": action_type,
+                "failed_count": 0,
+                "last_error": None,
+                "version": row.version + 1,
+                "updated_at": self._clock(),
+            }
+            if applied:
+                changes["next_schedule_time"] = next_time
+            update_schedule(cur, self._loc, avatar_id, changes)
+            insert_history(cur, self._loc, {
+                "avatar_id": avatar_id, "trigger": trigger, "planned_time": planned_at,
+                "started_time": started_at, "finished_time": finished_at,
+                "outcome": "success", "action_type": action_type, "action_id": action_id,
+                "idempotency_key": idempotency_key,
+            })  # fmt: skip
+            return Recorded(applied, self._locked(cur, avatar_id))
+
+    def record_failure(
+        self,
+        avatar_id: int,
+        *,
+        expected_version: int,
+        trigger: str,
+        planned_at: datetime | None,
+        started_at: datetime,
+        finished_at: datetime,
+        error: str,
+        retry_time: datetime,
+        max_consecutive_failures: int,
+        idempotency_key: str | None,
+    ) -> Recorded:
+        """Record a failed dispatch in one transaction.
+
+        Always: ``failed_count+1``, ``last_failed_time = finished_at``,
+        ``last_error`` (first 512 characters), a history row. Only while the row
+        is active at ``expected_version``: pause it (reason ``failures``) when
+        ``policy.after_failure`` says the limit is reached (``auto_paused``),
+        else ``next_schedule_time = retry_time``. Raises StoreError, also when
+        the avatar has no schedule row.
+        """
+        error = error[:ERROR_MAX_CHARS]
+        with self._cursor("recording a dispatch failure", write=True) as cur:
+            row = self._locked(cur, avatar_id)
+            applied = row.status == policy.ACTIVE and row.version == expected_version
+            outcome = policy.after_failure(row.failed_count, max_consecutive_failures)
+            changes: dict[str, Any] = {
+                "failed_count": outcome.failed_count,
+                "last_failed_time": finished_at,
+                "last_error": error,
+                "version": row.version + 1,
+                "updated_at": self._clock(),
+            }
+            auto_paused = applied and outcome.pause
+            if auto_paused:
+                changes["status"] = policy.PAUSED
+                changes["pause_reason"] = policy.PAUSED_BY_FAILURES
+            elif applied:
+                changes["next_schedule_time"] = retry_time
+            update_schedule(cur, self._loc, avatar_id, changes)
+            insert_history(cur, self._loc, {
+                "avatar_id": avatar_id, "trigger": trigger, "planned_time": planned_at,
+                "started_time": started_at, "finished_time": finished_at,
+                "outcome": "failure", "error": error, "idempotency_key": idempotency_key,
+            })  # fmt: skip
+            return Recorded(applied, self._locked(cur, avatar_id), auto_paused)
+
+    def record_skipped(
+        self,
+        avatar_id: int,
+        *,
+        trigger: str,
+        planned_at: datetime | None,
+        started_at: datetime,
+        reason: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> None:
+        """Add a ``skipped`` history row (a pick-up found nothing to do); the schedule
+        is untouched. Raises StoreError."""
+        with self._cursor("recording a skipped dispatch", write=True) as cur:
+            insert_history(cur, self._loc, {
+                "avatar_id": avatar_id, "trigger": trigger, "planned_time": planned_at,
+                "started_time": started_at, "finished_time": started_at,
+                "outcome": "skipped", "error": reason, "idempotency_key": idempotency_key,
+            })  # fmt: skip
+
+    def prune_history(self, older_than: datetime, batch: int = 5000) -> int:
+        """Delete history rows started before ``older_than``; return how many.
+
+        Deletes ``batch`` rows per short transaction, so it never holds many
+        locks or a long undo log. Raises StoreError.
+        """
+        cutoff = to_db(older_than, self._loc)
+        total = 0
+        while True:
+            with self._cursor("pruning dispatch history", write=True) as cur:
+                cur.execute(
+                    "DELETE FROM avatar_schedule_history WHERE started_time < %s LIMIT %s",
+                    (cutoff, batch),
+                )
+                deleted = cur.rowcount
+            total += deleted
+            if deleted < batch:
+                return total

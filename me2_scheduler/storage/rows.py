@@ -1,0 +1,207 @@
+"""What the MySQL store returns, and the one place rows and times are converted.
+
+Also the few statements every store operation builds on (select, guarded
+update, history insert), as functions over an open cursor.
+
+The store's API takes and returns aware datetimes; DATETIME columns hold the
+wall clock of the DSN's ``loc`` at whole-second resolution. ``to_db`` converts
+to ``loc``, truncates the fraction and drops tzinfo; ``from_db`` attaches
+``loc`` (``fold=0`` for an ambiguous or non-existent local time).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from datetime import datetime, tzinfo
+from typing import Any, overload
+
+import pymysql
+
+Cursor = pymysql.cursors.Cursor
+ERROR_MAX_CHARS = 512  # avatar_schedules.last_error / history.error are VARCHAR(512)
+TRIGGERS = ("auto", "manual")
+_INT_MAX = 2**31 - 1
+
+
+@dataclass(frozen=True)
+class ScheduleRow:
+    """One ``avatar_schedules`` row; the seed's columns, then this rewrite's."""
+
+    avatar_id: int
+    status: str
+    next_schedule_time: datetime
+    last_schedule_time: datetime | None
+    last_action_type: str | None
+    schedule_count: int
+    failed_count: int
+    created_at: datetime | None
+    updated_at: datetime | None
+    last_failed_time: datetime | None
+    last_error: str | None
+    pause_reason: str | None
+    version: int
+    id: int
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One ``avatar_schedule_history`` row: one dispatch (or skipped pick-up) of an avatar."""
+
+    id: int
+    avatar_id: int
+    trigger: str
+    planned_time: datetime | None
+    started_time: datetime
+    finished_time: datetime | None
+    outcome: str
+    action_type: str | None
+    action_id: int | None
+    error: str | None
+    lag_ms: int | None
+    idempotency_key: str | None
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """The outcome of recording a dispatch.
+
+    ``applied`` is False when the schedule part was skipped because the row
+    moved on (no longer active, or another writer bumped its version); the
+    counters and the history row are written either way. ``auto_paused`` is
+    True exactly when this failure paused the schedule.
+    """
+
+    applied: bool
+    row: ScheduleRow
+    auto_paused: bool = False
+
+
+SCHEDULE_COLUMNS = tuple(f.name for f in fields(ScheduleRow))
+HISTORY_COLUMNS = tuple(f.name for f in fields(HistoryEntry))
+SCHEDULE_SELECT = ", ".join(f"`{name}`" for name in SCHEDULE_COLUMNS)
+HISTORY_SELECT = ", ".join(f"`{name}`" for name in HISTORY_COLUMNS)
+
+_DATETIME_COLUMNS = frozenset(
+    {
+        "next_schedule_time",
+        "last_schedule_time",
+        "created_at",
+        "updated_at",
+        "last_failed_time",
+        "planned_time",
+        "started_time",
+        "finished_time",
+    }
+)
+# The seed declares these nullable with DEFAULT 0; NULL reads as 0.
+_COUNT_COLUMNS = frozenset({"schedule_count", "failed_count", "version"})
+
+
+def to_db(moment: datetime, loc: tzinfo) -> datetime:
+    """``moment`` as the naive ``loc`` wall clock a DATETIME column stores, whole seconds.
+
+    Raises ValueError for a naive datetime: the store only takes aware ones.
+    """
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError(f"naive datetime {moment!r}: the store takes aware datetimes")
+    return moment.astimezone(loc).replace(tzinfo=None, microsecond=0, fold=0)
+
+
+@overload
+def from_db(value: datetime, loc: tzinfo) -> datetime: ...
+@overload
+def from_db(value: None, loc: tzinfo) -> None: ...
+def from_db(value: datetime | None, loc: tzinfo) -> datetime | None:
+    """A DATETIME value read back as an aware datetime in ``loc`` (None stays None).
+
+    An ambiguous local time (DST fall-back) is taken as its first occurrence.
+    Compare results by instant (``timestamp()``/``astimezone``): PEP 495 makes
+    ``==`` across zones False for ambiguous times.
+    """
+    return None if value is None else value.replace(tzinfo=loc, fold=0)
+
+
+def _convert(names: tuple[str, ...], raw: tuple[Any, ...], loc: tzinfo) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for name, value in zip(names, raw, strict=True):
+        if name in _DATETIME_COLUMNS:
+            value = from_db(value, loc)
+        elif name in _COUNT_COLUMNS:
+            value = value or 0
+        values[name] = value
+    return values
+
+
+def schedule_from_db(raw: tuple[Any, ...], loc: tzinfo) -> ScheduleRow:
+    """A ``ScheduleRow`` from a tuple selected with ``SCHEDULE_SELECT``."""
+    return ScheduleRow(**_convert(SCHEDULE_COLUMNS, raw, loc))
+
+
+def history_from_db(raw: tuple[Any, ...], loc: tzinfo) -> HistoryEntry:
+    """A ``HistoryEntry`` from a tuple selected with ``HISTORY_SELECT``."""
+    return HistoryEntry(**_convert(HISTORY_COLUMNS, raw, loc))
+
+
+def lag_ms(planned_at: datetime | None, started_at: datetime) -> int | None:
+    """``started_at - planned_at`` in whole milliseconds, clamped to INT; None if unplanned."""
+    if planned_at is None:
+        return None
+    lag = round((started_at - planned_at).total_seconds() * 1000)
+    return max(-_INT_MAX - 1, min(_INT_MAX, lag))
+
+
+def _params(values: Any, loc: tzinfo) -> list[Any]:
+    return [to_db(value, loc) if isinstance(value, datetime) else value for value in values]
+
+
+def select_schedule(
+    cur: Cursor, loc: tzinfo, avatar_id: int, *, lock: bool = False
+) -> ScheduleRow | None:
+    """The avatar's row (``lock``: ``FOR UPDATE``), or None if it has none."""
+    suffix = " FOR UPDATE" if lock else ""
+    cur.execute(
+        f"SELECT {SCHEDULE_SELECT} FROM avatar_schedules WHERE avatar_id = %s{suffix}",
+        (avatar_id,),
+    )
+    raw = cur.fetchone()
+    return None if raw is None else schedule_from_db(raw, loc)
+
+
+def update_schedule(
+    cur: Cursor,
+    loc: tzinfo,
+    avatar_id: int,
+    changes: dict[str, Any],
+    guard: tuple[str, int] | None = None,
+) -> int:
+    """UPDATE the avatar's row with ``changes`` (column names from code, never input).
+
+    ``guard`` (status, version) limits it to a row still in that state.
+    Returns the number of rows changed (0 or 1).
+    """
+    assignments = ", ".join(f"`{name}` = %s" for name in changes)
+    sql = f"UPDATE avatar_schedules SET {assignments} WHERE avatar_id = %s"
+    params = [*_params(changes.values(), loc), avatar_id]
+    if guard is not None:
+        sql += " AND status = %s AND version = %s"
+        params.extend(guard)
+    cur.execute(sql, params)
+    return cur.rowcount
+
+
+def insert_history(cur: Cursor, loc: tzinfo, entry: dict[str, Any]) -> None:
+    """INSERT one history row from ``entry`` (column -> value); fills ``lag_ms``.
+
+    Raises ValueError for a trigger other than auto/manual.
+    """
+    if entry["trigger"] not in TRIGGERS:
+        raise ValueError(f"unknown trigger {entry['trigger']!r}")
+    entry = {**entry, "lag_ms": lag_ms(entry.get("planned_time"), entry["started_time"])}
+    if entry.get("error") is not None:
+        entry["error"] = entry["error"][:ERROR_MAX_CHARS]
+    columns = ", ".join(f"`{name}`" for name in entry)
+    marks = ", ".join(["%s"] * len(entry))
+    cur.execute(
+        f"INSERT INTO avatar_schedule_history ({columns}) VALUES ({marks})",
+        _params(entry.values(), loc),
+    )
