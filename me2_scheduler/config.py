@@ -3,29 +3,31 @@
 Keys are go-zero's (``ListenOn``, ``Mysql.DataSource``, ``Schedule.MaxWorkers``);
 every key this rewrite adds has a default, so the seed's ``scheduler-dev.yaml``
 loads unchanged. ``load_config`` raises ``ConfigError(key_path, problem)``.
+
+Loading is go-zero's ``conf.Load`` with ``conf.UseEnv()`` (see ``goconf``):
+``${VAR}`` expanded, keys case-insensitive, unknown keys ignored, strict types.
+The Go MySQL DSN is parsed by ``dsn.parse_dsn``. ``describe`` prints the
+effective config with every secret masked, for ``me2-scheduler check-config``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, fields, is_dataclass, replace
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from me2_scheduler.dsn import MASK, MysqlDsn, local_zone_name, mask_dsn, parse_dsn, zone_exists
+from me2_scheduler.errors import ConfigError
+from me2_scheduler.goconf import build, parse_yaml, read_yaml
+
+__all__ = [
+    "Config", "ConfigError", "MysqlDsn", "describe", "load_config", "parse_dsn", "validate",
+    "validate_cron",
+]  # fmt: skip
 
 DEFAULT_CRON = "0 22 * * *"
-
-
-@dataclass(frozen=True)
-class MysqlDsn:
-    """A go-sql-driver/mysql DSN, parsed: ``user:pass@tcp(host:port)/db?params``."""
-
-    user: str = "root"
-    password: str = field(default="", repr=False)
-    host: str = "127.0.0.1"
-    port: int = 3306
-    unix_socket: str = ""
-    database: str = ""
-    charset: str = "utf8mb4"
-    parse_time: bool = False
-    loc: str = "UTC"  # IANA zone name DATETIME columns are read/written in ("Local" resolved)
-    timeout_s: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -134,6 +136,254 @@ class Config:
     log: LogConf = field(default_factory=LogConf)
 
 
+# --- go-zero key names -------------------------------------------------------
+
+_KEY_OVERRIDES = {
+    "timeout_ms": "Timeout", "password": "Pass", "ca_file": "CACertFile", "id": "ID", "db": "DB",
+}  # fmt: skip
+_DERIVED = frozenset({"dsn"})  # computed from another key, never read from YAML
+
+
+def _yaml_key(attr: str) -> str | None:
+    """The go-zero key of a dataclass field (``max_workers`` → ``MaxWorkers``)."""
+    if attr in _DERIVED:
+        return None
+    return _KEY_OVERRIDES.get(attr) or "".join(p.capitalize() for p in attr.split("_"))
+
+
+def _value_at(config: Config, path: str) -> Any:
+    """The value at a go-zero key path (``Schedule.MaxWorkers``)."""
+    value: Any = config
+    for key in path.split("."):
+        value = next(getattr(value, f.name) for f in fields(value) if _yaml_key(f.name) == key)
+    return value
+
+
+def _finish(config: Config) -> Config:
+    """Fill the derived values: the parsed DSN, the default cron, ``Local`` as ""."""
+    if not config.mysql.data_source.strip():
+        raise ConfigError("Mysql.DataSource", "is required (user:pass@tcp(host:port)/dbname)")
+    cron = config.diary_schedule.cron_expression.strip() or DEFAULT_CRON
+    return replace(
+        config,
+        timezone="" if config.timezone == "Local" else config.timezone,
+        mysql=replace(config.mysql, dsn=parse_dsn(config.mysql.data_source)),
+        diary_schedule=replace(config.diary_schedule, cron_expression=cron),
+    )
+
+
 def load_config(path: str) -> Config:
-    """Load, expand ``${VAR}`` and validate a YAML file; raise ``ConfigError`` on any problem."""
-    raise NotImplementedError  # filled by the config work (issue 2)
+    """Load, expand ``${VAR}`` and validate a YAML file.
+
+    Raises ``ConfigError(key_path, problem)`` for any problem, the file path
+    being the key for whole-file ones (unreadable, empty, not YAML).
+    """
+    config = _finish(build(Config, read_yaml(path), _yaml_key))
+    validate(config)
+    return config
+
+
+def service_timezone(config: Config) -> ZoneInfo:
+    """The zone people read times in: ``Timezone``, else the server's local zone."""
+    return ZoneInfo(config.timezone or local_zone_name())
+
+
+# --- validation ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Check:
+    ok: Callable[[Any], bool]
+    text: str
+
+
+def _at_least(n: int) -> _Check:
+    return _Check(lambda v: v >= n, f"must be at least {n}")
+
+
+def _one_of(*choices: str) -> _Check:
+    return _Check(lambda v: v in choices, "must be one of " + "|".join(choices))
+
+
+_POSITIVE = _Check(lambda v: v > 0, "must be positive")
+_NOT_NEGATIVE = _Check(lambda v: v >= 0, "must not be negative")
+_NOT_EMPTY = _Check(lambda v: bool(v.strip()), "must not be empty")
+_POSITIVE_MS = _Check(lambda v: v > 0, "must be positive (milliseconds)")
+
+_RULES: tuple[tuple[str, _Check], ...] = (
+    ("Name", _NOT_EMPTY),
+    ("Mode", _one_of("dev", "test", "rt", "pre", "pro")),
+    ("Timeout", _Check(lambda v: v >= 0, "must not be negative (milliseconds; 0 = none)")),
+    ("Mysql.PoolSize", _at_least(1)),
+    ("Redis.Type", _one_of("node", "cluster")),
+    ("Redis.Key", _NOT_EMPTY),
+    ("Redis.DB", _NOT_NEGATIVE),
+    ("ActionRpc.Timeout", _POSITIVE_MS),
+    ("DiaryRpc.Timeout", _POSITIVE_MS),
+    ("Schedule.ScanInterval", _Check(lambda v: v >= 1, "must be at least 1 (seconds)")),
+    ("Schedule.MaxWorkers", _at_least(1)),
+    ("Schedule.PollInterval", _Check(lambda v: v > 0, "must be positive (seconds)")),
+    ("Schedule.ClaimBatch", _at_least(1)),
+    ("Schedule.LeaseSeconds", _POSITIVE),
+    ("Schedule.RetryDelaySeconds", _POSITIVE),
+    ("Schedule.MaxConsecutiveFailures", _at_least(1)),
+    ("Schedule.SweepGraceSeconds", _NOT_NEGATIVE),
+    ("Schedule.ShutdownTimeoutSeconds", _POSITIVE),
+    ("ActionSchedule.MinIntervalHours", _POSITIVE),
+    ("ActionSchedule.MaxIntervalHours", _POSITIVE),
+    ("DiarySchedule.Concurrency", _at_least(1)),
+    ("DiarySchedule.TimeoutSeconds", _POSITIVE),
+    ("DiarySchedule.MisfireGraceSeconds", _NOT_NEGATIVE),
+    ("DiarySchedule.StaleRunSeconds", _POSITIVE),
+    ("History.RetentionDays", _NOT_NEGATIVE),
+    ("Prometheus.Port", _Check(lambda v: 0 < v < 65536, "must be a port 1-65535")),
+    ("Prometheus.Path", _Check(lambda v: v.startswith("/"), "must start with /")),
+    ("Log.Encoding", _one_of("plain", "json")),
+    ("Log.Level", _one_of("debug", "info", "error", "severe")),
+)
+_ADDRESS_LISTS = (
+    "Etcd.Hosts", "ActionRpc.Endpoints", "ActionRpc.Etcd.Hosts", "DiaryRpc.Endpoints",
+    "DiaryRpc.Etcd.Hosts",
+)  # fmt: skip
+CRON_KEY = "DiarySchedule.CronExpression"
+
+
+def validate(config: Config) -> None:
+    """Check every value and the rules between them; raise ``ConfigError`` at the first problem."""
+    for path, check in _RULES:
+        value = _value_at(config, path)
+        if not check.ok(value):
+            raise ConfigError(path, f"{check.text}, got {_scalar(value)}")
+    for rule in (_check_addresses, _check_etcd_keys, _check_relations, _check_timezone):
+        rule(config)
+    validate_cron(config.diary_schedule.cron_expression)
+
+
+def _check_host_port(path: str, address: str) -> None:
+    host, colon, port = address.rpartition(":")
+    bracketed = host.startswith("[") and host.endswith("]")
+    if not colon or (":" in host and not bracketed):
+        raise ConfigError(path, f"must be host:port, got {_scalar(address)}")
+    if not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
+        raise ConfigError(path, f"the port must be 1-65535, got {_scalar(address)}")
+
+
+def _check_addresses(config: Config) -> None:
+    _check_host_port("ListenOn", config.listen_on)
+    for seed in config.redis.host.split(","):
+        _check_host_port("Redis.Host", seed.strip())
+    for path in _ADDRESS_LISTS:
+        for i, address in enumerate(_value_at(config, path)):
+            _check_host_port(f"{path}[{i}]", address)
+
+
+def _check_etcd_keys(config: Config) -> None:
+    for path in ("Etcd", "ActionRpc.Etcd", "DiaryRpc.Etcd"):
+        etcd = _value_at(config, path)
+        if etcd.hosts and not etcd.key:
+            raise ConfigError(f"{path}.Key", "must be set when Hosts is (the service name)")
+    action = config.action_rpc
+    if not (action.endpoints or action.target or action.etcd.hosts):
+        raise ConfigError("ActionRpc", "needs Endpoints, Target or Etcd.Hosts to reach Action")
+
+
+def _check_relations(config: Config) -> None:
+    low, high = config.action_schedule.min_interval_hours, config.action_schedule.max_interval_hours
+    if low > high:
+        raise ConfigError(
+            "ActionSchedule.MinIntervalHours",
+            f"must not exceed MaxIntervalHours ({_scalar(high)}), got {_scalar(low)}",
+        )
+    lease, timeout_s = config.schedule.lease_seconds, config.action_rpc.timeout_ms / 1000
+    if lease <= timeout_s:
+        raise ConfigError(
+            "Schedule.LeaseSeconds",
+            f"must exceed ActionRpc.Timeout ({_scalar(timeout_s)} s), so that only a dead worker"
+            f" lets a lease expire; got {_scalar(lease)}",
+        )
+    if config.redis.type == "cluster" and config.redis.db != 0:
+        raise ConfigError("Redis.DB", "must be 0 with Redis.Type cluster (a cluster has only db 0)")
+
+
+def _check_timezone(config: Config) -> None:
+    if config.timezone and not zone_exists(config.timezone):
+        raise ConfigError("Timezone", f"not an IANA time zone: {_scalar(config.timezone)}")
+
+
+def validate_cron(expr: str) -> None:
+    """Check a diary cron expression (robfig/cron's standard 5 fields); raise ``ConfigError``."""
+    try:
+        from me2_scheduler.cron import parse
+    except ImportError:  # the cron module is optional here: fall back to croniter's grammar
+        from croniter import croniter
+
+        if not (croniter.is_valid(expr) and (expr.startswith("@") or len(expr.split()) == 5)):
+            raise ConfigError(CRON_KEY, f"not a valid cron expression: {_scalar(expr)}") from None
+        return
+    try:
+        parse(expr, ZoneInfo("UTC"))
+    except ValueError as exc:
+        raise ConfigError(CRON_KEY, str(exc)) from None
+
+
+# --- describe ----------------------------------------------------------------------
+
+
+def describe(config: Config) -> str:
+    """The effective config as YAML in go-zero key names, every secret masked as ``******``."""
+    return "\n".join(_describe(config, "")) + "\n"
+
+
+def _describe(obj: Any, indent: str) -> Iterator[str]:
+    for f in fields(obj):
+        key = _yaml_key(f.name)
+        if key is None:
+            continue
+        value = getattr(obj, f.name)
+        if is_dataclass(value):
+            yield f"{indent}{key}:"
+            yield from _describe(value, indent + "  ")
+        elif isinstance(value, tuple):
+            yield f"{indent}{key}:" + ("" if value else " []")
+            yield from (f"{indent}  - {_scalar(item)}" for item in value)
+        else:
+            yield f"{indent}{key}: {_scalar(_masked(f.name, f.repr, value))}{_note(obj, f.name)}"
+
+
+def _masked(name: str, shown_in_repr: bool, value: Any) -> Any:
+    """Secrets (the fields hidden from repr) as ``******``; a DSN keeps all but its password."""
+    if name == "data_source":
+        return mask_dsn(value)
+    return MASK if value and not shown_in_repr else value
+
+
+def _note(obj: Any, name: str) -> str:
+    """A trailing comment with what a value resolves to, where that is not obvious."""
+    if name == "data_source":
+        return f"  # {_dsn_summary(obj.dsn)}"
+    if name == "timezone" and not obj.timezone:
+        return f"  # the server's local zone: {local_zone_name()}"
+    return "  # milliseconds" if name == "timeout_ms" else ""
+
+
+def _dsn_summary(dsn: MysqlDsn) -> str:
+    host = f"[{dsn.host}]" if ":" in dsn.host else dsn.host
+    where = f"unix({dsn.unix_socket})" if dsn.unix_socket else f"tcp({host}:{dsn.port})"
+    return (
+        f"{where}, user {dsn.user!r}, database {dsn.database!r}, charset {dsn.charset},"
+        f" parseTime {str(dsn.parse_time).lower()}, loc {dsn.loc}, timeout {dsn.timeout_s:g}s"
+    )
+
+
+def _scalar(value: Any) -> str:
+    """A YAML scalar that reads back as ``value`` (quoted only when it must be)."""
+    if isinstance(value, float):
+        text = str(int(value)) if value.is_integer() else repr(value)
+        return f"{value:.20f}".rstrip("0") if "e" in text else text
+    if not isinstance(value, str):
+        return str(value)
+    try:
+        plain = parse_yaml(value) == value
+    except Exception:  # any YAML error means the plain form is unusable
+        plain = False
+    return value if plain and value.strip() == value else json.dumps(value, ensure_ascii=False)

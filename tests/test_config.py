@@ -1,0 +1,475 @@
+"""Loading, validating and describing the go-zero-shaped YAML config."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from me2_scheduler.cli import cli
+from me2_scheduler.config import (
+    DEFAULT_CRON,
+    ActionScheduleConf,
+    Config,
+    DiaryScheduleConf,
+    EtcdConf,
+    MysqlConf,
+    RpcClientConf,
+    ScheduleConf,
+    describe,
+    load_config,
+    validate_cron,
+)
+from me2_scheduler.dsn import MysqlDsn
+from me2_scheduler.errors import ConfigError
+from me2_scheduler.goconf import expand_env
+
+REPO = Path(__file__).resolve().parents[1]
+DEV_YAML = REPO / "etc" / "scheduler-dev.yaml"
+TEST_YAML = REPO / "etc" / "scheduler-test.yaml"
+SEED_DSN = "root:123456@tcp(127.0.0.1:3306)/me2?charset=utf8mb4&parseTime=true"
+BASE: dict[str, Any] = {
+    "Mysql": {"DataSource": "root:pw@tcp(127.0.0.1:3306)/me2"},
+    "ActionRpc": {"Endpoints": ["127.0.0.1:8007"]},
+}
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``override`` deep-merged in; a None value removes the key."""
+    merged = dict(base)
+    for key, value in override.items():
+        if value is None:
+            merged.pop(key, None)
+        elif isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def write(tmp_path: Path, content: str | dict[str, Any]) -> Path:
+    """A YAML file: raw text as is, a dict merged onto the minimal valid BASE."""
+    text = content if isinstance(content, str) else yaml.safe_dump(_merge(BASE, content))
+    path = tmp_path / "scheduler.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """The real console entry point, in its own interpreter."""
+    command = [sys.executable, "-m", "me2_scheduler.cli", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=REPO)
+
+
+def key_paths(tree: Any, prefix: str = "") -> set[str]:
+    """Every dotted key path of a parsed YAML mapping, lower-cased."""
+    if not isinstance(tree, dict):
+        return set()
+    paths: set[str] = set()
+    for key, value in tree.items():
+        path = f"{prefix}.{key}".lower() if prefix else str(key).lower()
+        paths |= {path} | key_paths(value, path)
+    return paths
+
+
+# --- the seed and the example files ----------------------------------------------
+
+
+def test_seed_yaml_loads_with_its_values_and_defaults_for_every_added_key() -> None:
+    expected = Config(
+        name="scheduler.rpc",
+        mode="dev",
+        listen_on="0.0.0.0:8008",
+        etcd=EtcdConf(hosts=("127.0.0.1:2379",), key="scheduler.rpc"),
+        mysql=MysqlConf(
+            data_source=SEED_DSN,
+            dsn=MysqlDsn(
+                user="root",
+                password="123456",
+                host="127.0.0.1",
+                port=3306,
+                database="me2",
+                charset="utf8mb4",
+                parse_time=True,
+                loc="UTC",
+            ),
+        ),
+        action_rpc=RpcClientConf(etcd=EtcdConf(hosts=("127.0.0.1:2379",), key="action.rpc")),
+        schedule=ScheduleConf(scan_interval=60, max_workers=10),
+        action_schedule=ActionScheduleConf(min_interval_hours=2, max_interval_hours=6),
+        diary_schedule=DiaryScheduleConf(cron_expression="0 22 * * *"),
+    )
+    assert load_config(str(DEV_YAML)) == expected
+
+
+def test_seed_yaml_keeps_the_seed_comments_verbatim() -> None:
+    text = DEV_YAML.read_text(encoding="utf-8")
+    assert "# 扫描间隔（秒），建议 60" in text
+    assert 'CronExpression: "0 22 * * *"  # 每天 22:00 生成日记' in text
+
+
+def test_test_yaml_loads_with_short_intervals_on_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ME2_TEST_MYSQL_PASS", "from-env")
+    config = load_config(str(TEST_YAML))
+    assert config.mysql.dsn.password == "from-env"
+    assert config.mysql.dsn.timeout_s == 5.0
+    assert config.schedule.poll_interval == 0.2
+    assert config.action_schedule.max_interval_hours * 3600 < 10
+    addresses = [config.listen_on, config.redis.host, config.prometheus.host]
+    addresses += [*config.action_rpc.endpoints, *config.diary_rpc.endpoints]
+    assert all(address.startswith("127.0.0.1") for address in addresses)
+
+
+def test_test_yaml_spells_out_every_key_the_service_reads(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ME2_TEST_MYSQL_PASS", raising=False)
+    in_file = key_paths(yaml.safe_load(TEST_YAML.read_text(encoding="utf-8")))
+    described = key_paths(yaml.safe_load(describe(load_config(str(TEST_YAML)))))
+    # Etcd blocks of the RPC clients list only what a client needs.
+    missing = {
+        p for p in described - in_file if not p.startswith(("actionrpc.etcd.", "diaryrpc.etcd."))
+    }
+    assert missing == set()
+    assert in_file - described == set()
+
+
+# --- environment, key case, types --------------------------------------------------
+
+
+def test_password_in_dsn_and_redis_pass_come_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DB_PASS", "db-secret")
+    monkeypatch.setenv("REDIS_PASS", "redis-secret")
+    monkeypatch.setenv("WORKERS", "7")
+    path = write(tmp_path, {
+        "Mysql": {"DataSource": "me2:${DB_PASS}@tcp(127.0.0.1:3306)/me2"},
+        "Redis": {"Pass": "$REDIS_PASS"},
+        "Schedule": {"MaxWorkers": "${WORKERS}"},
+    })  # fmt: skip
+    text = path.read_text().replace(
+        "'${WORKERS}'", "${WORKERS}"
+    )  # unquoted: a number once expanded
+    path.write_text(text)
+    config = load_config(str(path))
+    assert config.mysql.dsn.password == "db-secret"
+    assert config.redis.password == "redis-secret"
+    assert config.schedule.max_workers == 7
+
+
+def test_unset_variable_expands_to_empty_and_keeps_the_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("ME2_UNSET_VAR", raising=False)
+    path = write(
+        tmp_path,
+        yaml.safe_dump(BASE) + "Redis:\n  Pass: ${ME2_UNSET_VAR}\n  Key: k$ME2_UNSET_VAR\n",
+    )
+    config = load_config(str(path))
+    assert (config.redis.password, config.redis.key) == ("", "k")
+
+
+@pytest.mark.parametrize(
+    ("text", "expanded"),
+    [
+        ("a${X}b", "a1b"), ("a$X.b", "a1.b"), ("$X_Y", "2"), ("$X-Y", "1-Y"), ("${X_Y}", "2"),
+        ("cost $", "cost $"), ("$$", ""), ("${}", ""), ("${X", "X"), ("$1x", "x"),
+        ("a $ b", "a $ b"),
+    ],
+)  # fmt: skip
+def test_env_expansion_follows_go_os_expand_env(text: str, expanded: str) -> None:
+    assert expand_env(text, {"X": "1", "X_Y": "2"}) == expanded
+
+
+def test_keys_match_case_insensitively(tmp_path: Path) -> None:
+    text = (
+        "name: svc.rpc\nMYSQL:\n  datasource: root:pw@tcp(127.0.0.1:3306)/me2\n"
+        "actionrpc:\n  ENDPOINTS: [127.0.0.1:8007]\nschedule:\n  maxWORKERS: 3\n"
+        "actionSchedule:\n  minintervalhours: 0.5\n  MAXINTERVALHOURS: 1.5\n"
+    )
+    config = load_config(str(write(tmp_path, text)))
+    assert (config.name, config.mysql.dsn.database, config.schedule.max_workers) == (
+        "svc.rpc",
+        "me2",
+        3,
+    )
+    assert config.action_rpc.endpoints == ("127.0.0.1:8007",)
+    assert (
+        config.action_schedule.min_interval_hours,
+        config.action_schedule.max_interval_hours,
+    ) == (0.5, 1.5)
+
+
+def test_a_key_given_twice_in_different_case_is_an_error(tmp_path: Path) -> None:
+    path = write(tmp_path, {"Schedule": {"MaxWorkers": 3, "maxworkers": 4}})
+    with pytest.raises(ConfigError, match="given twice") as caught:
+        load_config(str(path))
+    assert caught.value.key.lower() == "schedule.maxworkers"
+
+
+def test_unknown_keys_are_ignored(tmp_path: Path) -> None:
+    path = write(
+        tmp_path, {"Telemetry": {"Name": "x"}, "Schedule": {"Turbo": True, "MaxWorkers": 4}}
+    )
+    assert load_config(str(path)).schedule.max_workers == 4
+
+
+def test_yes_and_on_stay_strings_as_in_go_zero(tmp_path: Path) -> None:
+    path = write(tmp_path, yaml.safe_dump(BASE) + "Redis:\n  Pass: yes\n  Key: on\n")
+    config = load_config(str(path))
+    assert (config.redis.password, config.redis.key) == ("yes", "on")
+
+
+@pytest.mark.parametrize(
+    ("override", "key", "problem"),
+    [
+        (
+            {"Schedule": {"MaxWorkers": "ten"}},
+            "Schedule.MaxWorkers",
+            "expected an integer, got a string",
+        ),
+        (
+            {"Schedule": {"MaxWorkers": 2.5}},
+            "Schedule.MaxWorkers",
+            "expected an integer, got a number",
+        ),
+        ({"Schedule": {"MaxWorkers": True}}, "Schedule.MaxWorkers", "got a boolean"),
+        (
+            {"Schedule": {"PollInterval": "fast"}},
+            "Schedule.PollInterval",
+            "expected a finite number",
+        ),
+        ({"Schedule": [1, 2]}, "Schedule", "expected a mapping, got a list"),
+        ({"Redis": {"Pass": 123456}}, "Redis.Pass", "expected a string, got a number (quote it)"),
+        ({"ActionRpc": {"Endpoints": "127.0.0.1:8007"}}, "ActionRpc.Endpoints", "expected a list"),
+        ({"ActionRpc": {"Endpoints": ["127.0.0.1:8007", 8]}}, "ActionRpc.Endpoints[1]", "a string"),
+        (
+            {"ActionSchedule": {"MaxIntervalHours": float("inf")}},
+            "ActionSchedule.MaxIntervalHours",
+            "finite",
+        ),
+    ],
+)
+def test_wrong_type_is_a_config_error_naming_the_key(
+    tmp_path: Path, override: dict[str, Any], key: str, problem: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(str(write(tmp_path, override)))
+    assert (caught.value.key, problem in caught.value.problem) == (key, True)
+
+
+def test_type_error_never_echoes_the_value(tmp_path: Path) -> None:
+    path = write(tmp_path, {"Redis": {"Pass": ["hunter2-secret"]}})
+    with pytest.raises(ConfigError) as caught:
+        load_config(str(path))
+    assert "hunter2-secret" not in str(caught.value)
+
+
+# --- defaults and derived values ------------------------------------------------------
+
+
+def test_empty_cron_expression_means_the_seed_default(tmp_path: Path) -> None:
+    path = write(tmp_path, {"DiarySchedule": {"CronExpression": ""}})
+    assert load_config(str(path)).diary_schedule.cron_expression == DEFAULT_CRON == "0 22 * * *"
+
+
+def test_fractional_hours_are_accepted(tmp_path: Path) -> None:
+    path = write(
+        tmp_path, {"ActionSchedule": {"MinIntervalHours": 0.001, "MaxIntervalHours": 0.0015}}
+    )
+    assert load_config(str(path)).action_schedule == ActionScheduleConf(0.001, 0.0015)
+
+
+def test_timezone_local_means_the_server_zone(tmp_path: Path) -> None:
+    assert load_config(str(write(tmp_path, {"Timezone": "Local"}))).timezone == ""
+
+
+def test_config_is_frozen() -> None:
+    config = load_config(str(DEV_YAML))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.schedule.max_workers = 99  # type: ignore[misc]
+
+
+# --- validation through the real CLI ------------------------------------------------------
+
+MISSING_FILE = object()
+BAD_CONFIGS = [
+    (
+        "min-above-max",
+        {"ActionSchedule": {"MinIntervalHours": 7, "MaxIntervalHours": 6}},
+        "ActionSchedule.MinIntervalHours",
+    ),
+    (
+        "zero-max-hours",
+        {"ActionSchedule": {"MaxIntervalHours": 0}},
+        "ActionSchedule.MaxIntervalHours",
+    ),
+    (
+        "negative-min-hours",
+        {"ActionSchedule": {"MinIntervalHours": -1}},
+        "ActionSchedule.MinIntervalHours",
+    ),
+    ("no-workers", {"Schedule": {"MaxWorkers": 0}}, "Schedule.MaxWorkers"),
+    ("sub-second-scan", {"Schedule": {"ScanInterval": 0.5}}, "Schedule.ScanInterval"),
+    ("zero-poll", {"Schedule": {"PollInterval": 0}}, "Schedule.PollInterval"),
+    ("zero-claim-batch", {"Schedule": {"ClaimBatch": 0}}, "Schedule.ClaimBatch"),
+    (
+        "lease-not-above-action-timeout",
+        {"Schedule": {"LeaseSeconds": 2}, "ActionRpc": {"Timeout": 2000}},
+        "Schedule.LeaseSeconds",
+    ),
+    ("zero-retry-delay", {"Schedule": {"RetryDelaySeconds": 0}}, "Schedule.RetryDelaySeconds"),
+    (
+        "zero-max-failures",
+        {"Schedule": {"MaxConsecutiveFailures": 0}},
+        "Schedule.MaxConsecutiveFailures",
+    ),
+    ("redis-sentinel", {"Redis": {"Type": "sentinel"}}, "Redis.Type"),
+    ("redis-empty-key", {"Redis": {"Key": ""}}, "Redis.Key"),
+    ("redis-cluster-db", {"Redis": {"Type": "cluster", "DB": 2}}, "Redis.DB"),
+    (
+        "dsn-without-slash",
+        {"Mysql": {"DataSource": "root:Sup3rS3cret@tcp(127.0.0.1:3306)me2"}},
+        "Mysql.DataSource",
+    ),
+    (
+        "dsn-bad-loc",
+        {"Mysql": {"DataSource": "root:Sup3rS3cret@tcp(db)/me2?loc=Mars%2FOlympus"}},
+        "Mysql.DataSource",
+    ),
+    ("no-datasource", {"Mysql": None}, "Mysql.DataSource"),
+    ("listen-without-port", {"ListenOn": "0.0.0.0"}, "ListenOn"),
+    ("listen-bad-port", {"ListenOn": "0.0.0.0:70000"}, "ListenOn"),
+    ("timezone-not-iana", {"Timezone": "Mars/Olympus"}, "Timezone"),
+    ("log-encoding", {"Log": {"Encoding": "xml"}}, "Log.Encoding"),
+    ("log-level", {"Log": {"Level": "warn"}}, "Log.Level"),
+    ("prometheus-port", {"Prometheus": {"Port": 0}}, "Prometheus.Port"),
+    ("diary-concurrency", {"DiarySchedule": {"Concurrency": 0}}, "DiarySchedule.Concurrency"),
+    ("diary-timeout", {"DiarySchedule": {"TimeoutSeconds": 0}}, "DiarySchedule.TimeoutSeconds"),
+    ("negative-retention", {"History": {"RetentionDays": -1}}, "History.RetentionDays"),
+    (
+        "bad-cron",
+        {"DiarySchedule": {"CronExpression": "0 25 * * *"}},
+        "DiarySchedule.CronExpression",
+    ),
+    ("string-for-number", {"Schedule": {"MaxWorkers": "ten"}}, "Schedule.MaxWorkers"),
+    ("list-for-map", {"Redis": ["127.0.0.1:6379"]}, "Redis"),
+    ("action-unreachable", {"ActionRpc": None}, "ActionRpc"),
+    (
+        "etcd-bad-host",
+        {"Etcd": {"Hosts": ["etcd-without-port"], "Key": "scheduler.rpc"}},
+        "Etcd.Hosts[0]",
+    ),
+    ("bad-mode", {"Mode": "production"}, "Mode"),
+    ("empty-file", "", None),
+    ("comments-only", "# nothing here\n", None),
+    ("top-level-list", "- Name: scheduler.rpc\n", None),
+    ("yaml-syntax", "Name: [scheduler\nMysql: {\n", None),
+    ("unreadable-file", MISSING_FILE, None),
+]
+
+
+@pytest.mark.parametrize(
+    ("content", "key"), [c[1:] for c in BAD_CONFIGS], ids=[c[0] for c in BAD_CONFIGS]
+)
+def test_bad_config_exits_2_with_one_line_naming_the_key(
+    tmp_path: Path, content: Any, key: str | None
+) -> None:
+    path = tmp_path / "missing.yaml" if content is MISSING_FILE else write(tmp_path, content)
+    result = run_cli("check-config", "-f", str(path))
+    expected_key = key or str(path)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith(f"config error: {expected_key}: ")
+    assert result.stderr.count("\n") == 1
+    assert "Traceback" not in result.stderr
+    assert "Sup3rS3cret" not in result.stderr
+    assert result.stdout == ""
+
+
+def test_lease_error_says_it_must_exceed_the_action_timeout(tmp_path: Path) -> None:
+    path = write(tmp_path, {"Schedule": {"LeaseSeconds": 3}, "ActionRpc": {"Timeout": 5000}})
+    with pytest.raises(ConfigError, match=r"must exceed ActionRpc.Timeout \(5 s\)"):
+        load_config(str(path))
+
+
+def test_check_config_prints_the_effective_config_and_exits_0() -> None:
+    result = run_cli("check-config", "-f", str(DEV_YAML))
+    assert result.returncode == 0, result.stderr
+    assert "  ScanInterval: 60\n" in result.stdout
+    assert "  DataSource: root:******@tcp(127.0.0.1:3306)/me2" in result.stdout
+    assert "123456" not in result.stdout
+
+
+def test_check_config_in_process_reports_the_key_without_traceback(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        cli, ["check-config", "-f", str(write(tmp_path, {"Log": {"Level": "x"}}))]
+    )
+    assert result.exit_code == 2
+    assert "config error: Log.Level: must be one of debug|info|error|severe, got x" in result.output
+
+
+# --- cron validation -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("expr", ["0 22 * * *", "*/5 * * * *", "0 20 * * 1-5", "@daily"])
+def test_valid_cron_expressions_pass(expr: str) -> None:
+    validate_cron(expr)
+
+
+@pytest.mark.parametrize("expr", ["0 25 * * *", "61 * * * *", "0 22 * *", "0 0 22 * * *", "daily"])
+def test_invalid_cron_expressions_name_the_key(expr: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        validate_cron(expr)
+    assert caught.value.key == "DiarySchedule.CronExpression"
+
+
+@pytest.mark.parametrize(
+    ("expr", "valid"), [("0 22 * * *", True), ("0 25 * * *", False), ("0 0 22 * * *", False)]
+)
+def test_cron_falls_back_to_croniter_without_the_cron_module(
+    expr: str, valid: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "me2_scheduler.cron", None)  # makes the import fail
+    try:
+        validate_cron(expr)
+    except ConfigError:
+        assert not valid
+    else:
+        assert valid
+
+
+# --- describe and repr ----------------------------------------------------------------------
+
+SECRETS = {"Mysql": {"DataSource": "me2:dsn-s3cret@tcp(127.0.0.1:3306)/me2"},
+           "Redis": {"Pass": "redis-s3cret"}, "Etcd": {"Pass": "etcd-s3cret"},
+           "ActionRpc": {"Token": "action-s3cret", "Etcd": {"Pass": "action-etcd-s3cret"}},
+           "DiaryRpc": {"Token": "diary-s3cret"}}  # fmt: skip
+
+
+def test_describe_and_repr_never_show_a_secret(tmp_path: Path) -> None:
+    config = load_config(str(write(tmp_path, SECRETS)))
+    shown = describe(config) + repr(config)
+    assert "s3cret" not in shown
+    described = yaml.safe_load(describe(config))
+    assert described["Redis"]["Pass"] == described["ActionRpc"]["Token"] == "******"
+    assert described["Mysql"]["DataSource"] == "me2:******@tcp(127.0.0.1:3306)/me2"
+
+
+def test_describe_reads_back_as_the_same_config(tmp_path: Path) -> None:
+    override = {
+        "Timezone": "Asia/Shanghai",
+        "Redis": {"Key": "0 22 * * *"},
+        "Mysql": {"DataSource": "root@tcp(127.0.0.1:3306)/me2?loc=Asia%2FTokyo"},
+        "Schedule": {"PollInterval": 0.25},
+        "DiarySchedule": {"CronExpression": "*/5 * * * *"},
+        "ActionRpc": {"App": "yes", "Target": "dns:///action:8007"},
+    }
+    config = load_config(str(write(tmp_path, override)))
+    again = tmp_path / "again.yaml"
+    again.write_text(describe(config), encoding="utf-8")
+    assert load_config(str(again)) == config
