@@ -61,7 +61,7 @@ class Dispatcher:
     ) -> None:
         self._config = config
         self._store = store
-        self._index = index
+        self.index = index
         self._action = action
         self._clock = clock
         self._rng = rng or random.Random()
@@ -160,7 +160,7 @@ class Dispatcher:
         A stale token (a pause or a rebuild took the lease meanwhile) changes nothing.
         """
         active = row is not None and row.status == policy.ACTIVE
-        self._index.ack(claim, epoch(row.next_schedule_time) if active else None)
+        self.index.ack(claim, epoch(row.next_schedule_time) if active else None)
 
 
 def _planned(claim: Claim) -> datetime:
@@ -188,10 +188,10 @@ def main(config: Config, ctx: ChildContext) -> int:
     lease_s = config.schedule.lease_seconds
     while not ctx.stopping:
         try:
-            claim = dispatcher._index.pop_ready(timeout_s=1.0)
-            if claim is None or not dispatcher._index.begin(claim, lease_s):
-                continue
-            dispatcher.run_claim(claim)
+            # The lease restarts at pick-up: a claim may have waited in ``ready``.
+            claim = dispatcher.index.pop_ready(timeout_s=1.0, lease_s=lease_s)
+            if claim is not None:
+                dispatcher.run_claim(claim)
         except (StoreError, RedisIndexError) as exc:
             # The lease brings the claim back; pause so a down server is not hammered.
             log.error("[TaskExecutor] dispatch interrupted: %s", exc)

@@ -1,0 +1,357 @@
+"""The Redis delay index: which active avatar is due when, and which is in flight.
+
+MySQL is the truth; this index only makes "who is due now" cheap at millions
+of avatars (DESIGN §2.2, §3.1). Every move between the sets is one Lua script
+(``storage/lua/*.lua``, one per operation, each with a KEYS/ARGV header), so
+any number of pollers, workers and hosts can share the index: a claim is
+atomic and is a lease with an expiry, and Redis ``TIME`` is the one clock.
+
+Invariant kept by the scripts: an avatar is in at most one of ``due`` and
+``inflight``; an in-flight avatar has exactly one current claim token, and
+only that token can settle it. Redis failures surface as ``RedisIndexError``.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import logging
+import secrets
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, ParamSpec, TypeVar
+
+from redis.exceptions import RedisClusterException, RedisError
+
+from me2_scheduler.config import RedisConf
+from me2_scheduler.errors import RedisIndexError
+from me2_scheduler.storage.keys import Keys
+from me2_scheduler.storage.redis_conn import RedisClient, make_redis
+
+log = logging.getLogger(__name__)
+
+INDEX_VERSION = 1
+SCRIPT_CHUNK = 1000  # avatars per schedule/absent script call: keeps each call ~1 ms
+REBUILD_TTL_S = 3600  # a crashed rebuild's temporary set cleans itself up
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One dispatch slot of one avatar, held under a lease until acked."""
+
+    avatar_id: int
+    planned_at: int  # epoch seconds: the due time that was claimed (or "now" for a trigger)
+    token: str
+
+    @property
+    def idempotency_key(self) -> str:
+        """``"<avatar_id>:<planned epoch ms>"``, the same for every re-dispatch of this slot."""
+        return f"{self.avatar_id}:{self.planned_at * 1000}"
+
+    @classmethod
+    def parse(cls, entry: str) -> Claim:
+        """Read a ready-list entry ``"<avatar_id>:<planned>:<token>"``; raise ``ValueError``."""
+        avatar_id, planned_at, token = entry.split(":", 2)
+        return cls(int(avatar_id), int(planned_at), token)
+
+
+@functools.cache
+def script_sources() -> dict[str, str]:
+    """The Lua sources shipped in ``storage/lua``, by file stem (read once per process)."""
+    folder = resources.files("me2_scheduler.storage").joinpath("lua")
+    return {
+        entry.name.removesuffix(".lua"): entry.read_text(encoding="utf-8")
+        for entry in folder.iterdir()
+        if entry.name.endswith(".lua")
+    }
+
+
+def _translated(func: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Turn redis-py errors into ``RedisIndexError`` at the boundary of the index."""
+
+    @functools.wraps(func)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return func(*args, **kwargs)
+        except (RedisError, RedisClusterException) as exc:
+            raise RedisIndexError(f"redis {func.__name__}: {exc}") from None
+
+    return wrapper
+
+
+def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    iterator = iter(items)
+    while batch := list(itertools.islice(iterator, size)):
+        yield batch
+
+
+def _check_lease(lease_s: float) -> None:
+    if lease_s < 0:
+        raise ValueError(f"lease_s must be >= 0, got {lease_s}")
+
+
+class DelayIndex:
+    """The delay index of one ``Redis.Key``.
+
+    Make it in the process that uses it (after fork). ``client`` may be
+    injected (fakeredis in unit tests); otherwise one is made from ``conf``
+    and closed by ``close``. Raises ``ConfigError`` for a bad ``Redis`` config.
+    Every method raises ``RedisIndexError`` when Redis fails.
+    """
+
+    def __init__(self, conf: RedisConf, *, client: RedisClient | None = None) -> None:
+        self.keys = Keys.from_conf(conf)
+        self._owns_client = client is None
+        self.client: RedisClient = client if client is not None else make_redis(conf)
+        self._scripts = {
+            name: self.client.register_script(source) for name, source in script_sources().items()
+        }
+
+    def close(self) -> None:
+        """Close the client if this index made it."""
+        if self._owns_client:
+            self.client.close()
+
+    def __enter__(self) -> DelayIndex:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _run(self, name: str, keys: list[str], args: Iterable[Any] = ()) -> Any:
+        return self._scripts[name](keys=keys, args=list(args))
+
+    # -- the dispatch path --------------------------------------------------
+
+    @_translated
+    def claim_due(self, batch: int, lease_s: float, *, max_ready: int = 0) -> int:
+        """Move up to ``batch`` due avatars to the ready list under a ``lease_s`` lease.
+
+        With ``max_ready`` > 0 no more are claimed than keep the ready list at
+        most that long. Returns how many were claimed. Raises ``ValueError``
+        for batch < 1 or lease_s < 0.
+        """
+        if batch < 1:
+            raise ValueError(f"batch must be >= 1, got {batch}")
+        _check_lease(lease_s)
+        k = self.keys
+        claimed = self._run(
+            "claim_due",
+            [k.due, k.inflight, k.leases, k.ready],
+            [batch, lease_s, secrets.token_hex(6), max(max_ready, 0)],
+        )
+        return int(claimed)
+
+    @_translated
+    def pop_ready(self, timeout_s: float = 1.0, *, lease_s: float | None = None) -> Claim | None:
+        """Take the next current claim from the ready list, waiting up to ``timeout_s``.
+
+        Stale entries (lease released or avatar removed since the claim) are
+        dropped. With ``lease_s`` the lease restarts from now (see ``begin``).
+        ``timeout_s <= 0`` never blocks. Returns None when nothing current
+        arrived in time. Raises ``RedisIndexError`` also for a malformed entry
+        (it is dropped), ``ValueError`` for lease_s < 0.
+        """
+        if lease_s is not None:
+            _check_lease(lease_s)
+        deadline = time.monotonic() + timeout_s
+        while (entry := self._pop_entry(deadline - time.monotonic())) is not None:
+            try:
+                claim = Claim.parse(entry)
+            except ValueError:
+                raise RedisIndexError(f"malformed ready entry {entry!r}") from None
+            if self._pickup(claim, lease_s):
+                return claim
+            log.debug("dropped stale claim %s of avatar %s", claim.token, claim.avatar_id)
+        return None
+
+    def _pop_entry(self, remaining_s: float) -> str | None:
+        if remaining_s <= 0:
+            return self.client.lpop(self.keys.ready)
+        popped = self.client.blpop([self.keys.ready], timeout=remaining_s)
+        return popped[1] if popped else None
+
+    @_translated
+    def begin(self, claim: Claim, lease_s: float) -> bool:
+        """Confirm ``claim`` is still current and restart its lease from now.
+
+        A claim may wait in the ready list, so its worker starts a full lease
+        before dispatching. Returns False when the claim is stale: do not
+        dispatch. Raises ``ValueError`` for lease_s < 0.
+        """
+        _check_lease(lease_s)
+        return self._pickup(claim, lease_s)
+
+    def _pickup(self, claim: Claim, lease_s: float | None) -> bool:
+        args = [claim.avatar_id, claim.token, "" if lease_s is None else lease_s]
+        return self._run("pickup", [self.keys.inflight, self.keys.leases], args) == 1
+
+    @_translated
+    def ack(self, claim: Claim, next_due: int | None) -> bool:
+        """End ``claim``'s lease; with ``next_due`` (epoch s) put the avatar back in due.
+
+        Returns False, changing nothing, when the claim is stale (released and
+        maybe re-claimed, or the avatar was removed meanwhile).
+        """
+        k = self.keys
+        args = [claim.avatar_id, claim.token, "" if next_due is None else int(next_due)]
+        return self._run("ack", [k.inflight, k.leases, k.due], args) == 1
+
+    @_translated
+    def release_expired(self, limit: int = 1000) -> list[int]:
+        """Return up to ``limit`` avatars with expired leases to due at their planned time.
+
+        Returns the released avatar_ids. Raises ``ValueError`` for limit < 1.
+        """
+        if limit < 1:
+            raise ValueError(f"limit must be >= 1, got {limit}")
+        k = self.keys
+        released = self._run("release_expired", [k.inflight, k.leases, k.due], [limit])
+        return [int(avatar_id) for avatar_id in released]
+
+    @_translated
+    def claim_one(self, avatar_id: int, lease_s: float) -> Claim | None:
+        """Claim one avatar now (manual trigger), planned at Redis TIME.
+
+        Returns None when the avatar is in flight. The avatar need not be due.
+        Raises ``ValueError`` for lease_s < 0.
+        """
+        _check_lease(lease_s)
+        k = self.keys
+        token = secrets.token_hex(8)
+        held = self._run("claim_one", [k.due, k.inflight, k.leases], [avatar_id, lease_s, token])
+        if held is None:
+            return None
+        planned_at, token = held.split(":", 1)
+        return Claim(int(avatar_id), int(planned_at), token)
+
+    # -- keeping the index in step with MySQL ------------------------------
+
+    @_translated
+    def schedule(self, avatar_id: int, due_epoch: int, *, only_if_absent: bool = False) -> bool:
+        """Add or move one avatar in due; False (nothing written) when it is in flight.
+
+        With ``only_if_absent`` an avatar already in due keeps its score (the sweep).
+        """
+        return self.schedule_many([(avatar_id, due_epoch)], only_if_absent=only_if_absent) == 1
+
+    @_translated
+    def schedule_many(
+        self, pairs: Iterable[tuple[int, int]], *, only_if_absent: bool = False
+    ) -> int:
+        """Add or move many ``(avatar_id, due_epoch)``; in-flight avatars are skipped.
+
+        With ``only_if_absent`` avatars already in due keep their scores.
+        Returns how many were written. Sent in chunks of ``SCRIPT_CHUNK``.
+        """
+        written = 0
+        for batch in _chunks(pairs, SCRIPT_CHUNK):
+            args = ["1" if only_if_absent else ""]
+            args += [value for avatar_id, due in batch for value in (avatar_id, int(due))]
+            written += int(self._run("schedule", [self.keys.due, self.keys.inflight], args))
+        return written
+
+    @_translated
+    def remove(self, avatar_id: int) -> bool:
+        """Take an avatar out of due and inflight and drop its lease (pause/disable wins).
+
+        Returns True when it was in either set.
+        """
+        k = self.keys
+        return int(self._run("remove", [k.due, k.inflight, k.leases], [avatar_id])) > 0
+
+    @_translated
+    def absent(self, avatar_ids: Iterable[int]) -> list[int]:
+        """The given avatars that are in neither due nor inflight (for the sweep)."""
+        missing: list[int] = []
+        for batch in _chunks(avatar_ids, SCRIPT_CHUNK):
+            found = self._run("absent", [self.keys.due, self.keys.inflight], batch)
+            missing.extend(int(avatar_id) for avatar_id in found)
+        return missing
+
+    # -- reading ----------------------------------------------------------
+
+    @_translated
+    def sizes(self, grace_s: float = 0.0) -> dict[str, int]:
+        """Queue sizes at one instant: due, overdue (due over ``grace_s`` ago), inflight, ready."""
+        k = self.keys
+        due, overdue, inflight, ready = self._run("sizes", [k.due, k.inflight, k.ready], [grace_s])
+        return {"due": due, "overdue": overdue, "inflight": inflight, "ready": ready}
+
+    @_translated
+    def due_score(self, avatar_id: int) -> float | None:
+        """The avatar's due epoch seconds, or None when it is not in due."""
+        return self.client.zscore(self.keys.due, avatar_id)
+
+    @_translated
+    def is_inflight(self, avatar_id: int) -> bool:
+        """Whether the avatar holds a lease right now."""
+        return self.client.zscore(self.keys.inflight, avatar_id) is not None
+
+    @_translated
+    def next_due(self, n: int) -> list[tuple[int, float]]:
+        """The ``n`` earliest ``(avatar_id, due epoch seconds)``."""
+        if n < 1:
+            return []
+        pairs = self.client.zrange(self.keys.due, 0, n - 1, withscores=True)
+        return [(int(avatar_id), float(score)) for avatar_id, score in pairs]
+
+    @_translated
+    def now(self) -> float:
+        """Redis ``TIME`` in epoch seconds: the index's one clock."""
+        seconds, micros = self.client.time()
+        return seconds + micros / 1_000_000
+
+    @_translated
+    def ping(self) -> bool:
+        """True when Redis answers."""
+        return bool(self.client.ping())
+
+    # -- rebuild from MySQL -----------------------------------------------
+
+    @_translated
+    def has_meta(self) -> bool:
+        """Whether the index was built; False means it must be rebuilt from MySQL."""
+        return self.client.exists(self.keys.meta) == 1
+
+    @_translated
+    def drop_meta(self) -> None:
+        """Forget that the index was built (tests; an operator forcing a rebuild)."""
+        self.client.delete(self.keys.meta)
+
+    @_translated
+    def rebuild(
+        self,
+        rows: Iterable[tuple[int, int]],
+        *,
+        chunk: int = 10_000,
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
+        """Replace due with ``(avatar_id, due_epoch)`` rows and write meta; return the row count.
+
+        The rows are streamed into a temporary set of this run, then swapped in
+        by one script, so no reader ever sees half an index; avatars in flight
+        are left to their workers. Updates made to due while streaming are
+        replaced by the rows' values; the worker's pick-up check and the sweep
+        repair those (DESIGN §2.3). ``progress`` gets the running row count.
+        Errors raised by ``rows`` (e.g. ``StoreError``) pass through.
+        """
+        k = self.keys
+        run_key = k.rebuild_run(secrets.token_hex(6))
+        total = 0
+        for batch in _chunks(rows, chunk):
+            pipe = self.client.pipeline(transaction=False)
+            pipe.zadd(run_key, {str(avatar_id): int(due) for avatar_id, due in batch})
+            pipe.expire(run_key, REBUILD_TTL_S)
+            pipe.execute()
+            total += len(batch)
+            if progress is not None:
+                progress(total)
+        self._run("swap_rebuild", [run_key, k.due, k.inflight, k.meta], [INDEX_VERSION, total])
+        log.info("rebuilt the Redis index: %d rows", total)
+        return total
