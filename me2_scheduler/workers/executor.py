@@ -41,6 +41,7 @@ class DispatchOutcome:
     result: str
     action: ActionResult | None = None
     error: str = ""
+    unavailable: bool = False  # a failure because Action was unreachable or too slow
     auto_paused: bool = False
     row: ScheduleRow | None = None
 
@@ -100,7 +101,7 @@ class Dispatcher:
             result = self._action.schedule_action(avatar_id, key, trigger)
         except DownstreamError as exc:
             metrics.ACTION_DURATION.observe(time.perf_counter() - began)
-            return self._failed(row, claim, trigger, started_at, key, str(exc))
+            return self._failed(row, claim, trigger, started_at, key, exc)
         metrics.ACTION_DURATION.observe(time.perf_counter() - began)
         return self._succeeded(row, claim, trigger, started_at, key, result)
 
@@ -130,8 +131,9 @@ class Dispatcher:
 
     def _failed(
         self, row: ScheduleRow, claim: Claim, trigger: str, started_at: datetime,
-        key: str, error: str,
+        key: str, exc: DownstreamError,
     ) -> DispatchOutcome:
+        error = str(exc)
         finished_at = self._clock()
         schedule = self._config.schedule
         recorded = self._store.record_failure(
@@ -150,8 +152,8 @@ class Dispatcher:
                 row.avatar_id, recorded.row.failed_count, extra=extra,
             )
         return DispatchOutcome(
-            row.avatar_id, "failure", error=error, auto_paused=recorded.auto_paused,
-            row=recorded.row,
+            row.avatar_id, "failure", error=error, unavailable=exc.unavailable,
+            auto_paused=recorded.auto_paused, row=recorded.row,
         )
 
     def _settle(self, claim: Claim, row: ScheduleRow | None) -> None:

@@ -1,0 +1,140 @@
+"""The rpc_server child: the Scheduler gRPC service, grpc.health.v1 and (dev/test) reflection.
+
+``main`` is the role's entry point (``me2_scheduler.rpc_server.server:main``):
+it builds its own store, index and Action client in this process, serves on
+``ListenOn`` until ``ctx.stop``, then drains: health turns NOT_SERVING, new
+calls are refused, and calls in progress get ``ShutdownTimeoutSeconds``.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from concurrent import futures
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from me2_scheduler.clients.action import ActionClient
+from me2_scheduler.config import Config
+from me2_scheduler.errors import SchedulerError
+from me2_scheduler.protos import scheduler_pb2, scheduler_pb2_grpc
+from me2_scheduler.rpc_server.interceptors import AccessLogInterceptor, TimeoutInterceptor
+from me2_scheduler.rpc_server.servicer import SchedulerServicer
+from me2_scheduler.storage.index import DelayIndex
+from me2_scheduler.storage.mysql import MysqlStore
+from me2_scheduler.supervisor.child import EXIT_CANNOT_BOOT, EXIT_OK, ChildContext
+from me2_scheduler.timefmt import Display
+from me2_scheduler.workers.executor import Dispatcher
+
+log = logging.getLogger("me2_scheduler.rpc")
+
+SERVICE_NAME = scheduler_pb2.DESCRIPTOR.services_by_name["Scheduler"].full_name
+REFLECTION_MODES = ("dev", "test")
+DEFAULT_MAX_WORKERS = 32
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+SERVER_OPTIONS = (
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    # Without this a second server binds the same port silently (SO_REUSEPORT)
+    # and the two share the calls; a busy port must fail the boot instead.
+    ("grpc.so_reuseport", 0),
+)
+
+
+class ListenError(SchedulerError):
+    """``ListenOn`` cannot be bound (in use, or not a host:port)."""
+
+
+@dataclass
+class RpcServer:
+    """A built (bound, not yet started) server, its health servicer and the bound port."""
+
+    server: grpc.Server
+    health: health.HealthServicer
+    port: int
+    timeout: TimeoutInterceptor
+
+    def start(self) -> None:
+        """Start serving."""
+        self.server.start()
+
+    def stop(self, grace: float | None) -> None:
+        """Turn health NOT_SERVING, refuse new calls, give calls in progress ``grace`` s."""
+        self.health.enter_graceful_shutdown()
+        self.server.stop(grace).wait()
+        self.timeout.close()
+
+
+def build_server(
+    config: Config, servicer: SchedulerServicer, *, max_workers: int = DEFAULT_MAX_WORKERS
+) -> RpcServer:
+    """A server for ``servicer`` bound to ``config.listen_on`` (port 0: any free port).
+
+    Health reports SERVING for "" and ``scheduler.Scheduler``; reflection is
+    on in ``Mode`` dev and test. Raises ``ListenError`` when the address
+    cannot be bound.
+    """
+    timeout = TimeoutInterceptor(config.timeout_ms, max_workers)
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers, thread_name_prefix="rpc"),
+        interceptors=(AccessLogInterceptor(), timeout),  # the first is the outermost
+        options=SERVER_OPTIONS,
+    )
+    scheduler_pb2_grpc.add_SchedulerServicer_to_server(servicer, server)
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    for name in ("", SERVICE_NAME):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    if config.mode in REFLECTION_MODES:
+        names = (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)
+        reflection.enable_server_reflection(names, server)
+    try:
+        port = server.add_insecure_port(config.listen_on)
+    except RuntimeError:
+        timeout.close()
+        raise ListenError(f"cannot listen on {config.listen_on}: in use or not host:port") from None
+    return RpcServer(server, health_servicer, port, timeout)
+
+
+def listen_address(listen_on: str, port: int) -> str:
+    """``ListenOn`` with the port actually bound (``127.0.0.1:0`` → ``127.0.0.1:41234``)."""
+    host = listen_on.rpartition(":")[0]
+    return f"{host}:{port}"
+
+
+def main(config: Config, ctx: ChildContext) -> int:
+    """The rpc_server role: serve until ``ctx.stop``, then drain. Returns the exit code.
+
+    Returns ``EXIT_CANNOT_BOOT`` (3) when ``ListenOn`` cannot be bound, since a
+    restart would only fail the same way.
+    """
+    store, index = MysqlStore(config.mysql), DelayIndex(config.redis)
+    action = ActionClient(config.action_rpc)
+    rng = random.Random()
+    dispatcher = Dispatcher(
+        config, store, index, action, rng=rng, display=Display(config.timezone).format
+    )
+    try:
+        rpc = build_server(config, SchedulerServicer(config, store, index, dispatcher, rng=rng))
+    except ListenError as exc:
+        log.error("rpc_server %s", exc)
+        return EXIT_CANNOT_BOOT
+    rpc.start()
+    log.info("rpc_server listening on %s", listen_address(config.listen_on, rpc.port))
+    try:
+        ctx.stop.wait()
+        log.info("rpc_server stopping: draining calls for up to %gs", _grace(config))
+        rpc.stop(_grace(config))
+    finally:
+        action.close()
+        index.close()
+        store.close()
+    log.info("rpc_server stopped")
+    return EXIT_OK
+
+
+def _grace(config: Config) -> float:
+    return config.schedule.shutdown_timeout_seconds

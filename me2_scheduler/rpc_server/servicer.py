@@ -1,0 +1,279 @@
+"""The ``scheduler.Scheduler`` gRPC API (DESIGN §4).
+
+Every call that depends on the avatar's state asks ``policy.decide``; this
+module only carries the decision out. A change is written to MySQL first,
+then mirrored in the Redis index before the call returns (DESIGN §2.3,
+invariants 1 and 3). Application problems always travel in the response's
+``code`` and ``message`` (0 ok, 400, 404, 409, 500, 503), never as a gRPC
+status, so go-zero clients of the original service read them unchanged.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import random
+import re
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, TypeVar
+
+import grpc
+
+from me2_scheduler import policy
+from me2_scheduler.config import Config
+from me2_scheduler.errors import RedisIndexError, SchedulerError, StoreError
+from me2_scheduler.policy import CONFLICT, INTERNAL, INVALID, OK, UNAVAILABLE, Call
+from me2_scheduler.protos import scheduler_pb2 as pb
+from me2_scheduler.protos import scheduler_pb2_grpc
+from me2_scheduler.rpc_server.convert import history_entry, schedule_info
+from me2_scheduler.storage.index import Claim, DelayIndex
+from me2_scheduler.storage.mysql import MysqlStore, ScheduleRow
+from me2_scheduler.timefmt import Display
+from me2_scheduler.workers.executor import Dispatcher, epoch, utc_now
+
+log = logging.getLogger("me2_scheduler.rpc")
+
+SUCCESS = "success"  # the ``message`` of every code-0 answer
+MAX_BATCH_IDS = 1000
+DEFAULT_HISTORY_LIMIT = 20
+MAX_HISTORY_LIMIT = 100
+MAX_MESSAGE_DETAIL = 300  # characters of a driver error shown to a client
+
+BAD_AVATAR_ID = "avatar_id must be a positive integer"
+CHANGED_CONCURRENTLY = "the schedule changed concurrently; retry"
+IN_FLIGHT = "a dispatch is in progress for this avatar"
+
+_Handler = TypeVar("_Handler", bound=Callable[..., Any])
+
+
+class Refused(Exception):
+    """An answer with a non-zero code, raised anywhere inside a handler."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def one_sentence(text: str) -> str:
+    """A driver error as one short clause: one line, no inner full stops, bounded length."""
+    text = re.sub(r"\s+", " ", text).strip().rstrip(".")
+    text = text.replace(". ", "; ")
+    if len(text) > MAX_MESSAGE_DETAIL:
+        text = text[: MAX_MESSAGE_DETAIL - 3].rstrip() + "..."
+    return text
+
+
+def answers(response_type: type) -> Callable[[_Handler], _Handler]:
+    """Turn a handler ``f(self, request) -> response`` into a gRPC method that never raises.
+
+    ``Refused`` becomes its code and message; ``StoreError``/``RedisIndexError``
+    become 503 "storage unavailable: ..."; another ``SchedulerError`` 500 with
+    its message; anything else 500 "internal error" with the traceback logged.
+    """
+
+    def wrap(handler: _Handler) -> _Handler:
+        @functools.wraps(handler)
+        def method(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+            try:
+                return handler(self, request)
+            except Refused as exc:
+                return response_type(code=exc.code, message=exc.message)
+            except (StoreError, RedisIndexError) as exc:
+                log.error("rpc %s: storage unavailable: %s", handler.__name__, exc)
+                message = f"storage unavailable: {one_sentence(str(exc))}"
+                return response_type(code=UNAVAILABLE, message=message)
+            except SchedulerError as exc:
+                log.error("rpc %s failed: %s", handler.__name__, exc)
+                message = f"internal error: {one_sentence(str(exc))}"
+                return response_type(code=INTERNAL, message=message)
+            except Exception:
+                log.exception("rpc %s: unexpected error", handler.__name__)
+                return response_type(code=INTERNAL, message="internal error")
+
+        return method  # type: ignore[return-value]
+
+    return wrap
+
+
+def valid_avatar_id(avatar_id: int) -> int:
+    """``avatar_id`` itself; raise ``Refused(400)`` when it is not positive."""
+    if avatar_id <= 0:
+        raise Refused(INVALID, BAD_AVATAR_ID)
+    return avatar_id
+
+
+def history_limit(limit: int) -> int:
+    """The page size asked for (0 = the default); raise ``Refused(400)`` outside 0..100."""
+    if limit < 0 or limit > MAX_HISTORY_LIMIT:
+        raise Refused(INVALID, f"limit must be between 0 and {MAX_HISTORY_LIMIT}")
+    return limit or DEFAULT_HISTORY_LIMIT
+
+
+class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
+    """The Scheduler service over one store, one index and one dispatcher (all thread-safe).
+
+    ``clock`` and ``rng`` draw the next times of enable and resume.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        store: MysqlStore,
+        index: DelayIndex,
+        dispatcher: Dispatcher,
+        clock: Callable[[], datetime] = utc_now,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._config = config
+        self._store = store
+        self._index = index
+        self._dispatcher = dispatcher
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._display = Display(config.timezone)
+
+    # -- the API ------------------------------------------------------------
+
+    @answers(pb.EnableAvatarScheduleResponse)
+    def EnableAvatarSchedule(self, request: Any) -> Any:
+        row = self._change(Call.ENABLE, valid_avatar_id(request.avatar_id))
+        return pb.EnableAvatarScheduleResponse(code=OK, message=SUCCESS, info=self._info(row))
+
+    @answers(pb.PauseAvatarScheduleResponse)
+    def PauseAvatarSchedule(self, request: Any) -> Any:
+        self._change(Call.PAUSE, valid_avatar_id(request.avatar_id))
+        return pb.PauseAvatarScheduleResponse(code=OK, message=SUCCESS)
+
+    @answers(pb.ResumeAvatarScheduleResponse)
+    def ResumeAvatarSchedule(self, request: Any) -> Any:
+        row = self._change(Call.RESUME, valid_avatar_id(request.avatar_id))
+        return pb.ResumeAvatarScheduleResponse(code=OK, message=SUCCESS, info=self._info(row))
+
+    @answers(pb.DisableAvatarScheduleResponse)
+    def DisableAvatarSchedule(self, request: Any) -> Any:
+        row = self._change(Call.DISABLE, valid_avatar_id(request.avatar_id))
+        return pb.DisableAvatarScheduleResponse(code=OK, message=SUCCESS, info=self._info(row))
+
+    @answers(pb.GetAvatarScheduleStatusResponse)
+    def GetAvatarScheduleStatus(self, request: Any) -> Any:
+        row, _ = self._decided(Call.GET, valid_avatar_id(request.avatar_id))
+        assert row is not None  # decide() answers 404 for a missing row
+        return pb.GetAvatarScheduleStatusResponse(code=OK, message=SUCCESS, info=self._info(row))
+
+    @answers(pb.TriggerScheduleResponse)
+    def TriggerSchedule(self, request: Any) -> Any:
+        avatar_id = valid_avatar_id(request.avatar_id)
+        self._decided(Call.TRIGGER, avatar_id)  # refuse early, before touching Redis
+        claim = self._index.claim_one(avatar_id, self._config.schedule.lease_seconds)
+        if claim is None:
+            raise Refused(CONFLICT, IN_FLIGHT)
+        row = self._still_dispatchable(claim)
+        outcome = self._dispatcher.dispatch(row, claim, trigger="manual")
+        if outcome.result != "success" or outcome.action is None:
+            code = UNAVAILABLE if outcome.unavailable else INTERNAL
+            raise Refused(code, f"action failed: {one_sentence(outcome.error)}")
+        return pb.TriggerScheduleResponse(
+            code=OK, message=SUCCESS,
+            action_type=outcome.action.action_type, action_id=outcome.action.action_id,
+        )  # fmt: skip
+
+    @answers(pb.BatchGetScheduleStatusResponse)
+    def BatchGetScheduleStatus(self, request: Any) -> Any:
+        avatar_ids = list(request.avatar_ids)
+        if len(avatar_ids) > MAX_BATCH_IDS:
+            raise Refused(INVALID, f"at most {MAX_BATCH_IDS} avatar_ids per call")
+        if any(avatar_id <= 0 for avatar_id in avatar_ids):
+            raise Refused(INVALID, "every avatar_id must be a positive integer")
+        rows = self._store.batch_get(avatar_ids)
+        infos = [self._info(row) for row in rows]
+        return pb.BatchGetScheduleStatusResponse(code=OK, message=SUCCESS, schedules=infos)
+
+    @answers(pb.GetAvatarScheduleHistoryResponse)
+    def GetAvatarScheduleHistory(self, request: Any) -> Any:
+        avatar_id = valid_avatar_id(request.avatar_id)
+        limit = history_limit(request.limit)
+        if request.cursor < 0:
+            raise Refused(INVALID, "cursor must not be negative")
+        entries = self._store.history(avatar_id, limit, before_id=request.cursor)
+        if not entries:  # history rows exist only for avatars with a schedule
+            self._decided(Call.GET, avatar_id)
+        next_cursor = entries[-1].id if len(entries) == limit else 0
+        return pb.GetAvatarScheduleHistoryResponse(
+            code=OK, message=SUCCESS, next_cursor=next_cursor,
+            entries=[history_entry(entry, self._display) for entry in entries],
+        )  # fmt: skip
+
+    # -- state changes --------------------------------------------------------
+
+    def _decided(self, call: Call, avatar_id: int) -> tuple[ScheduleRow | None, policy.Decision]:
+        """Read the row and decide; raise ``Refused`` unless the decision is OK."""
+        row = self._store.get(avatar_id)
+        decision = policy.decide(call, row.status if row else None)
+        if decision.code != OK:
+            raise Refused(decision.code, decision.message)
+        return row, decision
+
+    def _change(self, call: Call, avatar_id: int) -> ScheduleRow:
+        """Carry out ``call``'s decision in MySQL, then mirror the row in Redis.
+
+        A guarded write that loses a race is re-read and re-decided once, then
+        refused with 409. Raises ``Refused``, ``StoreError``, ``RedisIndexError``.
+        """
+        for _ in range(2):
+            row, decision = self._decided(call, avatar_id)
+            changed = row if not decision.changes_row else self._write(avatar_id, row, decision)
+            if changed is not None:
+                # Also for an unchanged row: the index converges to MySQL.
+                self._mirror(changed)
+                return changed
+        raise Refused(CONFLICT, CHANGED_CONCURRENTLY)
+
+    def _write(
+        self, avatar_id: int, row: ScheduleRow | None, decision: policy.Decision
+    ) -> ScheduleRow | None:
+        """Apply ``decision`` to MySQL; None when a concurrent writer won."""
+        if row is None:  # decide() allows only a create on a missing row
+            return self._store.create(avatar_id, self._next_time())
+        next_time = self._next_time() if decision.reschedule else None
+        return self._store.transition(
+            avatar_id, expected_status=row.status, expected_version=row.version,
+            new_status=decision.new_status or row.status, next_time=next_time,
+            reset_failures=decision.reschedule, pause_reason=decision.pause_reason,
+        )  # fmt: skip
+
+    def _mirror(self, row: ScheduleRow) -> None:
+        """Put the avatar where MySQL says: in due at its next time, or nowhere.
+
+        An active avatar in flight is left to its dispatcher, which settles it
+        from MySQL when it acks.
+        """
+        if row.status == policy.ACTIVE:
+            self._index.schedule(row.avatar_id, epoch(row.next_schedule_time))
+        else:
+            self._index.remove(row.avatar_id)
+
+    def _still_dispatchable(self, claim: Claim) -> ScheduleRow:
+        """Re-read the row under the claim; if it may no longer be triggered, release it.
+
+        Raises ``Refused`` (after ending the claim where MySQL says) then.
+        """
+        row = self._store.get(claim.avatar_id)
+        decision = policy.decide(Call.TRIGGER, row.status if row else None)
+        if row is not None and decision.dispatch:
+            return row
+        active = row is not None and row.status == policy.ACTIVE
+        self._index.ack(claim, epoch(row.next_schedule_time) if active else None)
+        if decision.code == OK:  # a table without a dispatch here is a bug, not a race
+            raise Refused(INTERNAL, "internal error")
+        raise Refused(decision.code, decision.message)
+
+    def _next_time(self) -> datetime:
+        schedule = self._config.action_schedule
+        return policy.next_due(
+            self._clock(), schedule.min_interval_hours, schedule.max_interval_hours, self._rng
+        )
+
+    def _info(self, row: ScheduleRow) -> pb.ScheduleInfo:
+        return schedule_info(row, self._display)
