@@ -20,18 +20,22 @@ DISPATCH_LAG = Histogram(
     "scheduler_dispatch_lag_seconds", "Dispatch start minus planned time.", buckets=LAG_BUCKETS
 )
 ACTION_DURATION = Histogram(
-    "scheduler_action_duration_seconds", "Action.ScheduleAction call duration.",
+    "scheduler_action_duration_seconds",
+    "Action.ScheduleAction call duration.",
     buckets=RPC_BUCKETS,
 )
 AVATARS = Gauge(
     "scheduler_avatars", "Schedules by status.", ["status"], multiprocess_mode="livemax"
 )
 AUTO_PAUSED = Gauge(
-    "scheduler_auto_paused_avatars", "Avatars paused after consecutive failures.",
+    "scheduler_auto_paused_avatars",
+    "Avatars paused after consecutive failures.",
     multiprocess_mode="livemax",
 )
 QUEUE_SIZE = Gauge(
-    "scheduler_queue_size", "Index sizes: due, overdue, inflight, ready.", ["queue"],
+    "scheduler_queue_size",
+    "Index sizes: due, overdue, inflight, ready.",
+    ["queue"],
     multiprocess_mode="livemax",
 )
 LEASES_EXPIRED = Counter(
@@ -45,7 +49,8 @@ CHILD_RESTARTS = Counter(
     "scheduler_child_restarts_total", "Child processes restarted, by role.", ["role"]
 )
 ERRORS = Counter(
-    "scheduler_errors_total", "Errors handled without crashing, by role and kind.",
+    "scheduler_errors_total",
+    "Errors handled without crashing, by role and kind.",
     ["role", "kind"],
 )
 RPC_REQUESTS = Counter(
@@ -53,4 +58,25 @@ RPC_REQUESTS = Counter(
 )
 RPC_DURATION = Histogram(
     "scheduler_rpc_duration_seconds", "gRPC request duration.", ["method"], buckets=RPC_BUCKETS
+)
+
+# Diary runs (DESIGN §5): from a minute to a day.
+DIARY_RUN_BUCKETS = (1, 5, 15, 60, 300, 900, 1800, 3600, 7200, 14400, 28800, 43200, 86400)
+DIARY_RUNS = Counter(
+    "scheduler_diary_runs_total",
+    "Diary runs (or this process's part of one) by result: done, skipped, stopped, lost, failed.",
+    ["result"],
+)
+DIARY_AVATARS = Counter(
+    "scheduler_diary_avatars_total", "Diary.GenerateAvatarDiary calls by result.", ["result"]
+)
+DIARY_RUN_DURATION = Histogram(
+    "scheduler_diary_run_duration_seconds",
+    "Wall time of a diary run that reached its end.",
+    buckets=DIARY_RUN_BUCKETS,
+)
+DIARY_LAST_SUCCESS = Gauge(
+    "scheduler_diary_last_success_timestamp_seconds",
+    "Unix time at which the last diary run finished.",
+    multiprocess_mode="max",
 )

@@ -74,7 +74,10 @@ class _Server:
     def _spawn(self, argv: list[str]) -> None:
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
         self.proc = subprocess.Popen(
-            argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
         log.close()
@@ -110,9 +113,22 @@ class RedisServer(_Server):
     def start(self) -> RedisServer:
         self.root.mkdir(parents=True, exist_ok=True)
         argv = [
-            find_binary("redis-server"), "--port", str(self.port), "--bind", "127.0.0.1",
-            "--dir", str(self.root), "--save", "", "--appendonly", "no",
-            "--daemonize", "no", "--protected-mode", "yes", *self.extra_args,
+            find_binary("redis-server"),
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.root),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "no",
+            "--protected-mode",
+            "yes",
+            *self.extra_args,
         ]
         self._spawn(argv)
         wait_for_port(self.port, self.proc, 20, self.log_path)
@@ -136,14 +152,22 @@ class MariaDBServer(_Server):
         if not datadir.exists():
             self._install(datadir)
         argv = [
-            find_binary("mariadbd"), "--no-defaults", f"--datadir={datadir}",
-            f"--port={self.port}", "--bind-address=127.0.0.1",
-            f"--socket={self.socket}", f"--pid-file={self.root / 'mariadb.pid'}",
+            find_binary("mariadbd"),
+            "--no-defaults",
+            f"--datadir={datadir}",
+            f"--port={self.port}",
+            "--bind-address=127.0.0.1",
+            f"--socket={self.socket}",
+            f"--pid-file={self.root / 'mariadb.pid'}",
             *(["--user=root"] if os.geteuid() == 0 else []),
-            "--skip-name-resolve", "--innodb-buffer-pool-size=256M",
-            "--innodb-flush-log-at-trx-commit=2", "--innodb-log-file-size=128M",
-            "--max-connections=500", "--character-set-server=utf8mb4",
-            "--collation-server=utf8mb4_unicode_ci", "--default-time-zone=+00:00",
+            "--skip-name-resolve",
+            "--innodb-buffer-pool-size=256M",
+            "--innodb-flush-log-at-trx-commit=2",
+            "--innodb-log-file-size=128M",
+            "--max-connections=500",
+            "--character-set-server=utf8mb4",
+            "--collation-server=utf8mb4_unicode_ci",
+            "--default-time-zone=+00:00",
             f"--log-error={self.log_path}",
         ]
         self._spawn(argv)
@@ -152,8 +176,11 @@ class MariaDBServer(_Server):
 
     def _install(self, datadir: Path) -> None:
         argv = [
-            find_binary("mariadb-install-db"), "--no-defaults", f"--datadir={datadir}",
-            "--auth-root-authentication-method=normal", "--skip-test-db",
+            find_binary("mariadb-install-db"),
+            "--no-defaults",
+            f"--datadir={datadir}",
+            "--auth-root-authentication-method=normal",
+            "--skip-test-db",
         ]
         if os.geteuid() == 0:
             argv.append("--user=root")

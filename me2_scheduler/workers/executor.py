@@ -106,8 +106,13 @@ class Dispatcher:
         return self._succeeded(row, claim, trigger, started_at, key, result)
 
     def _succeeded(
-        self, row: ScheduleRow, claim: Claim, trigger: str, started_at: datetime,
-        key: str, result: ActionResult,
+        self,
+        row: ScheduleRow,
+        claim: Claim,
+        trigger: str,
+        started_at: datetime,
+        key: str,
+        result: ActionResult,
     ) -> DispatchOutcome:
         finished_at = self._clock()
         schedule = self._config.action_schedule
@@ -115,32 +120,51 @@ class Dispatcher:
             finished_at, schedule.min_interval_hours, schedule.max_interval_hours, self._rng
         )
         recorded = self._store.record_success(
-            row.avatar_id, expected_version=row.version, trigger=trigger,
-            planned_at=_planned(claim), started_at=started_at, finished_at=finished_at,
-            action_type=result.action_type, action_id=result.action_id,
-            next_time=next_time, idempotency_key=key,
+            row.avatar_id,
+            expected_version=row.version,
+            trigger=trigger,
+            planned_at=_planned(claim),
+            started_at=started_at,
+            finished_at=finished_at,
+            action_type=result.action_type,
+            action_id=result.action_id,
+            next_time=next_time,
+            idempotency_key=key,
         )
         self._settle(claim, recorded.row)
         metrics.DISPATCHES.labels(result="success").inc()
         log.info(
             "[TaskExecutor] 分身 %d 调度成功，行为类型: %s，下次调度: %s",
-            row.avatar_id, result.action_type, self._display(recorded.row.next_schedule_time),
+            row.avatar_id,
+            result.action_type,
+            self._display(recorded.row.next_schedule_time),
             extra={"avatar_id": row.avatar_id},
         )
         return DispatchOutcome(row.avatar_id, "success", action=result, row=recorded.row)
 
     def _failed(
-        self, row: ScheduleRow, claim: Claim, trigger: str, started_at: datetime,
-        key: str, exc: DownstreamError,
+        self,
+        row: ScheduleRow,
+        claim: Claim,
+        trigger: str,
+        started_at: datetime,
+        key: str,
+        exc: DownstreamError,
     ) -> DispatchOutcome:
         error = str(exc)
         finished_at = self._clock()
         schedule = self._config.schedule
         recorded = self._store.record_failure(
-            row.avatar_id, expected_version=row.version, trigger=trigger,
-            planned_at=_planned(claim), started_at=started_at, finished_at=finished_at,
-            error=error, retry_time=policy.retry_due(finished_at, schedule.retry_delay_seconds),
-            max_consecutive_failures=schedule.max_consecutive_failures, idempotency_key=key,
+            row.avatar_id,
+            expected_version=row.version,
+            trigger=trigger,
+            planned_at=_planned(claim),
+            started_at=started_at,
+            finished_at=finished_at,
+            error=error,
+            retry_time=policy.retry_due(finished_at, schedule.retry_delay_seconds),
+            max_consecutive_failures=schedule.max_consecutive_failures,
+            idempotency_key=key,
         )
         self._settle(claim, recorded.row)
         metrics.DISPATCHES.labels(result="failure").inc()
@@ -149,11 +173,17 @@ class Dispatcher:
         if recorded.auto_paused:
             log.error(
                 "[TaskExecutor] 分身 %d 连续失败 %d 次，暂停调度",
-                row.avatar_id, recorded.row.failed_count, extra=extra,
+                row.avatar_id,
+                recorded.row.failed_count,
+                extra=extra,
             )
         return DispatchOutcome(
-            row.avatar_id, "failure", error=error, unavailable=exc.unavailable,
-            auto_paused=recorded.auto_paused, row=recorded.row,
+            row.avatar_id,
+            "failure",
+            error=error,
+            unavailable=exc.unavailable,
+            auto_paused=recorded.auto_paused,
+            row=recorded.row,
         )
 
     def _settle(self, claim: Claim, row: ScheduleRow | None) -> None:
@@ -179,8 +209,11 @@ def make_dispatcher(config: Config) -> Dispatcher:
     from me2_scheduler.timefmt import Display
 
     return Dispatcher(
-        config, MysqlStore(config.mysql), DelayIndex(config.redis),
-        ActionClient(config.action_rpc), display=Display(config.timezone).format,
+        config,
+        MysqlStore(config.mysql),
+        DelayIndex(config.redis),
+        ActionClient(config.action_rpc),
+        display=Display(config.timezone).format,
     )
 
 

@@ -118,4 +118,3 @@ def main(config: Config, ctx: ChildContext) -> int:
         if not full:
             ctx.wait(interval)
     return 0
-
