@@ -87,9 +87,10 @@ def simulate() -> None:
 
 def main() -> None:
     """Console-script entry point."""
-    from me2_scheduler import simulators  # registers the simulate subcommands
+    from me2_scheduler import diary_cli, simulators  # register their subcommands
 
     simulators.register(simulate)
+    diary_cli.register(cli)
     cli()
 
 

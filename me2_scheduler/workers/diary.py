@@ -1,0 +1,420 @@
+"""The diary run (the seed's DiaryScheduler, DESIGN §5): each avatar's diary at each fire time.
+
+At each fire time of ``DiarySchedule.CronExpression`` (robfig/cron's meaning,
+read in its ``CRON_TZ`` or the service ``Timezone``) the run for the fire
+time's date is claimed in ``diary_runs``, so one host runs it once. Active
+avatars are streamed in ascending avatar_id pages from the checkpoint, and
+``Diary.GenerateAvatarDiary`` is called for each, ``Concurrency`` at once,
+with ``TimeoutSeconds`` per call. Progress is saved every ``CHECKPOINT_EVERY``
+avatars and at shutdown; the owner heartbeats, and a run whose owner stopped
+heartbeating for ``StaleRunSeconds`` is taken over from its checkpoint. A
+fire time missed while the service was down runs on start when it is at most
+``MisfireGraceSeconds`` old.
+
+The clock is injectable: ``DiaryScheduler.run_due(now)`` does what is due at
+``now``, so tests never wait for wall-clock fire times. It runs in its own
+process (the ``diary`` role), so a slow or failing Diary never touches
+dispatching.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+
+from me2_scheduler import metrics, policy
+from me2_scheduler.clients.channels import resolve_target
+from me2_scheduler.clients.diary import DiaryClient
+from me2_scheduler.config import Config, service_timezone
+from me2_scheduler.cron import ConstantDelaySchedule, Schedule, fire_times_between, parse
+from me2_scheduler.errors import SchedulerError, StoreError
+from me2_scheduler.storage.diary_runs import Checkpoint, Claim, DiaryRun, DiaryRunStore
+from me2_scheduler.storage.mysql import MysqlStore
+from me2_scheduler.supervisor.child import EXIT_CANNOT_BOOT, EXIT_OK, ChildContext
+
+log = logging.getLogger("me2_scheduler.diary")
+
+CHECKPOINT_EVERY = 100  # avatars between saved checkpoints: the most a crash repeats
+ID_PAGE = 500  # active avatar_ids read per query
+WAKE_SLACK_S = 60.0  # a fire time this late is still run (slow wake-up, a long previous run)
+MAX_RECHECK_S = 30.0  # the loop looks for abandoned runs at least this often
+
+Clock = Callable[[], datetime]
+DONE, SKIPPED, STOPPED, LOST, FAILED = "done", "skipped", "stopped", "lost", "failed"
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def default_owner() -> str:
+    """``host:pid``: who holds a run, as written in ``diary_runs.owner``."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def parse_schedule(config: Config) -> Schedule:
+    """The diary cron, in its ``CRON_TZ`` or the service zone. Raises ValueError if invalid."""
+    return parse(config.diary_schedule.cron_expression, service_timezone(config))
+
+
+class Progress:
+    """Which avatars are done while calls finish out of order.
+
+    ``checkpoint`` covers only avatars below which every started one is done,
+    with their counts, so a resumed run neither skips an avatar nor counts
+    one twice.
+    """
+
+    def __init__(self, start: Checkpoint) -> None:
+        self.checkpoint = start
+        self.unsaved = 0  # avatars the checkpoint moved past since it was last saved
+        self._pending: deque[int] = deque()  # started, ascending
+        self._outcomes: dict[int, bool] = {}  # finished but not yet under the checkpoint
+
+    def started(self, avatar_id: int) -> None:
+        """Note a call started; ids must come in ascending order."""
+        self._pending.append(avatar_id)
+
+    def finished(self, avatar_id: int, ok: bool) -> None:
+        """Note a call's outcome and move the checkpoint over every leading finished id."""
+        self._outcomes[avatar_id] = ok
+        cp = self.checkpoint
+        success, failure, last = cp.success, cp.failure, cp.avatar_id
+        while self._pending and self._pending[0] in self._outcomes:
+            last = self._pending.popleft()
+            if self._outcomes.pop(last):
+                success += 1
+            else:
+                failure += 1
+            self.unsaved += 1
+        self.checkpoint = Checkpoint(last, success, failure)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What one claimed run did here: ``result`` is done/skipped/stopped/lost/failed."""
+
+    run_date: date
+    result: str
+    checkpoint: Checkpoint
+    resumed: bool
+
+
+@dataclass
+class _Run:
+    """State of the run this process is driving."""
+
+    claim: Claim
+    progress: Progress
+    next_heartbeat: float
+    skipped: bool = False
+    exhausted: bool = False  # every active avatar was started
+    lost: bool = False  # another process took the run over
+    query_error: StoreError | None = None
+    run_date: date = field(init=False)
+    date_text: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.run_date = self.claim.run.run_date
+        self.date_text = self.run_date.isoformat()
+
+    @property
+    def can_start(self) -> bool:
+        return not (self.exhausted or self.lost or self.query_error)
+
+
+class DiaryScheduler:
+    """Fires diary runs at the cron's times; every clock reading comes from ``clock``.
+
+    Raises ValueError at construction when the cron expression is invalid.
+    Servers are reached only when a method needs them.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        store: MysqlStore | None = None,
+        runs: DiaryRunStore | None = None,
+        client: DiaryClient | None = None,
+        clock: Clock = utc_now,
+        stop: threading.Event | None = None,
+        owner: str | None = None,
+    ) -> None:
+        self.schedule = parse_schedule(config)
+        conf = config.diary_schedule
+        self._conf = conf
+        self._store = store or MysqlStore(config.mysql)
+        self._runs = runs or DiaryRunStore(config.mysql)
+        self._client = client or DiaryClient(config.diary_rpc)
+        self._clock = clock
+        self._stop = stop or threading.Event()
+        self.owner = owner or default_owner()
+        self._handled: datetime | None = None  # fire times up to here are dealt with
+        self._grace = timedelta(seconds=conf.misfire_grace_seconds)
+        self._tolerance = timedelta(seconds=max(conf.misfire_grace_seconds, WAKE_SLACK_S))
+        self._stale = timedelta(seconds=conf.stale_run_seconds)
+        self._heartbeat_s = max(0.05, conf.stale_run_seconds / 4)
+        self.recheck_s = max(0.1, min(MAX_RECHECK_S, conf.stale_run_seconds / 2))
+
+    def close(self) -> None:
+        """Close this process's connections and channel."""
+        self._client.close()
+        self._runs.close()
+        self._store.close()
+
+    # -- when ----------------------------------------------------------------
+
+    def serve(self) -> None:
+        """Run what is due, then sleep until the next fire time or recheck, until stopped."""
+        while not self._stop.is_set():
+            try:
+                self.run_due(self._clock())
+            except StoreError as exc:  # the claim failed: the fire time is tried again
+                log.error("[DiaryScheduler] cannot claim or look up diary runs: %s", exc)
+                metrics.ERRORS.labels(role="diary", kind=type(exc).__name__).inc()
+                self._stop.wait(self.recheck_s)
+                continue
+            self._stop.wait(self.seconds_to_wait(self._clock()))
+
+    def run_due(self, now: datetime) -> RunResult | None:
+        """Run the latest fire time due at ``now``, else take over an abandoned run.
+
+        The first call is the misfire catch-up: a fire time up to
+        ``MisfireGraceSeconds`` before ``now`` is due. Returns None when
+        nothing ran here. Raises StoreError when a run cannot be claimed.
+        """
+        due = self._due_fire(now)
+        if due is None:
+            return self.resume_abandoned(now)
+        result = self.run_for(due)
+        self._handled = due
+        return result
+
+    def seconds_to_wait(self, now: datetime) -> float:
+        """Seconds until the next fire time, at most the recheck interval."""
+        upcoming = self.schedule.next(self._handled or now)
+        if upcoming is None:
+            return self.recheck_s
+        return max(0.0, min((upcoming - now).total_seconds(), self.recheck_s))
+
+    def _due_fire(self, now: datetime) -> datetime | None:
+        """The latest fire time after the last handled one and at or before ``now``."""
+        if self._handled is None:  # first look: catch up within the grace
+            # @every has no fixed fire times, so it never misses one (robfig).
+            is_every = isinstance(self.schedule, ConstantDelaySchedule)
+            self._handled = now if is_every else now - self._grace
+        floor = now - self._tolerance
+        if self._handled < floor:
+            missed = next(fire_times_between(self.schedule, self._handled, floor), None)
+            if missed is not None:
+                log.warning(
+                    "[DiaryScheduler] fire time %s was missed for too long; skipped", missed
+                )
+            self._handled = floor
+        return max(fire_times_between(self.schedule, self._handled, now), default=None)
+
+    def resume_abandoned(self, now: datetime) -> RunResult | None:
+        """Take over the newest stale or recently failed run, if any. Raises StoreError."""
+        row = self._runs.resumable(now - self._stale, now - self._tolerance)
+        if row is None:
+            return None
+        log.warning(
+            "[DiaryScheduler] diary run for %s is %s; taking it over", row.run_date, row.summary()
+        )
+        return self.run_for(row.fire_time or now, row.run_date)
+
+    # -- claiming --------------------------------------------------------------
+
+    def run_date_of(self, fire_time: datetime) -> date:
+        """The diary date of a fire time: its date in the cron's zone."""
+        return fire_time.astimezone(self.schedule.tz).date()
+
+    def claim(self, run_date: date, fire_time: datetime) -> tuple[Claim | None, DiaryRun | None]:
+        """Claim ``run_date`` for this process (see ``DiaryRunStore.claim``). Raises StoreError."""
+        now = self._clock()
+        return self._runs.claim(run_date, fire_time, self.owner, now, now - self._stale)
+
+    def run_for(self, fire_time: datetime, run_date: date | None = None) -> RunResult | None:
+        """Claim and run the date of ``fire_time`` (or ``run_date``); None if not ours.
+
+        Raises StoreError when the claim fails; errors after it end the run as ``failed``.
+        """
+        run_date = run_date or self.run_date_of(fire_time)
+        claim, row = self.claim(run_date, fire_time)
+        if claim is None:
+            state = row.summary() if row else "gone"
+            log.info("[DiaryScheduler] diary run for %s is %s; not starting it", run_date, state)
+            return None
+        return self.execute(claim)
+
+    # -- the run -------------------------------------------------------------
+
+    def execute(self, claim: Claim) -> RunResult:
+        """Generate the diary of every active avatar after the claim's checkpoint."""
+        start = claim.run.checkpoint
+        run = _Run(claim, Progress(start), time.monotonic() + self._heartbeat_s)
+        if claim.resumed:
+            log.info("[DiaryScheduler] diary run for %s resumes after %s", run.run_date, start)
+        try:
+            count = self._store.counts_by_status()[policy.ACTIVE]
+        except StoreError as exc:
+            run.query_error = exc
+        else:
+            if count == 0:
+                log.info("[DiaryScheduler] 没有启用的分身，跳过日记生成")
+                run.skipped = run.exhausted = True
+            else:
+                log.info("[DiaryScheduler] 开始为 %d 个分身生成日记", count)
+                self._call_all(run)
+        result = self._conclude(run)
+        metrics.DIARY_RUNS.labels(result=result).inc()
+        return RunResult(run.run_date, result, run.progress.checkpoint, claim.resumed)
+
+    def _active_ids(self, after_id: int) -> Iterator[int]:
+        """Active avatar_ids above ``after_id``, ascending, one page in memory at a time."""
+        while page := self._store.iter_active_ids(after_id, ID_PAGE):
+            yield from page
+            after_id = page[-1]
+
+    def _call_all(self, run: _Run) -> None:
+        """Keep ``Concurrency`` calls going until every avatar started, or the run must end."""
+        ids = self._active_ids(run.progress.checkpoint.avatar_id)
+        in_flight: dict[Future[bool], int] = {}
+        with ThreadPoolExecutor(self._conf.concurrency, thread_name_prefix="diary") as pool:
+            while True:
+                self._fill(run, ids, pool, in_flight)
+                if not in_flight:
+                    return
+                finished, _ = wait(in_flight, self._heartbeat_s, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    run.progress.finished(in_flight.pop(future), future.result())
+                self._keep_alive(run)
+
+    def _fill(
+        self,
+        run: _Run,
+        ids: Iterator[int],
+        pool: ThreadPoolExecutor,
+        in_flight: dict[Future[bool], int],
+    ) -> None:
+        """Start calls up to the window; SIGTERM (``stop``) starts no more."""
+        while len(in_flight) < self._conf.concurrency and run.can_start:
+            if self._stop.is_set():
+                return
+            try:
+                avatar_id = next(ids, None)
+            except StoreError as exc:
+                run.query_error = exc
+                return
+            if avatar_id is None:
+                run.exhausted = True
+                return
+            run.progress.started(avatar_id)
+            in_flight[pool.submit(self._generate, avatar_id, run.date_text)] = avatar_id
+
+    def _generate(self, avatar_id: int, date_text: str) -> bool:
+        """One Diary call; True on success. Every failure is logged and counted, never raised."""
+        try:
+            self._client.generate(avatar_id, date_text, timeout_s=self._conf.timeout_seconds)
+        except Exception as exc:  # any error fails this avatar only, as in the seed
+            detail = str(exc) if isinstance(exc, SchedulerError) else f"{type(exc).__name__}: {exc}"
+            log.error(
+                "[DiaryScheduler] 分身 %d 日记生成失败: %s",
+                avatar_id,
+                detail,
+                extra={"avatar_id": avatar_id},
+            )
+            metrics.DIARY_AVATARS.labels(result="failure").inc()
+            return False
+        log.info("[DiaryScheduler] 分身 %d 日记生成成功", avatar_id, extra={"avatar_id": avatar_id})
+        metrics.DIARY_AVATARS.labels(result="success").inc()
+        return True
+
+    def _keep_alive(self, run: _Run) -> None:
+        """Save the checkpoint every ``CHECKPOINT_EVERY`` avatars, heartbeat on time."""
+        due = run.progress.unsaved >= CHECKPOINT_EVERY or time.monotonic() >= run.next_heartbeat
+        if not due:
+            return
+        run.next_heartbeat = time.monotonic() + self._heartbeat_s
+        owned = self._write(run, self._runs.save, self._clock())
+        if owned is None:
+            return  # MySQL failed: tried again at the next heartbeat
+        run.progress.unsaved = 0
+        if not owned:
+            run.lost = True
+            log.warning("[DiaryScheduler] diary run for %s was taken over; stopping", run.run_date)
+
+    def _write(self, run: _Run, method: Callable[..., bool], *args: object) -> bool | None:
+        """Call an owner write of ``DiaryRunStore``; None (logged) when MySQL failed."""
+        try:
+            return method(run.run_date, self.owner, run.progress.checkpoint, *args)
+        except StoreError as exc:
+            log.error("[DiaryScheduler] diary run for %s: %s", run.run_date, exc)
+            metrics.ERRORS.labels(role="diary", kind=type(exc).__name__).inc()
+            return None
+
+    def _conclude(self, run: _Run) -> str:
+        """Record how the run ended; return the result."""
+        cp = run.progress.checkpoint
+        if run.lost:
+            return LOST
+        if run.query_error is not None:
+            log.error("[DiaryScheduler] 查询启用的分身失败: %s", run.query_error)
+            self._write(run, self._runs.fail, self._clock())
+            return FAILED
+        if not run.exhausted:  # stopped by SIGTERM: a restart resumes at once
+            self._write(run, self._runs.release)
+            log.info("[DiaryScheduler] diary run for %s stopped after %s", run.run_date, cp)
+            return STOPPED
+        now = self._clock()
+        if not self._write(run, self._runs.finish, now):
+            return LOST if run.lost else FAILED
+        log.info("[DiaryScheduler] 日记生成完成，成功: %d，失败: %d", cp.success, cp.failure)
+        if run.claim.run.started_at is not None:
+            elapsed = (now - run.claim.run.started_at).total_seconds()
+            metrics.DIARY_RUN_DURATION.observe(max(0.0, elapsed))
+        metrics.DIARY_LAST_SUCCESS.set(now.timestamp())
+        return SKIPPED if run.skipped else DONE
+
+
+def rpc_problem(config: Config) -> str | None:
+    """Why the Diary service cannot be reached as configured, or None."""
+    try:
+        resolve_target(config.diary_rpc)
+    except SchedulerError as exc:
+        return str(exc)
+    return None
+
+
+def main(config: Config, ctx: ChildContext) -> int:
+    """The ``diary`` role: fire diary runs at the cron's times until told to stop."""
+    try:
+        scheduler = DiaryScheduler(config, stop=ctx.stop)
+    except ValueError as exc:
+        log.error("[DiaryScheduler] DiarySchedule.CronExpression: %s; cannot start", exc)
+        return EXIT_CANNOT_BOOT
+    log.info(
+        "[DiaryScheduler] 日记调度器启动，Cron 表达式: %s", config.diary_schedule.cron_expression
+    )
+    try:
+        problem = rpc_problem(config)
+        if problem is None:
+            scheduler.serve()
+        else:
+            log.error(
+                "[DiaryScheduler] DiaryRpc: %s; no diary runs until it is configured", problem
+            )
+            ctx.stop.wait()
+    finally:
+        scheduler.close()
+        log.info("[DiaryScheduler] 日记调度器已停止")
+    return EXIT_OK
