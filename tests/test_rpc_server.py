@@ -397,16 +397,29 @@ def test_trigger_of_a_paused_avatar_dispatches_and_leaves_it_paused(rpc: Harness
     assert not rpc.index.is_inflight(10)
 
 
-def test_trigger_reports_an_action_failure_as_503_and_counts_it(
+def test_trigger_reports_an_action_failure_as_500_and_counts_it(
     rpc: Harness, action_sim: RunningSimulator
 ) -> None:
     before = put_in_state(rpc, 11, "active")
     SimulatorControl(action_sim.address).configure(fail_avatars=[11])
     reply = rpc.call("TriggerSchedule", avatar_id=11)
-    assert reply.code == 503
+    assert reply.code == 500
     assert "simulated failure" in reply.message
     assert rpc.store.get(11).failed_count == before.failed_count + 1
     assert [e.outcome for e in rpc.store.history(11, 10)] == ["failure"]
+    rpc.assert_index_matches_mysql()
+
+
+def test_trigger_reports_an_unanswering_action_as_503_and_counts_it(
+    harnesses: Callable[..., Harness], action_sim: RunningSimulator
+) -> None:
+    rpc = harnesses(action_rpc=RpcClientConf(endpoints=(action_sim.address,), timeout_ms=200))
+    before = put_in_state(rpc, 13, "active")
+    SimulatorControl(action_sim.address).configure(latency_ms=1000)
+    reply = rpc.call("TriggerSchedule", avatar_id=13)
+    assert reply.code == 503
+    assert "DEADLINE_EXCEEDED" in reply.message
+    assert rpc.store.get(13).failed_count == before.failed_count + 1
     rpc.assert_index_matches_mysql()
 
 
