@@ -6,11 +6,16 @@ set -euo pipefail
 declare -A need=(
   [redis-server]=redis-server
   [mariadbd]=mariadb-server
+  [prometheus]=prometheus
+  [promtool]=prometheus
+  [etcd]=etcd-server
+  [etcdctl]=etcd-client
 )
 missing=()
 for bin in "${!need[@]}"; do
   command -v "$bin" >/dev/null 2>&1 || [ -x "/usr/sbin/$bin" ] || missing+=("${need[$bin]}")
 done
+mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u | sed '/^$/d')
 for pkg in "$@"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
