@@ -661,3 +661,15 @@ def test_the_role_cannot_boot_on_a_busy_port(make_config: Callable[..., Config])
     finally:
         holder.stop(0)
     assert result == [EXIT_CANNOT_BOOT]
+
+
+def test_resume_during_a_manual_dispatch_keeps_the_avatar_in_the_index(rpc: Harness) -> None:
+    put_in_state(rpc, 14, "paused")
+    claim = rpc.index.claim_one(14, 60)  # a TriggerSchedule of the paused avatar in flight
+    assert claim is not None
+    reply = rpc.call("ResumeAvatarSchedule", avatar_id=14)
+    assert reply.code == 0 and reply.info.status == "active"
+    # The trigger settles from the row it read (paused): drop. Its lease is gone, so no-op.
+    assert rpc.index.ack(claim, None) is False
+    assert rpc.index.due_score(14) is not None
+    rpc.assert_index_matches_mysql()

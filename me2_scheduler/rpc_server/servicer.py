@@ -226,7 +226,7 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
             changed = row if not decision.changes_row else self._write(avatar_id, row, decision)
             if changed is not None:
                 # Also for an unchanged row: the index converges to MySQL.
-                self._mirror(changed)
+                self._mirror(changed, takeover=decision.reschedule)
                 return changed
         raise Refused(CONFLICT, CHANGED_CONCURRENTLY)
 
@@ -243,12 +243,17 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
             reset_failures=decision.reschedule, pause_reason=decision.pause_reason,
         )  # fmt: skip
 
-    def _mirror(self, row: ScheduleRow) -> None:
+    def _mirror(self, row: ScheduleRow, *, takeover: bool = False) -> None:
         """Put the avatar where MySQL says: in due at its next time, or nowhere.
 
         An active avatar in flight is left to its dispatcher, which settles it
-        from MySQL when it acks.
+        from MySQL when it acks. A reactivation (``takeover``) instead ends any
+        lease first: the dispatch in flight is then a manual one of a paused or
+        disabled avatar, whose ack would otherwise drop the newly active avatar
+        from the index; with its lease gone that ack changes nothing.
         """
+        if takeover:
+            self._index.remove(row.avatar_id)
         if row.status == policy.ACTIVE:
             self._index.schedule(row.avatar_id, epoch(row.next_schedule_time))
         else:
