@@ -1,10 +1,11 @@
 """``me2-scheduler diary run-now`` and ``me2-scheduler diary status``.
 
 ``run-now`` runs one date's diaries in the foreground under the same
-single-run rule as the cron: it refuses (exit 1, one line) when the date's
-run is done or another process is running it, and resumes a stale or failed
-one from its checkpoint. SIGINT/SIGTERM stop it between avatars with the
-checkpoint saved; a second signal quits at once.
+single-run rule as the cron, per date: it refuses (exit 1, one line) when a
+run of the date is done or another process is running one, resumes the
+newest stale or failed one from its checkpoint, and otherwise starts a run
+keyed by the moment it was asked for (its ``fire_time``). SIGINT/SIGTERM stop
+it between avatars with the checkpoint saved; a second signal quits at once.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from me2_scheduler.errors import SchedulerError
 
 _STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 _STATUS_COLUMNS = (
-    "run_date", "status", "success", "failure", "total", "checkpoint", "owner", "fire_time",
+    "run_date", "fire_time", "status", "success", "failure", "total", "checkpoint", "owner",
     "started_at", "heartbeat_at", "finished_at",
 )  # fmt: skip
 
@@ -51,7 +52,7 @@ def register(cli_group: click.Group) -> None:
     @click.option("--json", "as_json", is_flag=True, help="One JSON array instead of a table.")
     @click.option("--limit", type=click.IntRange(1, 1000), default=10, show_default=True)
     def status(config_path: str, as_json: bool, limit: int) -> None:
-        """Show the last diary runs with their counts, newest first."""
+        """Show the last diary runs with their fire times and counts, newest first."""
         _status(config_path, as_json, limit)
 
 
@@ -75,6 +76,7 @@ def stop_on_signals(stop: threading.Event) -> None:
 
 def _run_now(config_path: str, run_date: date | None) -> int:
     from me2_scheduler.logs import setup_logging
+    from me2_scheduler.timefmt import Display
     from me2_scheduler.workers.diary import DONE, SKIPPED, DiaryScheduler, rpc_problem
 
     config = load_or_exit(config_path)
@@ -88,12 +90,13 @@ def _run_now(config_path: str, run_date: date | None) -> int:
         scheduler = DiaryScheduler(config, stop=stop)
     except ValueError as exc:
         fail(exc, EXIT_USAGE)
+    display = Display(config.timezone)
     try:
         now = datetime.now(scheduler.schedule.tz)
         run_date = run_date or scheduler.run_date_of(now)
-        claim, row = scheduler.claim(run_date, now)
+        claim, row = scheduler.claim_manual(run_date)
         if claim is None:
-            state = row.summary() if row else "gone"
+            state = f"{row.summary()}, fire time {display.format(row.fire_time)}" if row else "gone"
             click.echo(f"diary run for {run_date} not started: it is {state}", err=True)
             return EXIT_FAILURE
         result = scheduler.execute(claim)
@@ -101,7 +104,10 @@ def _run_now(config_path: str, run_date: date | None) -> int:
         fail(exc)
     finally:
         scheduler.close()
-    click.echo(f"diary run for {run_date}: {result.result}, up to {result.checkpoint}")
+    click.echo(
+        f"diary run for {run_date}: {result.result}, up to {result.checkpoint},"
+        f" fire time {display.format(result.fire_time)}"
+    )
     return EXIT_OK if result.result in (DONE, SKIPPED) else EXIT_FAILURE
 
 
@@ -120,10 +126,9 @@ def _status(config_path: str, as_json: bool, limit: int) -> None:
     display = Display(config.timezone)
     records = [
         {
-            "run_date": run.run_date.isoformat(), "status": run.status,
-            "success": run.success_count, "failure": run.failure_count, "total": run.total,
-            "checkpoint": run.checkpoint_avatar_id, "owner": run.owner or "",
-            "fire_time": display.format(run.fire_time),
+            "run_date": run.run_date.isoformat(), "fire_time": display.format(run.fire_time),
+            "status": run.status, "success": run.success_count, "failure": run.failure_count,
+            "total": run.total, "checkpoint": run.checkpoint_avatar_id, "owner": run.owner or "",
             "started_at": display.format(run.started_at),
             "heartbeat_at": display.format(run.heartbeat_at),
             "finished_at": display.format(run.finished_at),

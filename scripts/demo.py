@@ -82,7 +82,7 @@ def enable_avatars(rpc_port: str) -> None:
 
 
 def summary(conn: pymysql.connections.Connection) -> str:
-    """One line: dispatched, success rate, lag p50/p99, statuses, auto-paused, next due."""
+    """One line: dispatched, success rate, lag p50/p99, statuses, auto-paused, next due, diary."""
     with conn.cursor() as cur:
         cur.execute(
             "SELECT COUNT(*), COALESCE(SUM(outcome='success'),0) FROM avatar_schedule_history"
@@ -99,8 +99,7 @@ def summary(conn: pymysql.connections.Connection) -> str:
         (auto_paused,) = cur.fetchone()
         cur.execute("SELECT MIN(next_schedule_time) FROM avatar_schedules WHERE status='active'")
         (next_due,) = cur.fetchone()
-        cur.execute("SELECT COUNT(*), COALESCE(SUM(status='done'),0) FROM diary_runs")
-        diary_runs, diary_done = cur.fetchone()
+        diary = _diary_summary(cur)
     conn.commit()
     rate = f"{100 * ok / total:.1f}%" if total else "-"
     return (
@@ -108,8 +107,23 @@ def summary(conn: pymysql.connections.Connection) -> str:
         f"p99 {_pct(lags, 99)}  active {by_status.get('active', 0)} "
         f"paused {by_status.get('paused', 0)} disabled {by_status.get('disabled', 0)}  "
         f"auto-paused {auto_paused}  next due {next_due or '-'}  "
-        f"diary runs {diary_done}/{diary_runs}"
+        f"{diary}"
     )
+
+
+def _diary_summary(cur: pymysql.cursors.Cursor) -> str:
+    """``diary runs 3 (last 18:04 done 190 ok/10 failed)``: one run per cron fire time."""
+    cur.execute("SELECT COUNT(*) FROM diary_runs")
+    (runs,) = cur.fetchone()
+    cur.execute(
+        "SELECT fire_time, status, success_count, failure_count FROM diary_runs"
+        " ORDER BY fire_time DESC LIMIT 1"
+    )
+    last = cur.fetchone()
+    if last is None:
+        return "diary runs 0"
+    fire_time, status, ok, failed = last
+    return f"diary runs {runs} (last {fire_time:%H:%M} {status} {ok} ok/{failed} failed)"
 
 
 def _pct(values: list[int], pct: int) -> str:

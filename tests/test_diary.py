@@ -21,7 +21,14 @@ import pytest
 from me2_scheduler.clients.diary import DiaryClient
 from me2_scheduler.config import Config, RpcClientConf, load_config
 from me2_scheduler.simulators import SimulatorControl
-from me2_scheduler.storage.diary_runs import DONE, FAILED, RUNNING, Checkpoint, DiaryRunStore
+from me2_scheduler.storage.diary_runs import (
+    DONE,
+    FAILED,
+    RUNNING,
+    Checkpoint,
+    DiaryRunStore,
+    RunKey,
+)
 from me2_scheduler.storage.migrations import apply_migrations
 from me2_scheduler.supervisor.child import EXIT_CANNOT_BOOT, ChildContext
 from me2_scheduler.testing.servers import MariaDBServer, temp_root
@@ -344,7 +351,107 @@ def test_zero_active_avatars_logs_the_skip_line_and_finishes_the_run(
     assert env.sim.stats().total == 0
 
 
-# --- one run per date, takeover and resume -------------------------------------------
+# --- one run per fire time, takeover and resume -------------------------------------
+
+
+def test_a_cron_firing_twice_in_a_day_makes_one_run_per_fire_and_a_restart_repeats_neither(
+    make_env: Callable[..., Env],
+) -> None:
+    env = make_env(cron="*/1 22 * * *", grace_s=3600)
+    env.seed(range(1, 11))
+    first_fire = datetime(2024, 8, 1, 22, 0, tzinfo=UTC)
+    clock = FakeClock(first_fire + timedelta(seconds=1))
+    scheduler = env.scheduler(clock=clock)
+
+    first = scheduler.run_due(clock.now)
+    calls_after_first = env.calls("2024-08-01")
+    clock.now = first_fire + timedelta(minutes=1, seconds=1)
+    second = scheduler.run_due(clock.now)
+    restart = FakeClock(first_fire + timedelta(minutes=1, seconds=30))
+    again = env.scheduler(clock=restart, owner="restarted:1").run_due(restart.now)
+
+    assert first is not None and first.result == diary.DONE
+    assert second is not None and second.result == diary.DONE
+    assert (first.run_date, second.run_date) == (date(2024, 8, 1), date(2024, 8, 1))
+    assert calls_after_first == dict.fromkeys(range(1, 11), 1)
+    assert again is None
+    assert env.calls("2024-08-01") == dict.fromkeys(range(1, 11), 2)
+    assert env.query("SELECT fire_time, status, total FROM diary_runs ORDER BY fire_time") == [
+        (datetime(2024, 8, 1, 22, 0), DONE, 10),
+        (datetime(2024, 8, 1, 22, 1), DONE, 10),
+    ]
+
+
+def test_two_schedulers_due_at_the_same_fire_time_at_once_make_one_run(
+    make_env: Callable[..., Env],
+) -> None:
+    env = make_env(cron="0 22 * * *", concurrency=2, grace_s=60)
+    env.seed(range(1, 201))
+    env.sim.configure(latency_ms=5)
+    now = datetime(2024, 8, 2, 22, 0, 1, tzinfo=UTC)
+    schedulers = [env.scheduler(clock=FakeClock(now), owner=f"host-{i}:1") for i in range(2)]
+    start = threading.Barrier(2)
+    results: list[diary.RunResult | None] = []
+
+    def fire(scheduler: DiaryScheduler) -> None:
+        start.wait(30)
+        results.append(scheduler.run_due(now))
+
+    threads = [threading.Thread(target=fire, args=(s,)) for s in schedulers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+
+    assert len(results) == 2
+    [ran] = [result for result in results if result is not None]
+    assert ran.result == diary.DONE and ran.fire_time == datetime(2024, 8, 2, 22, tzinfo=UTC)
+    assert env.calls("2024-08-02") == dict.fromkeys(range(1, 201), 1)
+    assert env.query("SELECT run_date, fire_time, status, total FROM diary_runs") == [
+        (date(2024, 8, 2), datetime(2024, 8, 2, 22, 0), DONE, 200)
+    ]
+
+
+def test_a_manual_run_is_keyed_by_its_request_second_and_refused_while_it_runs_unless_stale(
+    make_env: Callable[..., Env],
+) -> None:
+    runs = make_env(stale_s=60).runs()
+    day, stale = date(2024, 8, 4), timedelta(seconds=60)
+    asked = datetime(2024, 8, 5, 9, 30, 15, 250000, tzinfo=UTC)  # a past date, run the next day
+    later = asked + timedelta(seconds=5)
+    much_later = asked + timedelta(seconds=61)
+
+    started, _ = runs.claim_manual(day, "manual:1", asked, asked - stale)
+    refused, live = runs.claim_manual(day, "manual:2", later, later - stale)
+    resumed, _ = runs.claim_manual(day, "manual:3", much_later, much_later - stale)
+
+    assert started is not None and not started.resumed
+    assert started.run.key == RunKey(day, asked.replace(microsecond=0))
+    assert refused is None and live is not None and live.owner == "manual:1"
+    assert resumed is not None and resumed.resumed and resumed.run.key == started.run.key
+    assert [(run.owner, run.status) for run in runs.of_date(day)] == [("manual:3", RUNNING)]
+
+
+def test_a_manual_run_takes_over_the_newest_failed_run_of_its_date_and_is_refused_once_one_is_done(
+    make_env: Callable[..., Env],
+) -> None:
+    runs = make_env(stale_s=60).runs()
+    day, stale = date(2024, 8, 6), timedelta(seconds=60)
+    fires = [datetime(2024, 8, 6, 22, minute, tzinfo=UTC) for minute in (0, 1)]
+    for fire in fires:
+        runs.claim(RunKey(day, fire), "cron:1", fire, fire - stale)
+        runs.fail(RunKey(day, fire), "cron:1", Checkpoint(fire.minute * 10, 5, 0), fire)
+    now = fires[1] + timedelta(seconds=30)
+
+    taken, _ = runs.claim_manual(day, "manual:1", now, now - stale)
+    assert taken is not None and taken.resumed
+    assert taken.run.key == RunKey(day, fires[1]) and taken.run.checkpoint == Checkpoint(10, 5, 0)
+    assert runs.finish(taken.run.key, "manual:1", Checkpoint(20, 15, 0), now)
+    refused, done = runs.claim_manual(day, "manual:2", now, now - stale)
+
+    assert refused is None and done is not None and done.key == RunKey(day, fires[1])
+    assert done.status == DONE
+    assert [run.status for run in runs.of_date(day)] == [DONE, FAILED]
 
 
 def test_a_fresh_run_of_another_owner_is_left_alone_and_a_stale_one_resumes_from_its_checkpoint(
@@ -353,10 +460,10 @@ def test_a_fresh_run_of_another_owner_is_left_alone_and_a_stale_one_resumes_from
     env = make_env(stale_s=60)
     env.seed(range(1, 801))
     t0 = datetime(2024, 5, 7, 22, tzinfo=UTC)
-    runs = env.runs()
-    claim, _ = runs.claim(date(2024, 5, 7), t0, "other-host:1", t0, t0 - timedelta(seconds=60))
+    runs, key = env.runs(), RunKey(date(2024, 5, 7), t0)
+    claim, _ = runs.claim(key, "other-host:1", t0, t0 - timedelta(seconds=60))
     assert claim is not None
-    assert runs.save(date(2024, 5, 7), "other-host:1", Checkpoint(500, 490, 10), t0)
+    assert runs.save(key, "other-host:1", Checkpoint(500, 490, 10), t0)
     clock = FakeClock(t0 + timedelta(seconds=59))
     scheduler = env.scheduler(clock=clock)
 
@@ -375,18 +482,19 @@ def test_an_owner_whose_run_was_taken_over_can_no_longer_write_it(
     make_env: Callable[..., Env],
 ) -> None:
     runs = make_env(stale_s=60).runs()
-    day, t0 = date(2024, 5, 8), datetime(2024, 5, 8, 22, tzinfo=UTC)
-    runs.claim(day, t0, "host-a:1", t0, t0 - timedelta(seconds=60))
+    t0 = datetime(2024, 5, 8, 22, tzinfo=UTC)
+    key = RunKey(date(2024, 5, 8), t0)
+    runs.claim(key, "host-a:1", t0, t0 - timedelta(seconds=60))
     later = t0 + timedelta(seconds=61)
 
-    taken, _ = runs.claim(day, t0, "host-b:2", later, later - timedelta(seconds=60))
+    taken, _ = runs.claim(key, "host-b:2", later, later - timedelta(seconds=60))
 
     assert taken is not None and taken.resumed
-    assert not runs.save(day, "host-a:1", Checkpoint(7, 7, 0), later)
-    assert not runs.finish(day, "host-a:1", Checkpoint(7, 7, 0), later)
-    assert runs.save(day, "host-b:2", Checkpoint(3, 3, 0), later)
-    assert runs.save(day, "host-b:2", Checkpoint(3, 3, 0), later)  # unchanged row: still ours
-    row = runs.get(day)
+    assert not runs.save(key, "host-a:1", Checkpoint(7, 7, 0), later)
+    assert not runs.finish(key, "host-a:1", Checkpoint(7, 7, 0), later)
+    assert runs.save(key, "host-b:2", Checkpoint(3, 3, 0), later)
+    assert runs.save(key, "host-b:2", Checkpoint(3, 3, 0), later)  # unchanged row: still ours
+    row = runs.get(key)
     assert (row.status, row.owner, row.checkpoint) == (RUNNING, "host-b:2", Checkpoint(3, 3, 0))
 
 
@@ -409,7 +517,7 @@ def test_a_stop_between_avatars_saves_the_checkpoint_and_a_restart_resumes_at_on
 
     client = StopAfter150(env.config.diary_rpc)
     first = env.scheduler(stop=stop, client=client).run_for(datetime(2024, 5, 9, 22, tzinfo=UTC))
-    stopped = env.runs().get(date(2024, 5, 9))
+    stopped = env.runs().get(first.key)
     now = datetime.now(UTC)
     resumed = env.scheduler(owner="restarted:2").run_due(now)
 
@@ -467,7 +575,7 @@ def test_a_run_killed_mid_way_resumes_after_stale_run_seconds_repeating_at_most_
         run_now.proc.wait(10)
     finally:
         run_now.stop()
-    killed = env.runs().get(date(2024, 5, 1))
+    [killed] = env.runs().of_date(date(2024, 5, 1))
     env.sim.configure(latency_ms=0)
     clock = FakeClock(killed.heartbeat_at + timedelta(seconds=0.5))
     scheduler = env.scheduler(clock=clock)
@@ -528,12 +636,16 @@ def test_the_cli_runs_a_date_now_refuses_it_a_second_time_and_shows_the_status(
     assert env.calls("2024-07-01") == dict.fromkeys(range(1, 51), 1)
     assert table.returncode == 0
     header, row = table.stdout.splitlines()
-    assert header.split()[:6] == ["run_date", "status", "success", "failure", "total", "checkpoint"]
-    assert row.split()[:6] == ["2024-07-01", "done", "49", "1", "50", "50"]
     [record] = json.loads(as_json.stdout)
+    assert header.split()[:7] == [
+        "run_date", "fire_time", "status", "success", "failure", "total", "checkpoint",
+    ]  # fmt: skip
+    fire_date, fire_clock = record["fire_time"].split()
+    assert row.split()[:8] == ["2024-07-01", fire_date, fire_clock, "done", "49", "1", "50", "50"]
     assert (record["run_date"], record["status"], record["success"], record["total"]) == (
         "2024-07-01", "done", 49, 50,
     )  # fmt: skip
+    assert f"fire time {record['fire_time']}" in first.stdout
 
 
 # --- the diary role ----------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import date, datetime, time, timedelta
 
 import pymysql
 import pytest
@@ -44,7 +44,9 @@ SEED_COLUMNS = (
     "id", "avatar_id", "status", "next_schedule_time", "last_schedule_time",
     "last_action_type", "schedule_count", "failed_count", "created_at", "updated_at",
 )  # fmt: skip
-ALL_VERSIONS = ["001_seed", "002_schedule_state", "003_history_and_diary_runs"]
+ALL_VERSIONS = [
+    "001_seed", "002_schedule_state", "003_history_and_diary_runs", "004_diary_runs_per_fire",
+]  # fmt: skip
 
 
 def mysql_conf(mariadb: MariaDBServer, database: str, **dsn: object) -> MysqlConf:
@@ -109,7 +111,7 @@ def other_database(mariadb: MariaDBServer) -> Iterator[str]:
         mariadb.drop_database(name)
 
 
-def test_the_shipped_migrations_are_the_three_versions_in_order() -> None:
+def test_the_shipped_migrations_are_the_four_versions_in_order() -> None:
     assert [m.version for m in available_migrations()] == ALL_VERSIONS
     assert latest_version() == ALL_VERSIONS[-1]
 
@@ -148,7 +150,12 @@ def test_migrating_an_empty_database_creates_every_table_column_and_index(
         "total", "owner", "fire_time", "started_at", "heartbeat_at", "finished_at",
     ]  # fmt: skip
     assert diary["run_date"][7] == "PRI"
+    assert diary["fire_time"][1:3] == ("datetime", "NO")
     assert diary["checkpoint_avatar_id"][1:4] == ("bigint(20)", "NO", "0")
+    assert indexes(mariadb, database, "diary_runs") == {
+        "PRIMARY": ["run_date", "fire_time"],
+        "idx_fire_time": ["fire_time"],
+    }
 
 
 def test_the_seed_columns_match_a_table_created_by_the_seed_ddl(
@@ -177,7 +184,7 @@ def test_rerunning_migrations_applies_nothing(mariadb: MariaDBServer, database: 
 
     assert apply_migrations(conf) == []
     assert pending_migrations(conf) == []
-    assert query(mariadb, database, "SELECT COUNT(*) FROM schema_migrations") == [(3,)]
+    assert query(mariadb, database, "SELECT COUNT(*) FROM schema_migrations") == [(4,)]
 
 
 def test_a_seed_table_holding_rows_upgrades_without_losing_any(
@@ -217,17 +224,82 @@ def test_a_seed_table_holding_rows_upgrades_without_losing_any(
     ) == [(1000,)]  # fmt: skip
 
 
+DIARY_RUN_COLUMNS = (
+    "run_date", "status", "checkpoint_avatar_id", "success_count", "failure_count", "total",
+    "owner", "fire_time", "started_at", "heartbeat_at", "finished_at",
+)  # fmt: skip
+
+
+def diary_runs_before_004(day: int) -> tuple:
+    """A row as 003 allowed it: fire_time set, or NULL with or without started_at."""
+    run_date = date(2025, 1, 1) + timedelta(days=day)
+    evening = datetime.combine(run_date, time(22, 0))
+    fire_time = evening if day % 3 == 0 else None
+    started_at = None if day % 3 == 2 else evening + timedelta(minutes=5, seconds=day)
+    finished = started_at + timedelta(minutes=30) if started_at and day % 2 else None
+    status = ("done", "failed")[day % 2] if finished else "running"
+    return (
+        run_date, status, day * 10, day * 9, day, day * 10 if finished else None,
+        f"host-{day}:1", fire_time, started_at, started_at, finished,
+    )  # fmt: skip
+
+
+def test_migration_004_keys_a_diary_runs_table_holding_rows_by_fire_time_losing_none(
+    mariadb: MariaDBServer, database: str
+) -> None:
+    conn = pymysql.connect(host="127.0.0.1", port=mariadb.port, user="root", database=database)
+    with conn.cursor() as cur:
+        for migration in available_migrations()[:3]:  # a database left at 003
+            for statement in migration.statements():
+                cur.execute(statement)
+        cur.executemany(
+            f"INSERT INTO diary_runs ({', '.join(DIARY_RUN_COLUMNS)})"
+            f" VALUES ({', '.join(['%s'] * len(DIARY_RUN_COLUMNS))})",
+            [diary_runs_before_004(day) for day in range(30)],
+        )
+    conn.commit()
+    conn.close()
+    select = f"SELECT {', '.join(DIARY_RUN_COLUMNS)} FROM diary_runs ORDER BY run_date"
+    before = query(mariadb, database, select)
+    fire = DIARY_RUN_COLUMNS.index("fire_time")
+    started = DIARY_RUN_COLUMNS.index("started_at")
+    # NULL fire times are backfilled from started_at, else the date's midnight.
+    backfilled = [row[fire] or row[started] or datetime.combine(row[0], time()) for row in before]
+    expected = [
+        (*row[:fire], t, *row[fire + 1 :]) for row, t in zip(before, backfilled, strict=True)
+    ]
+
+    assert apply_migrations(mysql_conf(mariadb, database)) == ALL_VERSIONS
+    after = query(mariadb, database, select)
+    for statement in available_migrations()[3].statements():  # re-run: changes nothing
+        query(mariadb, database, statement)
+
+    assert len(before) == 30 and sum(row[fire] is None for row in before) == 20
+    assert after == expected
+    assert query(mariadb, database, select) == expected
+    assert indexes(mariadb, database, "diary_runs")["PRIMARY"] == ["run_date", "fire_time"]
+    # A second fire time of a date that has a run is a second row now.
+    query(
+        mariadb, database,
+        "INSERT INTO diary_runs (run_date, status, fire_time)"
+        " VALUES ('2025-01-01', 'running', '2025-01-01 22:01:00')",
+    )  # fmt: skip
+    assert query(
+        mariadb, database, "SELECT COUNT(*) FROM diary_runs WHERE run_date = '2025-01-01'"
+    ) == [(2,)]
+
+
 def test_a_migration_cut_after_its_ddl_is_reported_pending_and_reapplies_safely(
     mariadb: MariaDBServer, database: str
 ) -> None:
     conf = mysql_conf(mariadb, database)
     apply_migrations(conf)
-    # As if the run died after the DDL of 002 and 003 but before recording them.
+    # As if the run died after the DDL of 002 to 004 but before recording them.
     query(mariadb, database, "DELETE FROM schema_migrations WHERE version > '001_seed'")
 
     assert pending_migrations(conf) == ALL_VERSIONS[1:]
     assert schema_status(conf) == ("001_seed", ALL_VERSIONS[-1])
-    with pytest.raises(SchemaBehindError, match="002_schedule_state, 003_history_and_diary_runs"):
+    with pytest.raises(SchemaBehindError, match=", ".join(ALL_VERSIONS[1:])):
         check_schema(MysqlStore(conf))
     assert apply_migrations(conf) == ALL_VERSIONS[1:]
     check_schema(MysqlStore(conf))

@@ -1,15 +1,17 @@
 """The diary run (the seed's DiaryScheduler, DESIGN §5): each avatar's diary at each fire time.
 
 At each fire time of ``DiarySchedule.CronExpression`` (robfig/cron's meaning,
-read in its ``CRON_TZ`` or the service ``Timezone``) the run for the fire
-time's date is claimed in ``diary_runs``, so one host runs it once. Active
+read in its ``CRON_TZ`` or the service ``Timezone``) the run of that fire time
+(its date in the cron's zone, and the fire time itself) is claimed in
+``diary_runs``, so one host runs it once: the daily cron makes one run per
+date, a cron firing several times a day one run per fire, as the seed did. Active
 avatars are streamed in ascending avatar_id pages from the checkpoint, and
 ``Diary.GenerateAvatarDiary`` is called for each, ``Concurrency`` at once,
 with ``TimeoutSeconds`` per call. Progress is saved every ``CHECKPOINT_EVERY``
 avatars and at shutdown; the owner heartbeats, and a run whose owner stopped
 heartbeating for ``StaleRunSeconds`` is taken over from its checkpoint. A
-fire time missed while the service was down runs on start when it is at most
-``MisfireGraceSeconds`` old.
+fire time missed while the service was down runs (or resumes) on start when it
+is at most ``MisfireGraceSeconds`` old and its run is not finished.
 
 The clock is injectable: ``DiaryScheduler.run_due(now)`` does what is due at
 ``now``, so tests never wait for wall-clock fire times. It runs in its own
@@ -36,7 +38,7 @@ from me2_scheduler.clients.diary import DiaryClient
 from me2_scheduler.config import Config, service_timezone
 from me2_scheduler.cron import ConstantDelaySchedule, Schedule, fire_times_between, parse
 from me2_scheduler.errors import SchedulerError, StoreError
-from me2_scheduler.storage.diary_runs import Checkpoint, Claim, DiaryRun, DiaryRunStore
+from me2_scheduler.storage.diary_runs import Checkpoint, Claim, DiaryRun, DiaryRunStore, RunKey
 from me2_scheduler.storage.mysql import MysqlStore
 from me2_scheduler.supervisor.child import EXIT_CANNOT_BOOT, EXIT_OK, ChildContext
 
@@ -102,10 +104,20 @@ class Progress:
 class RunResult:
     """What one claimed run did here: ``result`` is done/skipped/stopped/lost/failed."""
 
-    run_date: date
+    key: RunKey
     result: str
     checkpoint: Checkpoint
     resumed: bool
+
+    @property
+    def run_date(self) -> date:
+        """The diary date the run generated."""
+        return self.key.run_date
+
+    @property
+    def fire_time(self) -> datetime:
+        """The fire time (or manual request time) that identifies the run."""
+        return self.key.fire_time
 
 
 @dataclass
@@ -119,12 +131,12 @@ class _Run:
     exhausted: bool = False  # every active avatar was started
     lost: bool = False  # another process took the run over
     query_error: StoreError | None = None
-    run_date: date = field(init=False)
+    key: RunKey = field(init=False)
     date_text: str = field(init=False)
 
     def __post_init__(self) -> None:
-        self.run_date = self.claim.run.run_date
-        self.date_text = self.run_date.isoformat()
+        self.key = self.claim.run.key
+        self.date_text = self.key.run_date.isoformat()
 
     @property
     def can_start(self) -> bool:
@@ -228,9 +240,9 @@ class DiaryScheduler:
         if row is None:
             return None
         log.warning(
-            "[DiaryScheduler] diary run for %s is %s; taking it over", row.run_date, row.summary()
+            "[DiaryScheduler] diary run for %s is %s; taking it over", row.key, row.summary()
         )
-        return self.run_for(row.fire_time or now, row.run_date)
+        return self.run_for(row.fire_time, row.run_date)
 
     # -- claiming --------------------------------------------------------------
 
@@ -238,21 +250,33 @@ class DiaryScheduler:
         """The diary date of a fire time: its date in the cron's zone."""
         return fire_time.astimezone(self.schedule.tz).date()
 
-    def claim(self, run_date: date, fire_time: datetime) -> tuple[Claim | None, DiaryRun | None]:
-        """Claim ``run_date`` for this process (see ``DiaryRunStore.claim``). Raises StoreError."""
+    def claim(self, key: RunKey) -> tuple[Claim | None, DiaryRun | None]:
+        """Claim the run of ``key`` for this process (see ``DiaryRunStore.claim``).
+
+        Raises StoreError.
+        """
         now = self._clock()
-        return self._runs.claim(run_date, fire_time, self.owner, now, now - self._stale)
+        return self._runs.claim(key, self.owner, now, now - self._stale)
+
+    def claim_manual(self, run_date: date) -> tuple[Claim | None, DiaryRun | None]:
+        """Claim a manual run of ``run_date``, keyed by the clock's whole second.
+
+        See ``DiaryRunStore.claim_manual``. Raises StoreError.
+        """
+        now = self._clock().replace(microsecond=0)
+        return self._runs.claim_manual(run_date, self.owner, now, now - self._stale)
 
     def run_for(self, fire_time: datetime, run_date: date | None = None) -> RunResult | None:
-        """Claim and run the date of ``fire_time`` (or ``run_date``); None if not ours.
+        """Claim and run the fire time ``fire_time`` (of its date, or ``run_date``).
 
-        Raises StoreError when the claim fails; errors after it end the run as ``failed``.
+        None if the run is not ours (done, or live elsewhere). Raises
+        StoreError when the claim fails; errors after it end the run as ``failed``.
         """
-        run_date = run_date or self.run_date_of(fire_time)
-        claim, row = self.claim(run_date, fire_time)
+        key = RunKey(run_date or self.run_date_of(fire_time), fire_time)
+        claim, row = self.claim(key)
         if claim is None:
             state = row.summary() if row else "gone"
-            log.info("[DiaryScheduler] diary run for %s is %s; not starting it", run_date, state)
+            log.info("[DiaryScheduler] diary run for %s is %s; not starting it", key, state)
             return None
         return self.execute(claim)
 
@@ -263,7 +287,7 @@ class DiaryScheduler:
         start = claim.run.checkpoint
         run = _Run(claim, Progress(start), time.monotonic() + self._heartbeat_s)
         if claim.resumed:
-            log.info("[DiaryScheduler] diary run for %s resumes after %s", run.run_date, start)
+            log.info("[DiaryScheduler] diary run for %s resumes after %s", run.key, start)
         try:
             count = self._store.counts_by_status()[policy.ACTIVE]
         except StoreError as exc:
@@ -277,7 +301,7 @@ class DiaryScheduler:
                 self._call_all(run)
         result = self._conclude(run)
         metrics.DIARY_RUNS.labels(result=result).inc()
-        return RunResult(run.run_date, result, run.progress.checkpoint, claim.resumed)
+        return RunResult(run.key, result, run.progress.checkpoint, claim.resumed)
 
     def _active_ids(self, after_id: int) -> Iterator[int]:
         """Active avatar_ids above ``after_id``, ascending, one page in memory at a time."""
@@ -351,14 +375,14 @@ class DiaryScheduler:
         run.progress.unsaved = 0
         if not owned:
             run.lost = True
-            log.warning("[DiaryScheduler] diary run for %s was taken over; stopping", run.run_date)
+            log.warning("[DiaryScheduler] diary run for %s was taken over; stopping", run.key)
 
     def _write(self, run: _Run, method: Callable[..., bool], *args: object) -> bool | None:
         """Call an owner write of ``DiaryRunStore``; None (logged) when MySQL failed."""
         try:
-            return method(run.run_date, self.owner, run.progress.checkpoint, *args)
+            return method(run.key, self.owner, run.progress.checkpoint, *args)
         except StoreError as exc:
-            log.error("[DiaryScheduler] diary run for %s: %s", run.run_date, exc)
+            log.error("[DiaryScheduler] diary run for %s: %s", run.key, exc)
             metrics.ERRORS.labels(role="diary", kind=type(exc).__name__).inc()
             return None
 
@@ -373,7 +397,7 @@ class DiaryScheduler:
             return FAILED
         if not run.exhausted:  # stopped by SIGTERM: a restart resumes at once
             self._write(run, self._runs.release)
-            log.info("[DiaryScheduler] diary run for %s stopped after %s", run.run_date, cp)
+            log.info("[DiaryScheduler] diary run for %s stopped after %s", run.key, cp)
             return STOPPED
         now = self._clock()
         if not self._write(run, self._runs.finish, now):
