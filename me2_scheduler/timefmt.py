@@ -9,12 +9,14 @@ TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 
 
 def service_zone(name: str) -> tzinfo:
-    """The zone ``Timezone`` names; "" means the server's local zone (as the seed says)."""
-    if name:
-        return ZoneInfo(name)
-    local = datetime.now().astimezone().tzinfo
-    assert local is not None  # astimezone() always attaches the local zone
-    return local
+    """The zone ``Timezone`` names; "" means the server's local zone (as the seed says).
+
+    The local zone is resolved to its IANA name (as Go's ``time.Local``), not
+    to today's fixed offset, so DST changes are followed.
+    """
+    from me2_scheduler.dsn import local_zone_name
+
+    return ZoneInfo(name or local_zone_name())
 
 
 class Display:
