@@ -35,6 +35,7 @@ from me2_scheduler.storage.rows import (
     from_db,
     history_from_db,
     insert_history,
+    recorded_success,
     schedule_from_db,
     select_schedule,
     to_db,
@@ -128,6 +129,37 @@ class MysqlStore:
             )
             return [avatar_id for (avatar_id,) in cur.fetchall()]
 
+    def active_among(self, avatar_ids: Sequence[int]) -> set[int]:
+        """Those of ``avatar_ids`` that are active (one query, ids only). Raises StoreError."""
+        wanted = list(dict.fromkeys(avatar_ids))
+        if not wanted:
+            return set()
+        marks = ", ".join(["%s"] * len(wanted))
+        with self._cursor("reading active schedules") as cur:
+            cur.execute(
+                "SELECT avatar_id FROM avatar_schedules"
+                f" WHERE status = %s AND avatar_id IN ({marks})",
+                [policy.ACTIVE, *wanted],
+            )
+            return {avatar_id for (avatar_id,) in cur.fetchall()}
+
+    def active_due_times(self, avatar_ids: Sequence[int]) -> dict[int, datetime]:
+        """``next_schedule_time`` of those of ``avatar_ids`` that are active (one query).
+
+        For checking the Redis index against MySQL. Raises StoreError.
+        """
+        wanted = list(dict.fromkeys(avatar_ids))
+        if not wanted:
+            return {}
+        marks = ", ".join(["%s"] * len(wanted))
+        with self._cursor("reading active schedules") as cur:
+            cur.execute(
+                "SELECT avatar_id, next_schedule_time FROM avatar_schedules"
+                f" WHERE status = %s AND avatar_id IN ({marks})",
+                [policy.ACTIVE, *wanted],
+            )
+            return {avatar_id: from_db(due, self._loc) for avatar_id, due in cur.fetchall()}
+
     def overdue(
         self, before: datetime, limit: int, after_id: int = 0
     ) -> list[tuple[int, datetime]]:
@@ -209,6 +241,24 @@ class MysqlStore:
             )
             (count,) = cur.fetchone()
         return count
+
+    def paused_by_reason(self) -> dict[str, int]:
+        """Paused schedules by ``pause_reason``: ``user``, ``failures`` and ``unknown``.
+
+        ``unknown`` counts rows paused before the column existed (the Go
+        original). Reads only the paused rows (on idx_status_avatar_id).
+        Raises StoreError.
+        """
+        counts = dict.fromkeys((policy.PAUSED_BY_USER, policy.PAUSED_BY_FAILURES, "unknown"), 0)
+        with self._cursor("counting paused schedules") as cur:
+            cur.execute(
+                "SELECT pause_reason, COUNT(*) FROM avatar_schedules WHERE status = %s"
+                " GROUP BY pause_reason",
+                (policy.PAUSED,),
+            )
+            for reason, count in cur.fetchall():
+                counts[reason or "unknown"] += count
+        return counts
 
     # -- writes -------------------------------------------------------------
 
@@ -294,11 +344,14 @@ class MysqlStore:
         Always (the dispatch happened): ``schedule_count+1``, ``last_schedule_time
         = started_at``, ``last_action_type``, ``failed_count = 0``, ``last_error =
         NULL``, a history row. Only while the row is active at ``expected_version``
-        (``applied``): ``next_schedule_time = next_time``. Raises StoreError,
+        (``applied``): ``next_schedule_time = next_time``. Nothing when the slot
+        was already recorded as a success (``duplicate``). Raises StoreError,
         also when the avatar has no schedule row.
         """
         with self._cursor("recording a dispatch success", write=True) as cur:
             row = self._locked(cur, avatar_id)
+            if recorded_success(cur, avatar_id, idempotency_key):
+                return Recorded(False, row, duplicate=True)
             applied = row.status == policy.ACTIVE and row.version == expected_version
             changes: dict[str, Any] = {
                 "schedule_count": row.schedule_count + 1,
@@ -340,12 +393,15 @@ class MysqlStore:
         ``last_error`` (first 512 characters), a history row. Only while the row
         is active at ``expected_version``: pause it (reason ``failures``) when
         ``policy.after_failure`` says the limit is reached (``auto_paused``),
-        else ``next_schedule_time = retry_time``. Raises StoreError, also when
-        the avatar has no schedule row.
+        else ``next_schedule_time = retry_time``. Nothing when the slot was
+        already recorded as a success (``duplicate``). Raises StoreError, also
+        when the avatar has no schedule row.
         """
         error = error[:ERROR_MAX_CHARS]
         with self._cursor("recording a dispatch failure", write=True) as cur:
             row = self._locked(cur, avatar_id)
+            if recorded_success(cur, avatar_id, idempotency_key):
+                return Recorded(False, row, duplicate=True)
             applied = row.status == policy.ACTIVE and row.version == expected_version
             outcome = policy.after_failure(row.failed_count, max_consecutive_failures)
             changes: dict[str, Any] = {
@@ -388,11 +444,34 @@ class MysqlStore:
                 "outcome": "skipped", "error": reason, "idempotency_key": idempotency_key,
             })  # fmt: skip
 
-    def prune_history(self, older_than: datetime, batch: int = 5000) -> int:
+    def count_history_before(self, older_than: datetime) -> int:
+        """How many history rows started before ``older_than`` (on idx_started_time).
+
+        Raises StoreError.
+        """
+        with self._cursor("counting dispatch history") as cur:
+            cur.execute(
+                "SELECT COUNT(*) FROM avatar_schedule_history WHERE started_time < %s",
+                (to_db(older_than, self._loc),),
+            )
+            (count,) = cur.fetchone()
+        return count
+
+    def prune_history(
+        self,
+        older_than: datetime,
+        batch: int = 5000,
+        *,
+        progress: Callable[[int], None] | None = None,
+        max_batches: int | None = None,
+    ) -> int:
         """Delete history rows started before ``older_than``; return how many.
 
         Deletes ``batch`` rows per short transaction, so it never holds many
-        locks or a long undo log. Raises StoreError.
+        locks or a long undo log; ``progress`` gets each committed batch's
+        count. Stops after ``max_batches`` transactions if given (the poller
+        prunes a batch per tick, so claims never wait for a long prune).
+        Raises StoreError.
         """
         cutoff = to_db(older_than, self._loc)
         total = 0
@@ -404,5 +483,11 @@ class MysqlStore:
                 )
                 deleted = cur.rowcount
             total += deleted
+            if progress is not None and deleted:
+                progress(deleted)
             if deleted < batch:
                 return total
+            if max_batches is not None:
+                max_batches -= 1
+                if max_batches <= 0:
+                    return total
