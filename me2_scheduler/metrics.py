@@ -2,7 +2,15 @@
 
 Processes share them through prometheus_client's multiprocess mode: the
 supervisor sets ``PROMETHEUS_MULTIPROC_DIR`` before anything imports
-prometheus_client, so importing this module in a child writes to that dir.
+prometheus_client (see ``supervisor.http``), so importing this module in a
+child writes to that dir and the supervisor's ``/metrics`` sums every process.
+Counters of a dead child stay in the dir, so a restart never sends a sum back.
+
+Gauges of state only the poller knows (avatars by status, paused, queues) use
+the ``mostrecent`` mode: the value the poller set last, kept across a poller
+restart instead of dropping to the zero every other process holds. Label
+values known in advance are created at import, so their series exist (at 0)
+before the first event and ``rate()`` over them is 0 rather than empty.
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ from prometheus_client import Counter, Gauge, Histogram
 LAG_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900, 1800, 3600)
 RPC_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 
+DISPATCH_RESULTS = ("success", "failure", "skipped")
 DISPATCHES = Counter(
     "scheduler_dispatch_total", "Dispatches by result (success, failure, skipped).", ["result"]
 )
@@ -25,18 +34,24 @@ ACTION_DURATION = Histogram(
     buckets=RPC_BUCKETS,
 )
 AVATARS = Gauge(
-    "scheduler_avatars", "Schedules by status.", ["status"], multiprocess_mode="livemax"
+    "scheduler_avatars", "Schedules by status.", ["status"], multiprocess_mode="mostrecent"
 )
 AUTO_PAUSED = Gauge(
     "scheduler_auto_paused_avatars",
     "Avatars paused after consecutive failures.",
-    multiprocess_mode="livemax",
+    multiprocess_mode="mostrecent",
+)
+PAUSED_AVATARS = Gauge(
+    "scheduler_paused_avatars",
+    "Paused schedules by reason: user (Pause RPC) or failures (auto-paused).",
+    ["reason"],
+    multiprocess_mode="mostrecent",
 )
 QUEUE_SIZE = Gauge(
     "scheduler_queue_size",
     "Index sizes: due, overdue, inflight, ready.",
     ["queue"],
-    multiprocess_mode="livemax",
+    multiprocess_mode="mostrecent",
 )
 LEASES_EXPIRED = Counter(
     "scheduler_lease_expired_total", "In-flight leases that expired (a worker died)."
@@ -45,6 +60,9 @@ INDEX_REPAIRED = Counter(
     "scheduler_index_repaired_total", "Active avatars the sweep found missing from Redis."
 )
 INDEX_REBUILDS = Counter("scheduler_index_rebuilds_total", "Full rebuilds of the Redis index.")
+HISTORY_PRUNED = Counter(
+    "scheduler_history_pruned_total", "Dispatch history rows deleted by History.RetentionDays."
+)
 CHILD_RESTARTS = Counter(
     "scheduler_child_restarts_total", "Child processes restarted, by role.", ["role"]
 )
@@ -60,8 +78,9 @@ RPC_DURATION = Histogram(
     "scheduler_rpc_duration_seconds", "gRPC request duration.", ["method"], buckets=RPC_BUCKETS
 )
 
-# Diary runs (DESIGN §5): from a minute to a day.
+# Diary runs (DESIGN §5): from a second to a day.
 DIARY_RUN_BUCKETS = (1, 5, 15, 60, 300, 900, 1800, 3600, 7200, 14400, 28800, 43200, 86400)
+DIARY_RUN_RESULTS = ("done", "skipped", "stopped", "lost", "failed")
 DIARY_RUNS = Counter(
     "scheduler_diary_runs_total",
     "Diary runs (or this process's part of one) by result: done, skipped, stopped, lost, failed.",
@@ -77,6 +96,13 @@ DIARY_RUN_DURATION = Histogram(
 )
 DIARY_LAST_SUCCESS = Gauge(
     "scheduler_diary_last_success_timestamp_seconds",
-    "Unix time at which the last diary run finished.",
+    "Unix time at which the last diary run finished (0: none recorded yet).",
     multiprocess_mode="max",
 )
+
+for _result in DISPATCH_RESULTS:
+    DISPATCHES.labels(result=_result)
+for _result in DIARY_RUN_RESULTS:
+    DIARY_RUNS.labels(result=_result)
+for _result in ("success", "failure"):
+    DIARY_AVATARS.labels(result=_result)

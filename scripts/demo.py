@@ -61,6 +61,7 @@ def start_stack() -> tuple[list, Service, dict[str, str]]:
         "DEMO_ACTION_PORT": str(action.port),
         "DEMO_DIARY_PORT": str(diary.port),
         "DEMO_RPC_PORT": str(free_port()),
+        "DEMO_METRICS_PORT": str(free_port()),
     }
     config = ROOT / "etc" / "scheduler-demo.yaml"
     subprocess.run(cli_argv("init-db", "-f", str(config)), env={**os.environ, **env}, check=True)
@@ -146,6 +147,7 @@ def main() -> int:
             host="127.0.0.1", port=int(env["DEMO_MYSQL_PORT"]), user="root", database="me2"
         )
         print(f"service log: {service.process.log_path}", flush=True)
+        print(f"metrics: http://127.0.0.1:{env['DEMO_METRICS_PORT']}/metrics", flush=True)
         deadline = time.monotonic() + args.duration if args.duration else float("inf")
         while time.monotonic() < deadline:
             time.sleep(2)

@@ -31,7 +31,7 @@ ActionRpc:
   Endpoints: [127.0.0.1:{action_port}]
   Timeout: {action_timeout_ms}
 DiaryRpc:
-  Endpoints: [127.0.0.1:{action_port}]
+  Endpoints: [127.0.0.1:{diary_port}]
 Schedule:
   ScanInterval: 2
   MaxWorkers: {workers}
@@ -46,9 +46,12 @@ ActionSchedule:
   MinIntervalHours: {min_h}
   MaxIntervalHours: {max_h}
 DiarySchedule:
-  CronExpression: "0 3 1 1 *"
+  CronExpression: "{cron}"
+Prometheus:
+  Host: 127.0.0.1
+  Port: {metrics_port}
 Log:
-  Encoding: plain
+  Encoding: {log_encoding}
   Level: info
 """
 
@@ -75,6 +78,7 @@ class Running:
     database: str
     action: Simulator
     rpc_port: int
+    metrics_port: int = 0
 
     def stub(self) -> scheduler_pb2_grpc.SchedulerStub:
         channel = grpc.insecure_channel(f"127.0.0.1:{self.rpc_port}")
@@ -151,6 +155,10 @@ def start_service(
         "retry_s": 1,
         "min_h": 2 / 3600,
         "max_h": 4 / 3600,
+        "diary_port": action.port,
+        "cron": "0 3 1 1 *",
+        "metrics_port": free_port(),
+        "log_encoding": "plain",
         **overrides,
     }
     config_path = tmp_path / "scheduler.yaml"
@@ -158,4 +166,12 @@ def start_service(
     subprocess.run(cli_argv("init-db", "-f", str(config_path)), check=True, capture_output=True)
     service = Service(config_path, tmp_path).start()
     service.wait_ready()
-    return Running(service, config_path, mariadb, database, action, int(values["rpc_port"]))
+    return Running(
+        service,
+        config_path,
+        mariadb,
+        database,
+        action,
+        int(values["rpc_port"]),
+        int(values["metrics_port"]),
+    )

@@ -8,9 +8,13 @@ rpc_server last) within ``Schedule.ShutdownTimeoutSeconds``, then SIGKILL what
 remains. Signal handlers only record the signal; ``set_wakeup_fd`` wakes the
 loop. No gRPC, Redis or MySQL object is ever created in this process.
 
+``run_service`` exports ``PROMETHEUS_MULTIPROC_DIR`` before anything imports
+prometheus_client; ``supervisor.http`` counts restarts, marks reaped children
+dead and serves ``/metrics`` and ``/healthz``.
+
 Exit codes: 0 after a shutdown asked for by a signal; the preflight's own code
 (1 unreachable, 2 config, 3 cannot boot) when it fails; 3 when a child exits
-with ``EXIT_CANNOT_BOOT``.
+with ``EXIT_CANNOT_BOOT`` or the metrics port cannot be bound.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from me2_scheduler.supervisor.child import (
     ChildContext,
     run_child,
 )
+from me2_scheduler.supervisor.http import MetricsDir, SupervisorMetrics
 from me2_scheduler.supervisor.roles import RoleSpec, check_unique, default_roles
 
 DEFAULT_PREFLIGHT = "me2_scheduler.supervisor.preflight:preflight"
@@ -108,8 +113,9 @@ def _signals_blocked() -> Iterator[None]:
 class Arbiter:
     """Forks, watches and restarts the children; see the module docstring.
 
-    ``restarts`` counts restarts per role name. Must run on the main thread
-    (it installs signal handlers).
+    ``restarts`` counts restarts per role name. ``metrics_dir`` is the
+    multiprocess dir already exported (None: no metrics, as in unit tests).
+    Must run on the main thread (it installs signal handlers).
     """
 
     def __init__(
@@ -119,6 +125,7 @@ class Arbiter:
         *,
         backoff: Backoff | None = None,
         tick: float = LOOP_TICK,
+        metrics_dir: str | None = None,
     ) -> None:
         check_unique(roles)
         self.config = config
@@ -133,12 +140,17 @@ class Arbiter:
         self._pipe: tuple[int, int] = (-1, -1)
         self._saved: dict[int, object] = {}
         self._saved_wakeup = -1
+        self.observer = SupervisorMetrics(metrics_dir)
+        self._stopping = False
 
     def run(self, preflight: str | None) -> int:
         """Preflight, start every child, serve until stopped; return the exit code."""
         setproctitle(f"{TITLE_PREFIX}supervisor")
         self._install_signals()
         try:
+            roles = {slot.role.name for slot in self._slots}
+            if not self.observer.start(self.config.prometheus, roles, self.health_problems):
+                return EXIT_CANNOT_BOOT
             if preflight is not None:
                 code = self._run_preflight(preflight)
                 if code is not None:
@@ -152,18 +164,25 @@ class Arbiter:
             self._final_reap()
             raise
         finally:
+            self.observer.close()
             self._restore_signals()
 
-    # --- hooks -------------------------------------------------------------
+    # --- metrics and health ---------------------------------------------------
+
+    def health_problems(self) -> list[str]:
+        """What makes ``/healthz`` answer 503: starting, stopping, or the slots that are down."""
+        if not self._respawn:
+            return ["stopping" if self._stopping else "starting"]
+        down = [slot.label for slot in list(self._slots) if slot.pid is None]
+        return [f"down: {', '.join(down)}"] if down else []
 
     def _on_child_restart(self, role: str) -> None:
-        """Called once per restart of a ``role`` child (``restarts`` already counts it).
-
-        The metrics work increments ``scheduler_child_restarts_total{role}`` here.
-        """
+        """Called once per restart of a ``role`` child (``restarts`` already counts it)."""
+        self.observer.child_restarted(role)
 
     def _on_child_reaped(self, pid: int) -> None:
-        """Called for every reaped child; prometheus ``mark_process_dead(pid)`` goes here."""
+        """Called for every reaped child: forget its live gauges in the multiprocess dir."""
+        self.observer.child_reaped(pid)
 
     # --- signals -----------------------------------------------------------
 
@@ -306,7 +325,7 @@ class Arbiter:
 
     def _shutdown(self, slots: Sequence[_Slot], *, quick: bool) -> int:
         """Stop ``slots`` (TERM by stage, or KILL at once if ``quick``), reap all; return 0."""
-        self._respawn = False
+        self._respawn, self._stopping = False, True
         log.info("shutting down%s", " now" if quick else "")
         if not quick:
             self._drain(slots)
@@ -373,10 +392,21 @@ def run_service(
 
     ``roles`` defaults to ``default_roles(config)``; ``preflight`` is a
     ``"module:function"`` called as ``f(config) -> int`` in a child before any
-    role starts (None skips it). Must be called on the main thread. Raises
-    ``ValueError`` for duplicate role names and ``ConfigError`` for an invalid
-    ``Log`` section; every other failure is an exit code.
+    role starts (None skips it). Must be called on the main thread, before
+    this process imports prometheus_client. Raises ``ValueError`` for
+    duplicate role names, ``ConfigError`` for an invalid ``Log`` section and
+    ``OSError`` when the metrics dir cannot be made; every other failure is
+    an exit code (3 when the metrics port cannot be bound).
     """
     setup_logging(config.log, "supervisor", timezone=config.timezone)
-    arbiter = Arbiter(config, default_roles(config) if roles is None else roles, backoff=backoff)
-    return arbiter.run(preflight)
+    metrics_dir = MetricsDir.create()  # before anything imports prometheus_client
+    try:
+        arbiter = Arbiter(
+            config,
+            default_roles(config) if roles is None else roles,
+            backoff=backoff,
+            metrics_dir=str(metrics_dir.path),
+        )
+        return arbiter.run(preflight)
+    finally:
+        metrics_dir.remove()

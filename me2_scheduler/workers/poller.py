@@ -5,17 +5,26 @@ ready list is kept short so a claim never waits in it longer than its lease.
 Every ScanInterval the safety-net sweep (§3.4) re-adds active avatars that
 MySQL says are overdue but Redis has lost, or rebuilds the whole index when
 its ``meta`` key is gone.
+
+The poller also keeps the gauges current, so that a scrape only reads files:
+queue sizes every ``QUEUE_GAUGE_INTERVAL_S`` (one cheap script), the counts
+from MySQL every ``COUNT_GAUGE_INTERVAL_S`` (``counts_by_status`` reads an
+index entry of every row). And it applies ``History.RetentionDays`` (0 keeps
+history forever): at most once an hour it deletes the older history, one
+small batch per tick, so claims never wait for a long prune.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
 
 from me2_scheduler import metrics
 from me2_scheduler.config import Config
 from me2_scheduler.errors import RedisIndexError, StoreError
+from me2_scheduler.storage.diary_runs import DONE, DiaryRunStore
 from me2_scheduler.storage.index import DelayIndex
 from me2_scheduler.storage.mysql import MysqlStore
 from me2_scheduler.supervisor.child import ChildContext
@@ -23,7 +32,17 @@ from me2_scheduler.supervisor.child import ChildContext
 log = logging.getLogger("me2_scheduler.poller")
 
 SWEEP_PAGE = 1000
-GAUGE_INTERVAL_S = 5.0
+QUEUE_GAUGE_INTERVAL_S = 2.0
+COUNT_GAUGE_INTERVAL_S = 15.0
+PRUNE_INTERVAL_S = 3600.0
+PRUNE_BATCH = 2000  # history rows per DELETE transaction, one transaction per tick
+DIARY_RUNS_LOOKED_AT = 10  # the last success is searched among this many recent runs
+
+Clock = Callable[[], float]
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
 
 
 def rebuild_index(store: MysqlStore, index: DelayIndex) -> int:
@@ -58,20 +77,98 @@ def sweep(store: MysqlStore, index: DelayIndex, grace_s: float) -> int:
         after_id = page[-1][0]
 
 
-class Poller:
-    """One poller loop's state: when the next sweep and gauge refresh are due."""
+class Every:
+    """Due at most once per ``interval`` seconds of ``clock``; due at once unless ``first`` says."""
 
-    def __init__(self, config: Config, store: MysqlStore, index: DelayIndex) -> None:
+    def __init__(self, interval: float, clock: Clock, first: float = 0.0) -> None:
+        self.interval = interval
+        self._clock = clock
+        self._next = clock() + first
+
+    def due(self) -> bool:
+        """True (and the next one is an interval away) when the time has come."""
+        now = self._clock()
+        if now < self._next:
+            return False
+        self._next = now + self.interval
+        return True
+
+
+class HistoryPruner:
+    """``History.RetentionDays``: once an hour, delete older history a batch per ``step``.
+
+    A round starts when the hour is up and ends with the first batch that is
+    not full; ``retention_days`` 0 never prunes.
+    """
+
+    def __init__(
+        self, store: MysqlStore, retention_days: int, clock: Clock, wall: Callable[[], datetime]
+    ) -> None:
+        self._store = store
+        self._retention = timedelta(days=retention_days)
+        self._every = Every(PRUNE_INTERVAL_S, clock)
+        self._wall = wall
+        self._cutoff: datetime | None = None  # set while a round is under way
+        self._round_total = 0
+
+    def step(self) -> int:
+        """Delete at most one batch if a round is due or under way; return how many.
+
+        Raises StoreError (the round goes on at the next step).
+        """
+        if not self._retention:
+            return 0
+        if self._cutoff is None:
+            if not self._every.due():
+                return 0
+            self._cutoff, self._round_total = self._wall() - self._retention, 0
+        deleted = self._store.prune_history(self._cutoff, PRUNE_BATCH, max_batches=1)
+        metrics.HISTORY_PRUNED.inc(deleted)
+        self._round_total += deleted
+        if deleted < PRUNE_BATCH:
+            if self._round_total:
+                log.info(
+                    "history: pruned %d dispatches started before %s (History.RetentionDays=%d)",
+                    self._round_total,
+                    self._cutoff.isoformat(),
+                    self._retention.days,
+                )
+            self._cutoff = None
+        return deleted
+
+
+class Poller:
+    """One poller loop's state: when the next sweep, gauge refresh and prune are due.
+
+    ``clock`` is monotonic seconds and ``wall`` the current UTC time; both are
+    injectable for tests. ``diary_runs`` (optional) feeds the diary gauge.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        store: MysqlStore,
+        index: DelayIndex,
+        *,
+        diary_runs: DiaryRunStore | None = None,
+        clock: Clock = time.monotonic,
+        wall: Callable[[], datetime] = _utcnow,
+    ) -> None:
         self._config = config
         self._store = store
         self._index = index
-        self._next_sweep = time.monotonic() + config.schedule.scan_interval
-        self._next_gauges = 0.0
+        self._diary_runs = diary_runs
+        scan = config.schedule.scan_interval
+        self._sweep = Every(scan, clock, first=scan)
+        self._queue_gauges = Every(QUEUE_GAUGE_INTERVAL_S, clock)
+        self._count_gauges = Every(COUNT_GAUGE_INTERVAL_S, clock)
+        self.pruner = HistoryPruner(store, config.history.retention_days, clock, wall)
 
     def tick(self) -> int:
-        """One round: claim, release expired leases, sweep and refresh gauges when due.
+        """One round: claim, release expired leases; sweep, gauges and prune when due.
 
-        Returns how many avatars were claimed (a full batch means: poll again now).
+        Returns how many avatars were claimed (a full batch means: poll again
+        now). Raises StoreError or RedisIndexError.
         """
         schedule = self._config.schedule
         claimed = self._index.claim_due(
@@ -81,13 +178,13 @@ class Poller:
         if released:
             metrics.LEASES_EXPIRED.inc(len(released))
             log.warning("leases expired for %d avatars; returned to due", len(released))
-        now = time.monotonic()
-        if now >= self._next_sweep:
-            self._next_sweep = now + schedule.scan_interval
+        if self._sweep.due():
             sweep(self._store, self._index, schedule.sweep_grace_seconds)
-        if now >= self._next_gauges:
-            self._next_gauges = now + GAUGE_INTERVAL_S
-            self.refresh_gauges()
+        if self._queue_gauges.due():
+            self.refresh_queue_gauges()
+        if self._count_gauges.due():
+            self.refresh_count_gauges()
+        self.pruner.step()
         return claimed
 
     @property
@@ -96,17 +193,41 @@ class Poller:
         return max(self._config.schedule.claim_batch, self._config.schedule.max_workers * 4)
 
     def refresh_gauges(self) -> None:
-        """Queue sizes from Redis, avatars by status from MySQL (cheap grouped counts)."""
+        """Refresh every gauge now. Raises StoreError or RedisIndexError."""
+        self.refresh_queue_gauges()
+        self.refresh_count_gauges()
+
+    def refresh_queue_gauges(self) -> None:
+        """Queue sizes from Redis, read at one instant. Raises RedisIndexError."""
         for queue, size in self._index.sizes(self._config.schedule.sweep_grace_seconds).items():
             metrics.QUEUE_SIZE.labels(queue=queue).set(size)
+
+    def refresh_count_gauges(self) -> None:
+        """Avatars by status and by pause reason, and the last diary success, from MySQL.
+
+        Raises StoreError.
+        """
         for status, count in self._store.counts_by_status().items():
             metrics.AVATARS.labels(status=status).set(count)
-        metrics.AUTO_PAUSED.set(self._store.auto_paused_count())
+        paused = self._store.paused_by_reason()
+        for reason, count in paused.items():
+            metrics.PAUSED_AVATARS.labels(reason=reason).set(count)
+        metrics.AUTO_PAUSED.set(paused["failures"])
+        if self._diary_runs is not None:
+            runs = self._diary_runs.latest(DIARY_RUNS_LOOKED_AT)
+            finished = [r.finished_at for r in runs if r.status == DONE and r.finished_at]
+            if finished:  # MySQL knows runs of other hosts and of before a restart
+                metrics.DIARY_LAST_SUCCESS.set(max(finished).timestamp())
 
 
 def main(config: Config, ctx: ChildContext) -> int:
     """Poller process: tick every PollInterval until told to stop."""
-    poller = Poller(config, MysqlStore(config.mysql), DelayIndex(config.redis))
+    poller = Poller(
+        config,
+        MysqlStore(config.mysql),
+        DelayIndex(config.redis),
+        diary_runs=DiaryRunStore(config.mysql),
+    )
     interval = config.schedule.poll_interval
     while not ctx.stopping:
         try:
