@@ -158,7 +158,7 @@ class DiaryRunStore:
     def latest(self, limit: int = 10) -> list[DiaryRun]:
         """The ``limit`` most recent runs, newest fire time first. Raises StoreError."""
         with self._pool.cursor("listing diary runs") as cur:
-            cur.execute(f"SELECT {_SELECT} FROM diary_runs {_NEWEST_FIRST} LIMIT %s", limit)
+            cur.execute(f"SELECT {_SELECT} FROM diary_runs {_NEWEST_FIRST} LIMIT %s", (limit,))
             return [_run_from_db(raw, self._loc) for raw in cur.fetchall()]
 
     def resumable(self, stale_before: datetime, failed_since: datetime) -> DiaryRun | None:
