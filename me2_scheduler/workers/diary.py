@@ -429,6 +429,9 @@ def main(config: Config, ctx: ChildContext) -> int:
     log.info(
         "[DiaryScheduler] 日记调度器启动，Cron 表达式: %s", config.diary_schedule.cron_expression
     )
+    if scheduler.schedule.next(utc_now()) is None:
+        # robfig accepts such an expression (e.g. "0 0 30 2 *") and never fires it.
+        log.warning("[DiaryScheduler] the cron expression never fires: no diary will be written")
     try:
         problem = rpc_problem(config)
         if problem is None:
