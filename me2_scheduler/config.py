@@ -28,6 +28,7 @@ __all__ = [
 ]  # fmt: skip
 
 DEFAULT_CRON = "0 22 * * *"
+DEFAULT_MAX_MSG_SIZE = 16 * 1024 * 1024  # bytes, each way, per gRPC message
 
 
 @dataclass(frozen=True)
@@ -56,11 +57,12 @@ class EtcdConf:
     cert_file: str = ""
     cert_key_file: str = ""
     ca_file: str = ""
+    insecure_skip_verify: bool = False  # go-zero's key; refused: gRPC cannot skip verification
 
 
 @dataclass(frozen=True)
 class RpcClientConf:
-    """A downstream zrpc client: ``Endpoints`` > ``Target`` > ``Etcd``."""
+    """A downstream zrpc client: ``Endpoints`` > ``Target`` > ``Etcd``; TLS when a file is set."""
 
     endpoints: tuple[str, ...] = ()
     target: str = ""
@@ -68,6 +70,10 @@ class RpcClientConf:
     timeout_ms: int = 2000
     app: str = ""
     token: str = field(default="", repr=False)
+    ca_file: str = ""  # trust this CA (TLS on); else the system roots when CertFile is set
+    cert_file: str = ""  # client certificate, for a server that wants mutual TLS
+    key_file: str = ""
+    max_msg_size: int = DEFAULT_MAX_MSG_SIZE
 
 
 @dataclass(frozen=True)
@@ -123,7 +129,13 @@ class Config:
     listen_on: str = "0.0.0.0:8008"
     timeout_ms: int = 2000  # server-side per-call deadline, as go-zero's RpcServerConf.Timeout
     timezone: str = ""  # IANA name for what people read; "" = the server's local zone
-    etcd: EtcdConf = field(default_factory=EtcdConf)
+    etcd: EtcdConf = field(default_factory=EtcdConf)  # registration, when Hosts and Key are set
+    auth: bool = False  # go-zero's app/token check: token = HGET <Redis.Key> <app>
+    strict_control: bool = False  # Auth: an unknown app or a failed lookup is refused
+    cert_file: str = ""  # TLS on when set, with key_file
+    key_file: str = ""
+    ca_file: str = ""  # clients must present a certificate signed by this CA (mutual TLS)
+    max_msg_size: int = DEFAULT_MAX_MSG_SIZE
     mysql: MysqlConf = field(default_factory=MysqlConf)
     redis: RedisConf = field(default_factory=RedisConf)
     action_rpc: RpcClientConf = field(default_factory=RpcClientConf)
@@ -218,6 +230,9 @@ _RULES: tuple[tuple[str, _Check], ...] = (
     ("Redis.Type", _one_of("node", "cluster")),
     ("Redis.Key", _NOT_EMPTY),
     ("Redis.DB", _NOT_NEGATIVE),
+    ("MaxMsgSize", _POSITIVE),
+    ("ActionRpc.MaxMsgSize", _POSITIVE),
+    ("DiaryRpc.MaxMsgSize", _POSITIVE),
     ("ActionRpc.Timeout", _POSITIVE_MS),
     ("DiaryRpc.Timeout", _POSITIVE_MS),
     ("Schedule.ScanInterval", _Check(lambda v: v >= 1, "must be at least 1 (seconds)")),
@@ -241,6 +256,34 @@ _RULES: tuple[tuple[str, _Check], ...] = (
     ("Log.Encoding", _one_of("plain", "json")),
     ("Log.Level", _one_of("debug", "info", "error", "severe")),
 )
+
+
+# Upper bounds (found by tests/test_fuzz_config.py): past them a config loads
+# but the service breaks at run time: timedelta, datetime or threading overflow
+# on every dispatch or wait, or a supervisor forking workers without end.
+_YEAR_S = 365 * 24 * 3600
+
+
+def _at_most(limit: float, unit: str) -> _Check:
+    return _Check(lambda v: v <= limit, f"must be at most {limit} ({unit})")
+
+
+_SECONDS_KEYS = (
+    "Schedule.ScanInterval", "Schedule.PollInterval", "Schedule.LeaseSeconds",
+    "Schedule.RetryDelaySeconds", "Schedule.SweepGraceSeconds", "Schedule.ShutdownTimeoutSeconds",
+    "DiarySchedule.TimeoutSeconds", "DiarySchedule.MisfireGraceSeconds",
+    "DiarySchedule.StaleRunSeconds",
+)  # fmt: skip
+_RULES += (
+    ("Timeout", _at_most(_YEAR_S * 1000, "milliseconds, one year")),
+    ("ActionRpc.Timeout", _at_most(_YEAR_S * 1000, "milliseconds, one year")),
+    ("DiaryRpc.Timeout", _at_most(_YEAR_S * 1000, "milliseconds, one year")),
+    ("Schedule.MaxWorkers", _at_most(1000, "worker processes")),
+    *((key, _at_most(_YEAR_S, "seconds, one year")) for key in _SECONDS_KEYS),
+    ("ActionSchedule.MinIntervalHours", _at_most(24 * 365, "hours, one year")),
+    ("ActionSchedule.MaxIntervalHours", _at_most(24 * 365, "hours, one year")),
+    ("History.RetentionDays", _at_most(36500, "days, a century")),
+)
 _ADDRESS_LISTS = (
     "Etcd.Hosts", "ActionRpc.Endpoints", "ActionRpc.Etcd.Hosts", "DiaryRpc.Endpoints",
     "DiaryRpc.Etcd.Hosts",
@@ -254,13 +297,15 @@ def validate(config: Config) -> None:
         value = _value_at(config, path)
         if not check.ok(value):
             raise ConfigError(path, f"{check.text}, got {_scalar(value)}")
-    for rule in (_check_addresses, _check_etcd_keys, _check_relations, _check_timezone):
+    rules = (_check_addresses, _check_etcd_keys, _check_tls, _check_relations, _check_timezone)
+    for rule in rules:
         rule(config)
     validate_cron(config.diary_schedule.cron_expression)
 
 
 def _check_host_port(path: str, address: str) -> None:
-    host, colon, port = address.rpartition(":")
+    bare = address.removeprefix("http://").removeprefix("https://") if "Etcd" in path else address
+    host, colon, port = bare.rpartition(":")
     bracketed = host.startswith("[") and host.endswith("]")
     if not colon or (":" in host and not bracketed):
         raise ConfigError(path, f"must be host:port, got {_scalar(address)}")
@@ -278,13 +323,54 @@ def _check_addresses(config: Config) -> None:
 
 
 def _check_etcd_keys(config: Config) -> None:
-    for path in ("Etcd", "ActionRpc.Etcd", "DiaryRpc.Etcd"):
+    for path in _ETCD_PATHS:
         etcd = _value_at(config, path)
         if etcd.hosts and not etcd.key:
             raise ConfigError(f"{path}.Key", "must be set when Hosts is (the service name)")
     action = config.action_rpc
     if not (action.endpoints or action.target or action.etcd.hosts):
         raise ConfigError("ActionRpc", "needs Endpoints, Target or Etcd.Hosts to reach Action")
+
+
+_ETCD_PATHS = ("Etcd", "ActionRpc.Etcd", "DiaryRpc.Etcd")
+# (section, certificate key, key-file key, CA key): the files TLS reads, per section.
+_TLS_FILES = (
+    ("", "CertFile", "KeyFile", "CACertFile"),
+    ("ActionRpc.", "CertFile", "KeyFile", "CACertFile"),
+    ("DiaryRpc.", "CertFile", "KeyFile", "CACertFile"),
+    *((f"{p}.", "CertFile", "CertKeyFile", "CACertFile") for p in _ETCD_PATHS),
+)
+
+
+def _check_tls(config: Config) -> None:
+    """Certificates come with their keys, a server CA needs a server certificate, files read."""
+    for section, cert_key, key_key, ca_key in _TLS_FILES:
+        cert, key = (_value_at(config, section + k) for k in (cert_key, key_key))
+        if bool(cert) != bool(key):
+            missing = key_key if cert else cert_key
+            raise ConfigError(
+                section + missing, f"must be set with {section}{cert_key if cert else key_key}"
+            )
+        for k in (cert_key, key_key, ca_key):
+            _check_readable(section + k, _value_at(config, section + k))
+    if config.ca_file and not config.cert_file:
+        raise ConfigError("CertFile", "must be set with CACertFile (mutual TLS needs server TLS)")
+    for path in _ETCD_PATHS:
+        if _value_at(config, f"{path}.InsecureSkipVerify"):
+            raise ConfigError(
+                f"{path}.InsecureSkipVerify",
+                "is not supported (gRPC always verifies): give CACertFile instead",
+            )
+
+
+def _check_readable(path: str, file: str) -> None:
+    if not file:
+        return
+    try:
+        with open(file, "rb"):
+            pass
+    except OSError as exc:
+        raise ConfigError(path, f"cannot read {file}: {exc.strerror or exc}") from None
 
 
 def _check_relations(config: Config) -> None:
@@ -377,6 +463,8 @@ def _dsn_summary(dsn: MysqlDsn) -> str:
 
 def _scalar(value: Any) -> str:
     """A YAML scalar that reads back as ``value`` (quoted only when it must be)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
     if isinstance(value, float):
         text = str(int(value)) if value.is_integer() else repr(value)
         return f"{value:.20f}".rstrip("0") if "e" in text else text

@@ -113,6 +113,12 @@ def _as_int(value: Any, path: str) -> int:
     raise _expect(path, "an integer", value)
 
 
+def _as_bool(value: Any, path: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    raise _expect(path, "true or false", value)
+
+
 def _as_float(value: Any, path: str) -> float:
     if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
         return float(value)
@@ -126,7 +132,7 @@ def _as_strings(value: Any, path: str) -> tuple[str, ...]:
 
 
 _CONVERTERS: dict[Any, Callable[[Any, str], Any]] = {
-    str: _as_str, int: _as_int, float: _as_float, tuple[str, ...]: _as_strings,
+    str: _as_str, int: _as_int, float: _as_float, bool: _as_bool, tuple[str, ...]: _as_strings,
 }  # fmt: skip
 
 

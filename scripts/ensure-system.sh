@@ -10,6 +10,7 @@ declare -A need=(
   [promtool]=prometheus
   [etcd]=etcd-server
   [etcdctl]=etcd-client
+  [openssl]=openssl
 )
 missing=()
 for bin in "${!need[@]}"; do

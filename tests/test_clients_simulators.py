@@ -113,6 +113,18 @@ def wait_until(predicate, deadline_s: float = 10.0, what: str = "condition") -> 
             RpcClientConf(endpoints=("10.0.0.1:1",), target="etcd://x", etcd=EtcdConf(("h:1",))),
             "ipv4:10.0.0.1:1",
         ),
+        (
+            RpcClientConf(etcd=EtcdConf(hosts=("127.0.0.1:2379",), key="action.rpc")),
+            "etcd://127.0.0.1:2379/action.rpc",
+        ),
+        (
+            RpcClientConf(target="etcd://h1:2379,h2:2379/action.rpc"),
+            "etcd://h1:2379,h2:2379/action.rpc",
+        ),
+        (
+            RpcClientConf(target="etcd://h1:2379/action.rpc", etcd=EtcdConf(("h:1",), "other")),
+            "etcd://h1:2379/action.rpc",
+        ),
     ],
 )
 def test_resolve_target_maps_zrpc_client_config_to_a_grpc_target(config, target):
@@ -126,8 +138,8 @@ def test_localhost_endpoint_resolves_to_its_ipv4_address():
 @pytest.mark.parametrize(
     ("config", "problem"),
     [
-        (RpcClientConf(etcd=EtcdConf(hosts=("127.0.0.1:2379",), key="action.rpc")), "etcd"),
-        (RpcClientConf(target="etcd://127.0.0.1:2379/action.rpc"), "etcd"),
+        (RpcClientConf(target="etcd://127.0.0.1:2379"), "must be etcd://"),
+        (RpcClientConf(etcd=EtcdConf(hosts=("127.0.0.1:2379",))), "Etcd.Key"),
         (RpcClientConf(target="k8s://ns/action:8007"), "unsupported target scheme"),
         (RpcClientConf(), "no Endpoints"),
         (RpcClientConf(endpoints=("no-port",)), "not host:port"),
@@ -140,8 +152,8 @@ def test_resolve_target_rejects_what_it_cannot_reach(config, problem):
 
 
 def test_client_creates_no_channel_until_the_first_call():
-    client = ActionClient(RpcClientConf(etcd=EtcdConf(hosts=("127.0.0.1:2379",))))
-    with pytest.raises(SchedulerError, match="etcd discovery is not supported yet"):
+    client = ActionClient(RpcClientConf(target="k8s://ns/action:8007"))
+    with pytest.raises(SchedulerError, match="unsupported target scheme"):
         client.schedule_action(1, "1:0", "auto")
     client.close()
 

@@ -39,7 +39,7 @@ class ActionClient(RpcClient):
         request = action_pb2.ScheduleActionRequest(
             avatar_id=avatar_id, idempotency_key=idempotency_key, trigger=trigger
         )
-        response = self.call(self.stub().ScheduleAction, request, None)
+        response = self.call("ScheduleAction", request, None)
         if response.code != 0:
             raise DownstreamError(response.message or f"Action answered code {response.code}")
         return ActionResult(action_type=response.action_type, action_id=response.action_id)

@@ -1,26 +1,39 @@
-"""gRPC channels to the downstream zrpc services: endpoint resolution and error mapping.
+"""gRPC channels to the downstream zrpc services: endpoint resolution, picking and errors.
 
-Endpoint discovery lives in one function, ``resolve_target``, so etcd
-discovery can be added later without touching the clients. A channel is
-created lazily, in the process that calls (never at import, never before a
-fork), and balances round-robin over every resolved address.
+``resolve_target`` applies go-zero's precedence, ``Endpoints`` > ``Target`` >
+``Etcd``. A static target (endpoints, ``direct:///``, ``dns:///``...) gets one
+channel balancing round-robin over its addresses; an etcd target
+(``etcd://h1,h2/key``, or ``Etcd.Hosts`` + ``Etcd.Key``) gets an
+``EndpointWatcher`` and one channel per registered endpoint, picked per call
+(``EndpointPool``). Everything is created lazily, in the process that calls
+(never at import, never before a fork). TLS is on when the client config
+names a CA or a certificate; ``App``/``Token`` travel as ``app``/``token``
+metadata, as go-zero's credentials do.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import os
-import socket
+import random
 import threading
-from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import grpc
 
-from me2_scheduler.config import RpcClientConf
+from me2_scheduler.config import EtcdConf, RpcClientConf
+from me2_scheduler.discovery.addresses import address_list_target
+from me2_scheduler.discovery.resolver import (
+    ETCD_SCHEME,
+    Endpoint,
+    EndpointPool,
+    EndpointWatcher,
+    etcd_conf_from_target,
+    key_prefix,
+)
 from me2_scheduler.errors import DownstreamError, SchedulerError
+from me2_scheduler.tls import channel_credentials, secure_channel
 
-_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
     ("grpc.lb_policy_name", "round_robin"),
     # grpc-go servers (the other Me2 services) answer pings more often than
@@ -32,12 +45,11 @@ CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
     # default two-minute reconnect backoff.
     ("grpc.initial_reconnect_backoff_ms", 500),
     ("grpc.max_reconnect_backoff_ms", 5_000),
-    ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES),
-    ("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
 )
 # The calls that may succeed when simply tried again later.
 _UNAVAILABLE_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 _PASS_THROUGH_SCHEMES = ("dns:", "ipv4:", "ipv6:", "unix:", "unix-abstract:")
+ETCD_LOAD_TIMEOUT_S = 5.0  # the first read of the endpoints waits at most this (or the call's)
 
 
 def resolve_target(conf: RpcClientConf) -> str:
@@ -45,17 +57,19 @@ def resolve_target(conf: RpcClientConf) -> str:
 
     Endpoints and ``direct:///h1:p1,h2:p2`` become one ``ipv4:``/``ipv6:``
     address list (host names resolved now); ``dns:``, ``ipv4:``, ``ipv6:`` and
-    ``unix:`` targets pass through. Raises ``SchedulerError`` for etcd (not
-    supported yet), an unknown scheme, or an empty config.
+    ``unix:`` targets pass through; etcd (``etcd://h1,h2/key`` or the ``Etcd``
+    block) becomes ``etcd://h1,h2/key``. Raises ``SchedulerError`` for an
+    unknown scheme, an etcd target without a key, or an empty config.
     """
     if conf.endpoints:
-        return _address_list_target(conf.endpoints)
+        return address_list_target(conf.endpoints)
     target = conf.target.strip()
     if target.startswith("direct://"):
         hosts = target.removeprefix("direct://").lstrip("/")
-        return _address_list_target(tuple(h for h in hosts.split(",") if h.strip()))
-    if target.startswith("etcd:") or (not target and conf.etcd.hosts):
-        raise SchedulerError("etcd discovery is not supported yet: configure Endpoints")
+        return address_list_target(tuple(h for h in hosts.split(",") if h.strip()))
+    etcd = etcd_conf(conf)
+    if etcd is not None:
+        return f"{ETCD_SCHEME}{','.join(etcd.hosts)}/{etcd.key}"
     if target.startswith(_PASS_THROUGH_SCHEMES):
         return target
     if "://" in target:
@@ -65,80 +79,125 @@ def resolve_target(conf: RpcClientConf) -> str:
     raise SchedulerError("no Endpoints, Target or Etcd configured for an RPC client")
 
 
-def _address_list_target(endpoints: tuple[str, ...]) -> str:
-    """``ipv4:a:p,b:p`` (or ``ipv6:[a]:p,...``) for host:port endpoints; raise SchedulerError."""
-    if not endpoints:
-        raise SchedulerError("direct target names no endpoint")
-    v4: list[str] = []
-    v6: list[str] = []
-    for endpoint in endpoints:
-        host, port = _split_host_port(endpoint.strip())
-        for address in _addresses(host, port):
-            is_v4 = ipaddress.ip_address(address).version == 4
-            (v4 if is_v4 else v6).append(f"{address}:{port}" if is_v4 else f"[{address}]:{port}")
-    # One target holds one address family; IPv4 wins (localhost has both).
-    if v4:
-        return "ipv4:" + ",".join(dict.fromkeys(v4))
-    return "ipv6:" + ",".join(dict.fromkeys(v6))
+def etcd_conf(conf: RpcClientConf) -> EtcdConf | None:
+    """The etcd cluster and key to discover the service from, or None when not by etcd.
+
+    Raises ``SchedulerError`` for an etcd target or block without hosts or key.
+    """
+    target = conf.target.strip()
+    if conf.endpoints or (target and not target.startswith(ETCD_SCHEME)):
+        return None
+    if target:
+        return etcd_conf_from_target(target, conf.etcd)
+    if not conf.etcd.hosts:
+        return None
+    if not conf.etcd.key:
+        raise SchedulerError("Etcd.Key must name the service to discover")
+    return replace(conf.etcd, id=0)
 
 
-def _split_host_port(endpoint: str) -> tuple[str, int]:
-    host, sep, port = endpoint.rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise SchedulerError(f"endpoint {endpoint!r} is not host:port")
-    return host.strip("[]"), int(port)
+def channel_options(conf: RpcClientConf) -> tuple[tuple[str, Any], ...]:
+    """``CHANNEL_OPTIONS`` with the configured ``MaxMsgSize`` both ways."""
+    return (
+        *CHANNEL_OPTIONS,
+        ("grpc.max_send_message_length", conf.max_msg_size),
+        ("grpc.max_receive_message_length", conf.max_msg_size),
+    )
 
 
-def _addresses(host: str, port: int) -> list[str]:
-    """IP literals stay as they are; a host name is resolved (all its addresses)."""
-    try:
-        return [str(ipaddress.ip_address(host))]
-    except ValueError:
-        pass
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except OSError as exc:
-        raise SchedulerError(f"cannot resolve endpoint host {host!r}: {exc}") from None
-    return [str(info[4][0]).split("%")[0] for info in infos]
+def client_credentials(conf: RpcClientConf, prefix: str = "") -> grpc.ChannelCredentials | None:
+    """TLS credentials when ``CACertFile`` or ``CertFile`` is set, else None (plaintext)."""
+    if not (conf.ca_file or conf.cert_file):
+        return None
+    return channel_credentials(conf.ca_file, conf.cert_file, conf.key_file, prefix=prefix)
 
 
 class RpcClient:
-    """One lazily created channel per client object, per process."""
+    """Channels per client object, per process; one call goes to one picked endpoint."""
 
     service = "rpc"  # for messages: "Action", "Diary"
 
     def __init__(self, conf: RpcClientConf) -> None:
         self.conf = conf
         self._lock = threading.Lock()
-        self._channel: grpc.Channel | None = None
         self._pid = 0
-        self._stub: Any = None
+        self._pool: EndpointPool | None = None
+        self._watcher: EndpointWatcher | None = None
 
     def _make_stub(self, channel: grpc.Channel) -> Any:
         raise NotImplementedError
 
-    def stub(self) -> Any:
-        """The stub over this process's channel, created on first use; raise SchedulerError."""
+    def _routing(self) -> tuple[EndpointPool, EndpointWatcher | None]:
+        """This process's pool (and etcd watcher), created on first use; raise SchedulerError."""
         with self._lock:
-            # A channel inherited through fork is unusable in the child: make a new one.
-            if self._channel is None or self._pid != os.getpid():
-                self._channel = grpc.insecure_channel(resolve_target(self.conf), CHANNEL_OPTIONS)
-                self._pid = os.getpid()
-                self._stub = self._make_stub(self._channel)
-            return self._stub
+            # Channels and threads inherited through fork are unusable: start afresh.
+            if self._pool is None or self._pid != os.getpid():
+                etcd = etcd_conf(self.conf)
+                target = resolve_target(self.conf) if etcd is None else ""
+                pool, watcher = self._open(), None
+                if etcd is None:
+                    pool.update((target,))
+                else:
+                    watcher = EndpointWatcher(etcd, on_change=pool.update)
+                    watcher.start()
+                self._pool, self._watcher, self._pid = pool, watcher, os.getpid()
+            return self._pool, self._watcher
+
+    def _open(self) -> EndpointPool:
+        credentials = client_credentials(self.conf, f"{self.service}Rpc.")
+        options = channel_options(self.conf)
+        return EndpointPool(
+            lambda target: secure_channel(target, credentials, options), random.Random()
+        )
+
+    def _pick(self, timeout_s: float) -> tuple[EndpointPool, Endpoint]:
+        """An endpoint for the next call; raise ``DownstreamError`` (unavailable) when none."""
+        pool, watcher = self._routing()
+        if watcher is not None and not watcher.wait_loaded(min(timeout_s, ETCD_LOAD_TIMEOUT_S)):
+            problem = watcher.last_error or "no answer in time"
+            raise DownstreamError(
+                f"{self.service} endpoints cannot be read from etcd: {problem}", unavailable=True
+            )
+        endpoint = pool.pick()
+        if endpoint is None:
+            where = key_prefix(watcher.conf.key) if watcher else resolve_target(self.conf)
+            raise DownstreamError(
+                f"no {self.service} endpoint is registered under {where}", unavailable=True
+            )
+        return pool, endpoint
+
+    def endpoints(self) -> tuple[str, ...]:
+        """The targets calls may go to now (etcd: the live registered endpoints)."""
+        with self._lock:
+            pool = self._pool if self._pid == os.getpid() else None
+        return pool.addresses() if pool is not None else ()
 
     def close(self) -> None:
-        """Close the channel if this process opened one; the client may be used again."""
+        """Close the channels and the etcd watch if this process opened them; reusable after."""
         with self._lock:
-            if self._channel is not None and self._pid == os.getpid():
-                self._channel.close()
-            self._channel, self._stub = None, None
+            if self._pool is not None and self._pid == os.getpid():
+                if self._watcher is not None:
+                    self._watcher.close()
+                self._pool.close()
+            self._pool, self._watcher = None, None
 
-    def call(self, method: Callable[..., Any], request: Any, timeout_s: float | None) -> Any:
-        """Invoke ``method``; map a gRPC error to ``DownstreamError`` and return the response."""
+    def call(self, method: str, request: Any, timeout_s: float | None) -> Any:
+        """Invoke ``method`` on a picked endpoint; return the response.
+
+        ``timeout_s`` None means the config's ``Timeout``. Raises
+        ``DownstreamError`` for a gRPC error or when no endpoint can be
+        picked, ``SchedulerError`` when the config resolves to nothing.
+        """
         timeout = self.conf.timeout_ms / 1000 if timeout_s is None else timeout_s
+        pool, endpoint = self._pick(timeout if timeout > 0 else ETCD_LOAD_TIMEOUT_S)
+        stub = endpoint.stubs.get("stub") or endpoint.stubs.setdefault(
+            "stub", self._make_stub(endpoint.channel)
+        )
         try:
-            return method(request, timeout=timeout if timeout > 0 else None, metadata=self._auth())
+            with pool.using(endpoint):
+                return getattr(stub, method)(
+                    request, timeout=timeout if timeout > 0 else None, metadata=self._auth()
+                )
         except grpc.RpcError as exc:
             raise rpc_error(self.service, exc) from None
 

@@ -29,7 +29,7 @@ class DiaryClient(RpcClient):
         ``SchedulerError`` when the endpoints cannot be resolved.
         """
         request = diary_pb2.GenerateAvatarDiaryRequest(avatar_id=avatar_id, date=date)
-        response = self.call(self.stub().GenerateAvatarDiary, request, timeout_s)
+        response = self.call("GenerateAvatarDiary", request, timeout_s)
         if response.code != 0:
             raise DownstreamError(response.message or f"Diary answered code {response.code}")
         return response.diary_id

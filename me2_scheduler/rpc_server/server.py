@@ -4,6 +4,13 @@
 it builds its own store, index and Action client in this process, serves on
 ``ListenOn`` until ``ctx.stop``, then drains: health turns NOT_SERVING, new
 calls are refused, and calls in progress get ``ShutdownTimeoutSeconds``.
+
+With ``Etcd.Hosts`` and ``Etcd.Key`` the server registers itself in etcd once
+it listens (go-zero's publisher, ``discovery.registry``) and revokes the
+registration first thing on stop, so clients stop picking it before it stops
+accepting calls. ``Auth: true`` adds go-zero's app/token check
+(``rpc_server.auth``); ``CertFile``/``KeyFile`` turn TLS on, and ``CACertFile``
+makes it mutual.
 """
 
 from __future__ import annotations
@@ -19,14 +26,18 @@ from grpc_reflection.v1alpha import reflection
 
 from me2_scheduler.clients.action import ActionClient
 from me2_scheduler.config import Config
+from me2_scheduler.discovery.etcd_client import EtcdError
+from me2_scheduler.discovery.registry import Publisher, publish_address
 from me2_scheduler.errors import SchedulerError
 from me2_scheduler.protos import scheduler_pb2, scheduler_pb2_grpc
+from me2_scheduler.rpc_server.auth import AuthInterceptor, redis_token_store
 from me2_scheduler.rpc_server.interceptors import AccessLogInterceptor, TimeoutInterceptor
 from me2_scheduler.rpc_server.servicer import SchedulerServicer
 from me2_scheduler.storage.index import DelayIndex
 from me2_scheduler.storage.mysql import MysqlStore
 from me2_scheduler.supervisor.child import EXIT_CANNOT_BOOT, EXIT_OK, ChildContext
 from me2_scheduler.timefmt import Display
+from me2_scheduler.tls import server_credentials
 from me2_scheduler.workers.executor import Dispatcher
 
 log = logging.getLogger("me2_scheduler.rpc")
@@ -34,14 +45,17 @@ log = logging.getLogger("me2_scheduler.rpc")
 SERVICE_NAME = scheduler_pb2.DESCRIPTOR.services_by_name["Scheduler"].full_name
 REFLECTION_MODES = ("dev", "test")
 DEFAULT_MAX_WORKERS = 32
-MAX_MESSAGE_BYTES = 16 * 1024 * 1024
-SERVER_OPTIONS = (
-    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-    # Without this a second server binds the same port silently (SO_REUSEPORT)
-    # and the two share the calls; a busy port must fail the boot instead.
-    ("grpc.so_reuseport", 0),
-)
+
+
+def server_options(config: Config) -> tuple[tuple[str, int], ...]:
+    """gRPC server options: ``MaxMsgSize`` both ways, and no port sharing."""
+    return (
+        ("grpc.max_send_message_length", config.max_msg_size),
+        ("grpc.max_receive_message_length", config.max_msg_size),
+        # Without this a second server binds the same port silently (SO_REUSEPORT)
+        # and the two share the calls; a busy port must fail the boot instead.
+        ("grpc.so_reuseport", 0),
+    )
 
 
 class ListenError(SchedulerError):
@@ -75,13 +89,23 @@ def build_server(
 
     Health reports SERVING for "" and ``scheduler.Scheduler``; reflection is
     on in ``Mode`` dev and test. Raises ``ListenError`` when the address
-    cannot be bound.
+    cannot be bound, ``ConfigError`` when a TLS file cannot be read.
     """
+    credentials = (
+        server_credentials(config.cert_file, config.key_file, config.ca_file)
+        if config.cert_file
+        else None
+    )
     timeout = TimeoutInterceptor(config.timeout_ms, max_workers)
+    interceptors: list[grpc.ServerInterceptor] = [AccessLogInterceptor()]  # outermost first
+    if config.auth:  # inside the access log, so refused calls are logged and counted
+        interceptors.append(
+            AuthInterceptor(redis_token_store(config), strict=config.strict_control)
+        )
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers, thread_name_prefix="rpc"),
-        interceptors=(AccessLogInterceptor(), timeout),  # the first is the outermost
-        options=SERVER_OPTIONS,
+        interceptors=(*interceptors, timeout),
+        options=server_options(config),
     )
     scheduler_pb2_grpc.add_SchedulerServicer_to_server(servicer, server)
     health_servicer = health.HealthServicer()
@@ -92,7 +116,10 @@ def build_server(
         names = (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)
         reflection.enable_server_reflection(names, server)
     try:
-        port = server.add_insecure_port(config.listen_on)
+        if credentials is None:
+            port = server.add_insecure_port(config.listen_on)
+        else:
+            port = server.add_secure_port(config.listen_on, credentials)
     except RuntimeError:
         timeout.close()
         raise ListenError(f"cannot listen on {config.listen_on}: in use or not host:port") from None
@@ -108,8 +135,8 @@ def listen_address(listen_on: str, port: int) -> str:
 def main(config: Config, ctx: ChildContext) -> int:
     """The rpc_server role: serve until ``ctx.stop``, then drain. Returns the exit code.
 
-    Returns ``EXIT_CANNOT_BOOT`` (3) when ``ListenOn`` cannot be bound, since a
-    restart would only fail the same way.
+    Returns ``EXIT_CANNOT_BOOT`` (3) when ``ListenOn`` cannot be bound or the
+    first registration in etcd fails, since the service must not run half-up.
     """
     store, index = MysqlStore(config.mysql), DelayIndex(config.redis)
     action = ActionClient(config.action_rpc)
@@ -125,15 +152,38 @@ def main(config: Config, ctx: ChildContext) -> int:
     rpc.start()
     log.info("rpc_server listening on %s", listen_address(config.listen_on, rpc.port))
     try:
-        ctx.stop.wait()
-        log.info("rpc_server stopping: draining calls for up to %gs", _grace(config))
-        rpc.stop(_grace(config))
+        code = _serve(config, ctx, rpc)
     finally:
         action.close()
         index.close()
         store.close()
     log.info("rpc_server stopped")
+    return code
+
+
+def _serve(config: Config, ctx: ChildContext, rpc: RpcServer) -> int:
+    """Register in etcd (if configured), wait for ``ctx.stop``, unregister, drain."""
+    try:
+        publisher = register(config, rpc.port)
+    except EtcdError as exc:
+        log.error("rpc_server cannot register in etcd %s: %s", ",".join(config.etcd.hosts), exc)
+        rpc.stop(0)
+        return EXIT_CANNOT_BOOT
+    ctx.stop.wait()
+    if publisher is not None:
+        publisher.stop()  # clients stop picking this server before it refuses calls
+    log.info("rpc_server stopping: draining calls for up to %gs", _grace(config))
+    rpc.stop(_grace(config))
     return EXIT_OK
+
+
+def register(config: Config, port: int) -> Publisher | None:
+    """Register the server in etcd when ``Etcd.Hosts`` and ``Etcd.Key`` are set; raise EtcdError."""
+    if not (config.etcd.hosts and config.etcd.key):
+        return None
+    publisher = Publisher(config.etcd, publish_address(config.listen_on, port))
+    publisher.start()
+    return publisher
 
 
 def _grace(config: Config) -> float:
