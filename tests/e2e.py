@@ -85,15 +85,7 @@ class Running:
         return scheduler_pb2_grpc.SchedulerStub(channel)
 
     def query(self, sql: str, *args: object) -> list[tuple]:
-        conn = pymysql.connect(
-            host="127.0.0.1", port=self.mariadb.port, user="root", database=self.database
-        )
-        try:
-            with conn.cursor() as cur:
-                cur.execute(sql, args)
-                return list(cur.fetchall())
-        finally:
-            conn.close()
+        return self.mariadb.query(self.database, sql, args or None)
 
     def row(self, avatar_id: int) -> dict:
         conn = pymysql.connect(

@@ -94,16 +94,7 @@ class Env:
     made: list[Any] = field(default_factory=list)
 
     def query(self, sql: str, *args: object) -> list[tuple]:
-        conn = pymysql.connect(
-            host="127.0.0.1", port=self.mariadb.port, user="root", database=self.database,
-            autocommit=True,
-        )  # fmt: skip
-        try:
-            with conn.cursor() as cur:
-                cur.execute(sql, args)
-                return list(cur.fetchall())
-        finally:
-            conn.close()
+        return self.mariadb.query(self.database, sql, args or None)
 
     def seed(self, avatar_ids: range | list[int], status: str = "active") -> None:
         conn = pymysql.connect(

@@ -56,15 +56,7 @@ def mysql_conf(mariadb: MariaDBServer, database: str, **dsn: object) -> MysqlCon
 
 
 def query(mariadb: MariaDBServer, database: str, sql: str, args: object = None) -> list[tuple]:
-    conn = pymysql.connect(
-        host="127.0.0.1", port=mariadb.port, user="root", database=database, autocommit=True
-    )
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql, args)
-            return list(cur.fetchall())
-    finally:
-        conn.close()
+    return mariadb.query(database, sql, args)
 
 
 def columns(mariadb: MariaDBServer, database: str, table: str) -> dict[str, tuple]:

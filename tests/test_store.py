@@ -34,15 +34,7 @@ def mysql_conf(mariadb: MariaDBServer, database: str, **dsn: object) -> MysqlCon
 
 def query(mariadb: MariaDBServer, database: str, sql: str, args: object = None) -> list[tuple]:
     """Read with a connection of our own (session time zone: the server's, UTC)."""
-    conn = pymysql.connect(
-        host="127.0.0.1", port=mariadb.port, user="root", database=database, autocommit=True
-    )
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql, args)
-            return list(cur.fetchall())
-    finally:
-        conn.close()
+    return mariadb.query(database, sql, args)
 
 
 def insert_rows(mariadb: MariaDBServer, database: str, rows: list[tuple]) -> None:

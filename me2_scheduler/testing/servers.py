@@ -197,25 +197,25 @@ class MariaDBServer(_Server):
         params = "charset=utf8mb4&parseTime=true" + (f"&loc={loc}" if loc else "")
         return f"root@tcp(127.0.0.1:{self.port})/{database}?{params}"
 
-    def create_database(self, name: str) -> None:
+    def query(self, database: str | None, sql: str, args: object = None) -> list[tuple]:
+        """Run one statement as root on a connection of its own (autocommit); return the rows."""
         import pymysql  # local: only the servers that need it pay for it
 
-        conn = pymysql.connect(host="127.0.0.1", port=self.port, user="root")
+        conn = pymysql.connect(
+            host="127.0.0.1", port=self.port, user="root", database=database, autocommit=True
+        )
         try:
             with conn.cursor() as cur:
-                cur.execute(f"CREATE DATABASE IF NOT EXISTS `{name}` CHARACTER SET utf8mb4")
+                cur.execute(sql, args)
+                return list(cur.fetchall())
         finally:
             conn.close()
+
+    def create_database(self, name: str) -> None:
+        self.query(None, f"CREATE DATABASE IF NOT EXISTS `{name}` CHARACTER SET utf8mb4")
 
     def drop_database(self, name: str) -> None:
-        import pymysql
-
-        conn = pymysql.connect(host="127.0.0.1", port=self.port, user="root")
-        try:
-            with conn.cursor() as cur:
-                cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
-        finally:
-            conn.close()
+        self.query(None, f"DROP DATABASE IF EXISTS `{name}`")
 
 
 def temp_root(prefix: str) -> Path:
