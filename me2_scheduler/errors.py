@@ -11,6 +11,9 @@ class ConfigError(SchedulerError):
     """An invalid configuration value; ``key`` is its dotted path (``Schedule.MaxWorkers``)."""
 
     def __init__(self, key: str, problem: str) -> None:
+        # One line whatever the problem quotes (a YAML error's context, a value
+        # with a newline or U+2028): the CLI prints exactly one line.
+        problem = " ".join(problem.split())
         super().__init__(f"{key}: {problem}")
         self.key = key
         self.problem = problem

@@ -274,7 +274,7 @@ def test_claim_one_takes_the_avatar_out_of_due_planned_at_redis_time(index: Dela
     claim = index.claim_one(11, lease_s=LONG_LEASE)
 
     assert claim is not None and claim.avatar_id == 11
-    assert before <= claim.planned_at <= int(index.now())
+    assert before <= claim.planned_at <= index.now()
     assert index.due_score(11) is None and index.is_inflight(11)
     assert index.ack(claim, next_due=before + 60) is True
 

@@ -45,19 +45,29 @@ class Claim:
     """One dispatch slot of one avatar, held under a lease until acked."""
 
     avatar_id: int
-    planned_at: int  # epoch seconds: the due time that was claimed (or "now" for a trigger)
+    # epoch seconds: the due time that was claimed, whole for an auto slot; for a
+    # trigger Redis TIME with milliseconds, never whole (see claim_one.lua)
+    planned_at: int | float
     token: str
 
     @property
     def idempotency_key(self) -> str:
         """``"<avatar_id>:<planned epoch ms>"``, the same for every re-dispatch of this slot."""
-        return f"{self.avatar_id}:{self.planned_at * 1000}"
+        return f"{self.avatar_id}:{round(self.planned_at * 1000)}"
 
     @classmethod
     def parse(cls, entry: str) -> Claim:
         """Read a ready-list entry ``"<avatar_id>:<planned>:<token>"``; raise ``ValueError``."""
         avatar_id, planned_at, token = entry.split(":", 2)
-        return cls(int(avatar_id), int(planned_at), token)
+        return cls(int(avatar_id), seconds(planned_at), token)
+
+
+def seconds(text: str) -> int | float:
+    """A planned time from a script: ``"1700000000"`` (an int) or ``"1700000000.123"``.
+
+    Raises ``ValueError`` for anything else.
+    """
+    return int(text) if text.isdigit() else float(text)
 
 
 @functools.cache
@@ -216,10 +226,12 @@ class DelayIndex:
 
     @_translated
     def claim_one(self, avatar_id: int, lease_s: float) -> Claim | None:
-        """Claim one avatar now (manual trigger), planned at Redis TIME.
+        """Claim one avatar now (manual trigger), planned at Redis TIME in milliseconds.
 
-        Returns None when the avatar is in flight. The avatar need not be due.
-        Raises ``ValueError`` for lease_s < 0.
+        The planned time is never a whole second, so the trigger's idempotency
+        key differs from every auto slot's (those are whole seconds). Returns
+        None when the avatar is in flight. The avatar need not be due. Raises
+        ``ValueError`` for lease_s < 0.
         """
         _check_lease(lease_s)
         k = self.keys
@@ -228,7 +240,7 @@ class DelayIndex:
         if held is None:
             return None
         planned_at, token = held.split(":", 1)
-        return Claim(int(avatar_id), int(planned_at), token)
+        return Claim(int(avatar_id), seconds(planned_at), token)
 
     # -- keeping the index in step with MySQL ------------------------------
 

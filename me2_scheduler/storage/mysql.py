@@ -13,9 +13,10 @@ the row, decide with ``policy`` and write in one transaction.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
-from datetime import datetime, timezone
+from datetime import datetime, timezone, tzinfo
 from typing import Any
 
 import pymysql
@@ -49,6 +50,20 @@ _STREAM_WRITE_TIMEOUT_S = 600  # a slow consumer of stream_active must not be cu
 
 def _utcnow() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def as_written(row: ScheduleRow, changes: dict[str, Any], loc: tzinfo) -> ScheduleRow:
+    """The locked ``row`` after an UPDATE of ``changes``, as a SELECT would read it back.
+
+    Datetimes go through the column's round trip (``loc``, whole seconds), so
+    the record calls return the stored row without a second SELECT: one round
+    trip and a 14-column result fewer per dispatch.
+    """
+    stored = {
+        name: from_db(to_db(value, loc), loc) if isinstance(value, datetime) else value
+        for name, value in changes.items()
+    }
+    return dataclasses.replace(row, **stored)
 
 
 class MysqlStore:
@@ -371,7 +386,7 @@ class MysqlStore:
                 "outcome": "success", "action_type": action_type, "action_id": action_id,
                 "idempotency_key": idempotency_key,
             })  # fmt: skip
-            return Recorded(applied, self._locked(cur, avatar_id))
+            return Recorded(applied, as_written(row, changes, self._loc))
 
     def record_failure(
         self,
@@ -423,7 +438,7 @@ class MysqlStore:
                 "started_time": started_at, "finished_time": finished_at,
                 "outcome": "failure", "error": error, "idempotency_key": idempotency_key,
             })  # fmt: skip
-            return Recorded(applied, self._locked(cur, avatar_id), auto_paused)
+            return Recorded(applied, as_written(row, changes, self._loc), auto_paused)
 
     def record_skipped(
         self,

@@ -68,12 +68,15 @@ class Recorded:
     ``applied`` is False when the schedule part was skipped because the row
     moved on (no longer active, or another writer bumped its version); the
     counters and the history row are written either way. ``auto_paused`` is
-    True exactly when this failure paused the schedule.
+    True exactly when this failure paused the schedule. ``duplicate`` is True
+    when the slot was already recorded as a success (by a worker whose lease
+    ran out while it lived): then nothing was written.
     """
 
     applied: bool
     row: ScheduleRow
     auto_paused: bool = False
+    duplicate: bool = False
 
 
 SCHEDULE_COLUMNS = tuple(f.name for f in fields(ScheduleRow))
@@ -187,6 +190,25 @@ def update_schedule(
         params.extend(guard)
     cur.execute(sql, params)
     return cur.rowcount
+
+
+RECENT_HISTORY = 10  # a slot's second record comes within a lease: among the last few rows
+
+
+def recorded_success(cur: Cursor, avatar_id: int, idempotency_key: str | None) -> bool:
+    """Whether the slot ``idempotency_key`` is already recorded as a success.
+
+    Call with the schedule row locked, so the answer holds until commit. Only
+    the avatar's latest rows are read (a backward scan of idx_avatar_id_id).
+    """
+    if not idempotency_key:
+        return False
+    cur.execute(
+        "SELECT idempotency_key, outcome FROM avatar_schedule_history WHERE avatar_id = %s"
+        " ORDER BY id DESC LIMIT %s",
+        (avatar_id, RECENT_HISTORY),
+    )
+    return any(key == idempotency_key and outcome == "success" for key, outcome in cur.fetchall())
 
 
 def insert_history(cur: Cursor, loc: tzinfo, entry: dict[str, Any]) -> None:

@@ -79,6 +79,12 @@ class Dispatcher:
             self._settle(claim, row)
             metrics.DISPATCHES.labels(result="skipped").inc()
             return DispatchOutcome(claim.avatar_id, "skipped", row=row)
+        # A worker starved of CPU since pick-up may have outlived its lease, and
+        # the slot may be with another worker now: renew the lease right before
+        # Action, or learn that it is gone and leave the slot to its new holder.
+        if not self.index.begin(claim, self._config.schedule.lease_seconds):
+            metrics.DISPATCHES.labels(result="skipped").inc()
+            return DispatchOutcome(claim.avatar_id, "skipped", row=row)
         return self.dispatch(row, claim, trigger="auto")
 
     @staticmethod
@@ -132,6 +138,8 @@ class Dispatcher:
             idempotency_key=key,
         )
         self._settle(claim, recorded.row)
+        if recorded.duplicate:
+            return self._duplicate(claim, key, recorded.row)
         metrics.DISPATCHES.labels(result="success").inc()
         log.info(
             "[TaskExecutor] 分身 %d 调度成功，行为类型: %s，下次调度: %s",
@@ -167,6 +175,8 @@ class Dispatcher:
             idempotency_key=key,
         )
         self._settle(claim, recorded.row)
+        if recorded.duplicate:
+            return self._duplicate(claim, key, recorded.row)
         metrics.DISPATCHES.labels(result="failure").inc()
         extra = {"avatar_id": row.avatar_id}
         log.error("[TaskExecutor] 分身 %d 调度失败: %s", row.avatar_id, error, extra=extra)
@@ -185,6 +195,13 @@ class Dispatcher:
             auto_paused=recorded.auto_paused,
             row=recorded.row,
         )
+
+    @staticmethod
+    def _duplicate(claim: Claim, key: str, row: ScheduleRow) -> DispatchOutcome:
+        """Another worker recorded this slot first (this one outlived its lease): drop it."""
+        log.warning("[TaskExecutor] slot %s was already recorded; not counted again", key)
+        metrics.DISPATCHES.labels(result="skipped").inc()
+        return DispatchOutcome(claim.avatar_id, "skipped", row=row)
 
     def _settle(self, claim: Claim, row: ScheduleRow | None) -> None:
         """End the lease, leaving the avatar in ``due`` where MySQL says, or nowhere.

@@ -43,7 +43,13 @@ local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', string.format('%.6f', n
 local claimed = 0
 for i = 1, #due, 2 do
   local avatar = due[i]
-  local planned = string.format('%d', math.floor(tonumber(due[i + 1])))
+  local score = tonumber(due[i + 1])
+  -- Whole seconds for an auto slot; a trigger's released claim keeps its
+  -- milliseconds (see claim_one.lua), so its re-dispatch has the same key.
+  local planned = string.format('%d', math.floor(score))
+  if score ~= math.floor(score) then
+    planned = string.format('%.3f', score)
+  end
   claimed = claimed + 1
   local token = ARGV[3] .. '-' .. claimed
   redis.call('ZREM', KEYS[1], avatar)

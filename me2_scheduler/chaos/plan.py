@@ -1,0 +1,166 @@
+"""The seeded fault plan: which fault happens when, for how long.
+
+Pure: ``make_plan(seed, duration_s)`` always gives the same plan for the same
+arguments. The long outages (MariaDB stopped, Redis lost, Action failing then
+slow) never overlap and are separated by a recovery gap, so each one's effect
+stays visible; the kills, the second supervisor and the RPC bursts fall
+anywhere. At the issue's 300 s the counts and lengths are the issue's (kill a
+worker 10 times, the poller 3, the rpc_server 2, MariaDB down 20 s, Action
+failing 30 s then slow 30 s, a second supervisor for 60 s); a shorter run
+scales them down, keeping at least one of each.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+
+WORKER_KILL = "worker_kill"
+POLLER_KILL = "poller_kill"
+RPC_SERVER_KILL = "rpc_server_kill"
+REDIS_RESTART = "redis_restart"
+MARIADB_STOP = "mariadb_stop"
+ACTION_FAILING = "action_failing"
+ACTION_SLOW = "action_slow"
+SECOND_SUPERVISOR = "second_supervisor"
+RPC_BURST = "rpc_burst"
+
+KINDS = (
+    WORKER_KILL, POLLER_KILL, RPC_SERVER_KILL, REDIS_RESTART, MARIADB_STOP,
+    ACTION_FAILING, ACTION_SLOW, SECOND_SUPERVISOR, RPC_BURST,
+)  # fmt: skip
+
+# Faults during which dispatching is expected to stall or fall behind: a gap
+# between two dispatches of an avatar that overlaps one is excused.
+OUTAGES = frozenset({REDIS_RESTART, MARIADB_STOP, ACTION_FAILING, ACTION_SLOW})
+# Faults that may cut a dispatch between its Action call and its record: the
+# slot may then reach Action twice, always with the same idempotency key.
+CRASHES = frozenset({WORKER_KILL, RPC_SERVER_KILL, REDIS_RESTART, MARIADB_STOP})
+
+FULL_DURATION_S = 300.0
+REDIS_DOWN_S = 2.0  # Redis is restarted empty; it is down this long in between
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One planned fault: ``kind`` at ``at_s`` seconds into the run, lasting ``duration_s``."""
+
+    kind: str
+    at_s: float
+    duration_s: float = 0.0
+
+    @property
+    def end_s(self) -> float:
+        return self.at_s + self.duration_s
+
+
+@dataclass(frozen=True)
+class FaultPlan:
+    """The faults of one run, in time order."""
+
+    seed: int
+    duration_s: float
+    faults: tuple[Fault, ...] = field(default_factory=tuple)
+
+    def counts(self) -> Counter[str]:
+        """How many faults of each kind."""
+        return Counter(fault.kind for fault in self.faults)
+
+    def of(self, kind: str) -> list[Fault]:
+        """The faults of one kind, in time order."""
+        return [fault for fault in self.faults if fault.kind == kind]
+
+
+@dataclass(frozen=True)
+class Scale:
+    """Counts and lengths of the faults for a run of some length."""
+
+    worker_kills: int
+    poller_kills: int
+    rpc_server_kills: int
+    mariadb_down_s: float
+    action_phase_s: float  # failing this long, then slow this long
+    second_supervisor_s: float
+    rpc_bursts: int
+    warmup_s: float
+    cooldown_s: float
+    recovery_gap_s: float
+
+    @classmethod
+    def for_duration(cls, duration_s: float) -> Scale:
+        """The issue's figures at 300 s, scaled with the duration (at least one of each)."""
+        ratio = duration_s / FULL_DURATION_S
+        return cls(
+            worker_kills=max(3, math.ceil(10 * ratio)),
+            poller_kills=max(1, math.ceil(3 * ratio)),
+            rpc_server_kills=max(1, math.ceil(2 * ratio)),
+            mariadb_down_s=min(20.0, max(4.0, duration_s / 10)),
+            action_phase_s=min(30.0, max(4.0, duration_s / 10)),
+            second_supervisor_s=min(60.0, max(10.0, duration_s / 5)),
+            rpc_bursts=max(2, math.ceil(6 * ratio)),
+            warmup_s=min(15.0, duration_s / 10),
+            cooldown_s=min(25.0, duration_s / 8),
+            recovery_gap_s=min(15.0, max(5.0, duration_s / 12)),
+        )
+
+
+def make_plan(seed: int, duration_s: float) -> FaultPlan:
+    """The fault plan for a run of ``duration_s`` seconds, drawn from ``seed``.
+
+    Raises ValueError when the run is too short to hold its outages.
+    """
+    scale = Scale.for_duration(duration_s)
+    rng = random.Random(seed)
+    outages = _place_outages(rng, duration_s, scale)
+    faults = list(outages)
+    window = (scale.warmup_s, duration_s - scale.cooldown_s)
+    for kind, count in (
+        (WORKER_KILL, scale.worker_kills),
+        (POLLER_KILL, scale.poller_kills),
+        (RPC_SERVER_KILL, scale.rpc_server_kills),
+        (RPC_BURST, scale.rpc_bursts),
+    ):
+        faults += [Fault(kind, round(rng.uniform(*window), 1)) for _ in range(count)]
+    faults.append(_second_supervisor(rng, duration_s, scale, outages))
+    return FaultPlan(seed, duration_s, tuple(sorted(faults, key=lambda f: (f.at_s, f.kind))))
+
+
+def _place_outages(rng: random.Random, duration_s: float, scale: Scale) -> list[Fault]:
+    """MariaDB, Redis and the Action phases in a random order, apart, at random offsets."""
+    blocks = [
+        [Fault(MARIADB_STOP, 0, scale.mariadb_down_s)],
+        [Fault(REDIS_RESTART, 0, REDIS_DOWN_S)],
+        [
+            Fault(ACTION_FAILING, 0, scale.action_phase_s),
+            Fault(ACTION_SLOW, scale.action_phase_s, scale.action_phase_s),
+        ],
+    ]
+    rng.shuffle(blocks)
+    lengths = [block[-1].end_s for block in blocks]
+    room = duration_s - scale.warmup_s - scale.cooldown_s
+    slack = room - sum(lengths) - scale.recovery_gap_s * (len(blocks) - 1)
+    if slack < 0:
+        raise ValueError(f"a {duration_s:g} s run is too short for its outages")
+    cuts = sorted(rng.uniform(0, slack) for _ in blocks)
+    placed, start = [], scale.warmup_s
+    for i, block in enumerate(blocks):
+        start += cuts[i] - (cuts[i - 1] if i else 0)
+        placed += [Fault(f.kind, round(start + f.at_s, 1), f.duration_s) for f in block]
+        start += lengths[i] + scale.recovery_gap_s
+    return placed
+
+
+def _second_supervisor(
+    rng: random.Random, duration_s: float, scale: Scale, outages: list[Fault]
+) -> Fault:
+    """A second supervisor's stay, not booting while MariaDB is down (its preflight needs it)."""
+    latest = max(scale.warmup_s, duration_s - scale.cooldown_s - scale.second_supervisor_s)
+    mariadb = next(f for f in outages if f.kind == MARIADB_STOP)
+    at = scale.warmup_s
+    for _ in range(100):
+        at = round(rng.uniform(scale.warmup_s, latest), 1)
+        if not mariadb.at_s - 10 <= at <= mariadb.end_s + 5:
+            break
+    return Fault(SECOND_SUPERVISOR, at, scale.second_supervisor_s)
