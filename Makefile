@@ -1,5 +1,5 @@
 # me2-scheduler — the seed's verbs (init, gen-rpc, build, run-dev, test, clean)
-# plus demo, lint and bench.
+# plus demo, lint, bench and chaos.
 PYTHON ?= python3
 VENV   ?= .venv
 PY      = $(VENV)/bin/python
@@ -7,7 +7,7 @@ PIP     = $(VENV)/bin/pip
 STAMP   = $(VENV)/.installed
 DURATION ?= 0
 
-.PHONY: init gen-rpc build run-dev test lint demo bench clean system
+.PHONY: init gen-rpc build run-dev test lint demo bench chaos clean system
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,10 @@ demo: init
 
 bench: init
 	$(VENV)/bin/me2-scheduler bench
+
+# The reliability proof (issue 7): 5 minutes of faults on 2,000 avatars, then the audit.
+chaos: init
+	$(VENV)/bin/me2-scheduler chaos --report docs/RELIABILITY.md $(CHAOS_ARGS)
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache .ruff_cache .hypothesis .run

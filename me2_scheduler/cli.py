@@ -18,7 +18,10 @@ from me2_scheduler.errors import ConfigError, SchedulerError
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
 config_option = click.option(
-    "-f", "config_path", required=True, type=click.Path(dir_okay=False),
+    "-f",
+    "config_path",
+    required=True,
+    type=click.Path(dir_okay=False),
     help="Service YAML config (go-zero shape).",
 )
 
@@ -87,10 +90,13 @@ def simulate() -> None:
 
 def main() -> None:
     """Console-script entry point."""
-    from me2_scheduler import diary_cli, simulators  # register their subcommands
+    from me2_scheduler import bench_cli, chaos_cli, diary_cli, ops_cli, simulators  # subcommands
 
     simulators.register(simulate)
     diary_cli.register(cli)
+    ops_cli.register(cli)
+    chaos_cli.register(cli)
+    bench_cli.register(cli)
     cli()
 
 

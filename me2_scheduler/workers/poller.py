@@ -17,6 +17,7 @@ small batch per tick, so claims never wait for a long prune.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
@@ -37,12 +38,33 @@ COUNT_GAUGE_INTERVAL_S = 15.0
 PRUNE_INTERVAL_S = 3600.0
 PRUNE_BATCH = 2000  # history rows per DELETE transaction, one transaction per tick
 DIARY_RUNS_LOOKED_AT = 10  # the last success is searched among this many recent runs
+# Due times are whole seconds (DATETIME), so an idle poller ticks just after each
+# PollInterval boundary of Redis's clock: an avatar is claimed within ALIGN_AFTER_S
+# of its time, not up to a whole interval later. The host's offset from Redis TIME
+# is re-read every CLOCK_CHECK_S.
+ALIGN_AFTER_S = 0.01
+CLOCK_CHECK_S = 60.0
+# After a tick that claimed some (but not a full batch), more may be due or held
+# back by the ready high-water mark: tick again this soon rather than a whole
+# interval later, so the cap never starves the workers.
+BUSY_POLL_S = 0.05
 
 Clock = Callable[[], float]
 
 
 def _utcnow() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def next_tick_delay(now: float, interval: float, after: float = ALIGN_AFTER_S) -> float:
+    """Seconds from ``now`` (epoch s) to the next multiple of ``interval``, plus ``after``.
+
+    A non-positive ``interval`` means no wait.
+    """
+    if interval <= 0:
+        return 0.0
+    target = (math.floor((now - after) / interval) + 1) * interval + after
+    return max(0.0, target - now)
 
 
 def rebuild_index(store: MysqlStore, index: DelayIndex) -> int:
@@ -158,6 +180,9 @@ class Poller:
         self._store = store
         self._index = index
         self._diary_runs = diary_runs
+        self._wall = wall
+        self._redis_offset = 0.0  # Redis TIME minus this host's clock, seconds
+        self._clock_check = Every(CLOCK_CHECK_S, clock)
         scan = config.schedule.scan_interval
         self._sweep = Every(scan, clock, first=scan)
         self._queue_gauges = Every(QUEUE_GAUGE_INTERVAL_S, clock)
@@ -186,6 +211,23 @@ class Poller:
             self.refresh_count_gauges()
         self.pruner.step()
         return claimed
+
+    def pause_after(self, claimed: int) -> float:
+        """How long to wait before the next tick, given how many this one claimed.
+
+        A full batch: none (more are due now). Some: ``BUSY_POLL_S``. None:
+        until just after the next PollInterval boundary of Redis's clock.
+        Raises RedisIndexError (reading Redis TIME).
+        """
+        schedule = self._config.schedule
+        if claimed >= schedule.claim_batch:
+            return 0.0
+        if claimed > 0:
+            return min(schedule.poll_interval, BUSY_POLL_S)
+        if self._clock_check.due():
+            self._redis_offset = self._index.now() - self._wall().timestamp()
+        now = self._wall().timestamp() + self._redis_offset
+        return next_tick_delay(now, schedule.poll_interval)
 
     @property
     def max_ready(self) -> int:
@@ -221,7 +263,7 @@ class Poller:
 
 
 def main(config: Config, ctx: ChildContext) -> int:
-    """Poller process: tick every PollInterval until told to stop."""
+    """Poller process: tick every PollInterval (aligned, see ``pause_after``) until told to stop."""
     poller = Poller(
         config,
         MysqlStore(config.mysql),
@@ -231,11 +273,11 @@ def main(config: Config, ctx: ChildContext) -> int:
     interval = config.schedule.poll_interval
     while not ctx.stopping:
         try:
-            full = poller.tick() >= config.schedule.claim_batch
+            pause = poller.pause_after(poller.tick())
         except (StoreError, RedisIndexError) as exc:
             log.error("poller: %s", exc)
             metrics.ERRORS.labels(role="poller", kind=type(exc).__name__).inc()
-            full = False
-        if not full:
-            ctx.wait(interval)
+            pause = interval
+        if pause > 0:
+            ctx.wait(pause)
     return 0

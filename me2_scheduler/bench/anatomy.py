@@ -1,0 +1,181 @@
+"""The anatomy of one dispatch: what each step costs in CPU, here and in the servers.
+
+The worker's steps are run one kind at a time, back to back, in this process
+(one caller, nothing else of the service running): pop a claim, read the row,
+renew the lease, call Action, record the outcome, ack in Redis; then whole
+dispatches (``Dispatcher.run_claim``), whose excess over the sum of the steps
+is logging, metrics and glue. For each step: this process's CPU (the
+worker's share), the CPU MariaDB, Redis and the simulator spent, and the wall
+time. Their sum per dispatch is what the cores must pay for one dispatch,
+so ``cores / sum`` bounds the dispatches/s of the whole box.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import Any
+
+import redis
+
+from me2_scheduler import policy
+from me2_scheduler.bench.env import Servers, Stage, staged
+from me2_scheduler.bench.probe import cpu_seconds
+from me2_scheduler.bench.seed import insert_schedules, rebuild_index
+from me2_scheduler.clients.action import ActionClient
+from me2_scheduler.simulators import SimulatorControl
+from me2_scheduler.storage.index import Claim, DelayIndex
+from me2_scheduler.storage.mysql import MysqlStore
+from me2_scheduler.workers.executor import Dispatcher
+
+LEASE_S = 600
+WARM_UP = 50
+STEPS = ("pop", "read_row", "renew_lease", "action", "record", "ack")
+
+
+def _servers_cpu(servers: Servers) -> dict[str, float]:
+    pids = {
+        "mariadb": servers.mariadb.pid or 0,
+        "redis": servers.redis.pid or 0,
+        "simulator": servers.action.process.pid if servers.action.process else 0,
+    }
+    return {name: cpu_seconds(pid) for name, pid in pids.items()}
+
+
+# What the worker sends Redis: scripts and list pops (the commands a script runs
+# inside Redis are counted by Redis too, so only these are round trips).
+REDIS_CLIENT_COMMANDS = ("evalsha", "eval", "blpop", "lpop")
+
+
+def _round_trips(servers: Servers) -> dict[str, int]:
+    """Round trips each server has answered so far: MariaDB statements + pings (admin
+    commands), and the worker's kind of Redis commands.
+
+    Unlike CPU time these do not depend on what else the box is doing.
+    """
+    conn = servers.mysql()
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT SUM(VARIABLE_VALUE) FROM information_schema.GLOBAL_STATUS"
+                " WHERE VARIABLE_NAME IN ('QUESTIONS', 'COM_ADMIN_COMMANDS')"
+            )
+            (mysql,) = cur.fetchone()
+    finally:
+        conn.close()
+    client = redis.Redis(host="127.0.0.1", port=servers.redis.port)
+    try:
+        stats = client.info("commandstats")
+        commands = sum(
+            stats.get(f"cmdstat_{name}", {}).get("calls", 0) for name in REDIS_CLIENT_COMMANDS
+        )
+    finally:
+        client.close()
+    return {"mysql_calls": int(mysql), "redis_calls": int(commands)}
+
+
+def _measure(servers: Servers, count: int, step: Callable[[int], Any]) -> dict[str, float]:
+    """Run ``step(i)`` for i in range(count); per call: CPU ms here and in each server,
+    wall ms, and the MariaDB and Redis commands it took."""
+    probe = _round_trips(servers)
+    calls0 = _round_trips(servers)  # the probes' own commands: calls0 - probe per probe
+    before, cpu0, wall0 = _servers_cpu(servers), time.process_time(), time.perf_counter()
+    for i in range(count):
+        step(i)
+    cpu1, wall1, after = time.process_time(), time.perf_counter(), _servers_cpu(servers)
+    calls1 = _round_trips(servers)
+    per = 1000 / count
+    spent = {"worker": (cpu1 - cpu0) * per, "wall": (wall1 - wall0) * per}
+    spent.update({name: (after[name] - before[name]) * per for name in after})
+    spent.update(
+        {name: round((calls1[name] - 2 * calls0[name] + probe[name]) / count, 2) for name in calls1}
+    )
+    return spent
+
+
+class _Steps:
+    """The worker's steps, one method each, over the i-th of the claims popped so far."""
+
+    def __init__(self, store: MysqlStore, index: DelayIndex, action: ActionClient) -> None:
+        self.store, self.index, self.action_client = store, index, action
+        self.rng = random.Random(8)
+        self.claims: list[Claim] = []
+        self.rows: list[Any] = []
+        self.results: list[Any] = []
+
+    def pop(self, i: int) -> None:
+        self.claims.append(_pop(self.index))
+
+    def read_row(self, i: int) -> None:
+        self.rows.append(self.store.get(self.claims[i].avatar_id))
+
+    def renew_lease(self, i: int) -> None:
+        self.index.begin(self.claims[i], LEASE_S)
+
+    def action(self, i: int) -> None:
+        claim = self.claims[i]
+        result = self.action_client.schedule_action(claim.avatar_id, claim.idempotency_key, "auto")
+        self.results.append(result)
+
+    def record(self, i: int) -> None:
+        claim, row, result = self.claims[i], self.rows[i], self.results[i]
+        now = datetime.now(timezone.utc)
+        planned = datetime.fromtimestamp(claim.planned_at, timezone.utc)
+        recorded = self.store.record_success(
+            claim.avatar_id, expected_version=row.version, trigger="auto", planned_at=planned,
+            started_at=now, finished_at=now, action_type=result.action_type,
+            action_id=result.action_id, next_time=policy.next_due(now, 2, 6, self.rng),
+            idempotency_key=claim.idempotency_key,
+        )  # fmt: skip
+        self.rows[i] = recorded.row
+
+    def ack(self, i: int) -> None:
+        self.index.ack(self.claims[i], int(self.rows[i].next_schedule_time.timestamp()))
+
+
+def _seeded(stage: Stage, count: int) -> None:
+    planned = int(time.time()) - 10
+    with stage.mysql() as conn:
+        insert_schedules(conn, ((i, planned) for i in range(1, count + 1)))
+    rebuild_index(stage)
+    stage.index.claim_due(count, LEASE_S)
+
+
+def anatomy(servers: Servers, count: int) -> dict[str, float]:
+    """CPU ms per dispatch of each step and of whole dispatches; see the module docstring.
+
+    Raises StoreError, RedisIndexError, DownstreamError.
+    """
+    with SimulatorControl(servers.action.address) as control:
+        control.reset()
+        control.configure(latency_ms=0, fail_rate=0.0)
+    figures: dict[str, float] = {}
+    with staged(servers, "anatomy") as stage:
+        _seeded(stage, 2 * count + WARM_UP)
+        store, index = MysqlStore(stage.config.mysql), DelayIndex(stage.config.redis)
+        action = ActionClient(stage.config.action_rpc)
+        try:
+            dispatcher = Dispatcher(stage.config, store, index, action)
+            for _ in range(WARM_UP):  # connections opened, scripts loaded, channel up
+                dispatcher.run_claim(_pop(index))
+            steps = _Steps(store, index, action)
+            for name in STEPS:
+                for part, value in _measure(servers, count, getattr(steps, name)).items():
+                    figures[f"anatomy.{name}.{part}"] = value
+            whole = _measure(servers, count, lambda i: dispatcher.run_claim(_pop(index)))
+        finally:
+            action.close()
+            index.close()
+            store.close()
+        for part, value in whole.items():
+            figures[f"anatomy.dispatch.{part}"] = value
+    return figures
+
+
+def _pop(index: DelayIndex) -> Claim:
+    claim = index.pop_ready(0, lease_s=LEASE_S)
+    if claim is None:
+        raise RuntimeError("fewer claims than the anatomy needs")
+    return claim
