@@ -275,3 +275,19 @@ def versions(servers: Servers) -> dict[str, str]:
 def load_average() -> tuple[float, float, float]:
     """The 1, 5 and 15 minute load averages."""
     return os.getloadavg()
+
+
+def box_busy_seconds() -> float:
+    """CPU seconds every process on this box has used since boot (/proc/stat, all cores)."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    except (OSError, IndexError):
+        return 0.0
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_seconds() -> float:
+    """CPU seconds of this process and of every child it has reaped (servers, service)."""
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system

@@ -1,9 +1,11 @@
 """py-spy samples of a running process, summarised as the report's top lines.
 
 ``py-spy record --format raw`` writes collapsed stacks (``f1;f2;f3 count``).
-Idle samples (a thread blocked in a syscall) are left out by py-spy, so the
-shares are of the process's busy time. *Self* is the leaf frame's share,
-*total* the share of samples with the function anywhere on the stack.
+py-spy leaves out samples it judges idle, but on this kind of VM it keeps a
+thread waiting inside a socket call, so the shares are closer to wall time:
+time in ``readinto``/``sendall``-like frames is mostly waiting for the other
+side. *Self* is the leaf frame's share, *total* the share of samples with the
+function anywhere on the stack.
 """
 
 from __future__ import annotations
@@ -93,6 +95,9 @@ def summarise(raw: str, top: int = 15) -> tuple[int, list[tuple[str, float, floa
 
 def render(label: str, samples: int, rows: list[tuple[str, float, float]]) -> str:
     """The summary as a fixed-width text block for the report."""
-    lines = [f"py-spy, {label}: {samples} busy samples", f"{'self%':>6} {'total%':>7}  function"]
+    lines = [
+        f"py-spy, {label}: {samples} samples (socket waits included)",
+        f"{'self%':>6} {'total%':>7}  function",
+    ]
     lines += [f"{own:6.1f} {total:7.1f}  {name}" for name, own, total in rows]
     return "\n".join(lines)

@@ -26,6 +26,7 @@ class Results:
     settings: dict[str, str] = field(default_factory=dict)
     load_before: tuple[float, float, float] = (0.0, 0.0, 0.0)
     load_after: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    other_cpu_seconds: float = 0.0  # CPU other processes (not the benchmark's) used meanwhile
     started: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
     seconds: float = 0.0
 

@@ -16,7 +16,14 @@ from typing import Any
 
 from me2_scheduler.bench import profile, scenarios
 from me2_scheduler.bench.anatomy import anatomy
-from me2_scheduler.bench.env import Servers, load_average, machine, versions
+from me2_scheduler.bench.env import (
+    Servers,
+    box_busy_seconds,
+    load_average,
+    machine,
+    own_cpu_seconds,
+    versions,
+)
 from me2_scheduler.bench.limits import limits
 from me2_scheduler.bench.report import Results, cpu_ceiling, derive
 from me2_scheduler.bench.scale import scale
@@ -67,7 +74,7 @@ def run(plan: Plan, servers: Servers | None = None, root: Path | None = None) ->
     Raises ServerStartError, StoreError, RedisIndexError when a part fails.
     """
     results = Results(load_before=load_average(), machine=machine(), settings=plan.settings())
-    began = time.monotonic()
+    began, box_before, own_before = time.monotonic(), box_busy_seconds(), own_cpu_seconds()
     own = servers is None
     servers = servers or Servers.start(root)
     try:
@@ -87,6 +94,9 @@ def run(plan: Plan, servers: Servers | None = None, root: Path | None = None) ->
         results.seconds = time.monotonic() - began
         if own:
             servers.stop()
+        # after the stop, so the servers' CPU is counted as ours (reaped children)
+        box, mine = box_busy_seconds() - box_before, own_cpu_seconds() - own_before
+        results.other_cpu_seconds = max(0.0, box - mine)
     return results
 
 

@@ -51,7 +51,13 @@ def intro(results: Results) -> str:
     v = ", ".join(f"{name} {version}" for name, version in results.versions.items())
     before = " ".join(f"{x:.2f}" for x in results.load_before)
     after = " ".join(f"{x:.2f}" for x in results.load_after)
-    idle = "idle" if max(results.load_before[0], results.load_after[0]) < 1.0 else "NOT idle"
+    cores = float(m.get("cores", "1") or 1)
+    share = results.other_cpu_seconds / max(results.seconds * cores, 1e-9)
+    idle = (
+        f"other processes used {results.other_cpu_seconds:,.0f} CPU-seconds meanwhile,"
+        f" {share:.0%} of the box's {cores:.0f} cores over the run"
+        f" ({'about idle' if share < 0.05 else 'NOT idle: figures are lower than on an idle box'})"
+    )
     settings = ", ".join(f"{k}={v}" for k, v in results.settings.items())
     return "\n".join([
         f"Produced by `me2-scheduler bench` on {results.started:%Y-%m-%d %H:%M} UTC"
@@ -60,8 +66,9 @@ def intro(results: Results) -> str:
         f"- **Machine**: {m.get('cores')} cores, {m.get('cpu')}, {m.get('memory')} memory,"
         f" Linux {m.get('kernel')}",
         f"- **Versions**: {v}",
-        f"- **Load average** (1/5/15 min) before: {before}; after: {after} — the machine was"
-        f" {idle} apart from the benchmark (the benchmark's own load counts in 'after').",
+        f"- **Load average** (1/5/15 min) before: {before}; after: {after} (the benchmark's"
+        f" own load counts in 'after'). Apart from the benchmark (whose processes are all its"
+        f" children), {idle}.",
         f"- **Settings**: {settings}",
         "- Each figure is the median of the runs; the range over runs follows in brackets.",
         "  The service runs as the real process tree (`me2-scheduler run`) against the",
