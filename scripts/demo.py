@@ -79,6 +79,11 @@ def enable_avatars(rpc_port: str) -> None:
             reply = stub.EnableAvatarSchedule(request, timeout=5)
             if reply.code != 0:
                 raise SystemExit(f"enable {avatar_id}: {reply.code} {reply.message}")
+        # Trigger the always-failing avatars now, so that their retries (every
+        # RetryDelaySeconds) reach the auto-pause within the first minute.
+        for avatar_id in ALWAYS_FAILING:
+            request = scheduler_pb2.TriggerScheduleRequest(avatar_id=avatar_id)
+            stub.TriggerSchedule(request, timeout=5)
     print(f"enabled {AVATARS} avatars; avatars {ALWAYS_FAILING} always fail", flush=True)
 
 
