@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo
 from me2_scheduler.dsn import MASK, MysqlDsn, local_zone_name, mask_dsn, parse_dsn, zone_exists
 from me2_scheduler.errors import ConfigError
 from me2_scheduler.goconf import build, parse_yaml, read_yaml
+from me2_scheduler.timefmt import service_zone
 
 __all__ = [
     "Config", "ConfigError", "MysqlDsn", "describe", "load_config", "parse_dsn", "validate",
@@ -197,7 +198,7 @@ def load_config(path: str) -> Config:
 
 def service_timezone(config: Config) -> ZoneInfo:
     """The zone people read times in: ``Timezone``, else the server's local zone."""
-    return ZoneInfo(config.timezone or local_zone_name())
+    return service_zone(config.timezone)
 
 
 # --- validation ------------------------------------------------------------------

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime, tzinfo
+from datetime import datetime
 from zoneinfo import ZoneInfo
 
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 
 
-def service_zone(name: str) -> tzinfo:
+def service_zone(name: str) -> ZoneInfo:
     """The zone ``Timezone`` names; "" means the server's local zone (as the seed says).
 
     The local zone is resolved to its IANA name (as Go's ``time.Local``), not

@@ -237,11 +237,11 @@ def make_dispatcher(config: Config) -> Dispatcher:
 def main(config: Config, ctx: ChildContext) -> int:
     """Worker process: pop claims until told to stop; a dispatch in hand is finished first."""
     dispatcher = make_dispatcher(config)
-    lease_s = config.schedule.lease_seconds
     while not ctx.stopping:
         try:
-            # The lease restarts at pick-up: a claim may have waited in ``ready``.
-            claim = dispatcher.index.pop_ready(timeout_s=1.0, lease_s=lease_s)
+            # Stale entries are dropped here; the lease is renewed once, by
+            # ``run_claim`` right before Action (a claim may have waited in ``ready``).
+            claim = dispatcher.index.pop_ready(timeout_s=1.0)
             if claim is not None:
                 dispatcher.run_claim(claim)
         except (StoreError, RedisIndexError) as exc:
