@@ -83,6 +83,7 @@ class ScheduleConf:
     max_workers: int = 10
     poll_interval: float = 1.0  # seconds between claims of due avatars
     claim_batch: int = 500
+    dispatch_batch: int = 32  # claims a worker takes at once and records in one transaction
     lease_seconds: float = 30.0
     retry_delay_seconds: float = 300.0
     max_consecutive_failures: int = 5
@@ -240,6 +241,7 @@ _RULES: tuple[tuple[str, _Check], ...] = (
     ("Schedule.MaxWorkers", _at_least(1)),
     ("Schedule.PollInterval", _Check(lambda v: v > 0, "must be positive (seconds)")),
     ("Schedule.ClaimBatch", _at_least(1)),
+    ("Schedule.DispatchBatch", _at_least(1)),
     ("Schedule.LeaseSeconds", _POSITIVE),
     ("Schedule.RetryDelaySeconds", _POSITIVE),
     ("Schedule.MaxConsecutiveFailures", _at_least(1)),
@@ -280,6 +282,7 @@ _RULES += (
     ("ActionRpc.Timeout", _at_most(_YEAR_S * 1000, "milliseconds, one year")),
     ("DiaryRpc.Timeout", _at_most(_YEAR_S * 1000, "milliseconds, one year")),
     ("Schedule.MaxWorkers", _at_most(1000, "worker processes")),
+    ("Schedule.DispatchBatch", _at_most(1000, "claims per transaction")),
     *((key, _at_most(_YEAR_S, "seconds, one year")) for key in _SECONDS_KEYS),
     ("ActionSchedule.MinIntervalHours", _at_most(24 * 365, "hours, one year")),
     ("ActionSchedule.MaxIntervalHours", _at_most(24 * 365, "hours, one year")),

@@ -318,6 +318,8 @@ BAD_CONFIGS = [
     ("sub-second-scan", {"Schedule": {"ScanInterval": 0.5}}, "Schedule.ScanInterval"),
     ("zero-poll", {"Schedule": {"PollInterval": 0}}, "Schedule.PollInterval"),
     ("zero-claim-batch", {"Schedule": {"ClaimBatch": 0}}, "Schedule.ClaimBatch"),
+    ("zero-dispatch-batch", {"Schedule": {"DispatchBatch": 0}}, "Schedule.DispatchBatch"),
+    ("huge-dispatch-batch", {"Schedule": {"DispatchBatch": 5000}}, "Schedule.DispatchBatch"),
     (
         "lease-not-above-action-timeout",
         {"Schedule": {"LeaseSeconds": 2}, "ActionRpc": {"Timeout": 2000}},

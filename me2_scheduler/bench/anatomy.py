@@ -1,13 +1,15 @@
-"""The anatomy of one dispatch: what each step costs in CPU, here and in the servers.
+"""The anatomy of a dispatch: what each step costs in CPU, here and in the servers.
 
 The worker's steps are run one kind at a time, back to back, in this process
-(one caller, nothing else of the service running): pop a claim, read the row,
-renew the lease, call Action, record the outcome, ack in Redis; then whole
-dispatches (``Dispatcher.run_claim``), whose excess over the sum of the steps
-is logging, metrics and glue. For each step: this process's CPU (the
-worker's share), the CPU MariaDB, Redis and the simulator spent, and the wall
-time. Their sum per dispatch is what the cores must pay for one dispatch,
-so ``cores / sum`` bounds the dispatches/s of the whole box.
+(one caller, nothing else of the service running), over batches of
+``Schedule.DispatchBatch`` claims as a worker takes them: pop the claims,
+read their rows, renew their leases, call Action for each, record the
+outcomes, ack in Redis; then whole batches (``Dispatcher.run_batch``), whose
+excess over the sum of the steps is logging, metrics and glue. For each
+step, per dispatch: this process's CPU (the worker's share), the CPU
+MariaDB, Redis and the simulator spent, and the wall time. Their sum is what
+the cores must pay for one dispatch, so ``cores / sum`` bounds the
+dispatches/s of the whole box.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from me2_scheduler.bench.seed import insert_schedules, rebuild_index
 from me2_scheduler.clients.action import ActionClient
 from me2_scheduler.simulators import SimulatorControl
 from me2_scheduler.storage.index import Claim, DelayIndex
-from me2_scheduler.storage.mysql import MysqlStore
+from me2_scheduler.storage.mysql import Attempt, MysqlStore
 from me2_scheduler.workers.executor import Dispatcher
 
 LEASE_S = 600
@@ -76,16 +78,20 @@ def _round_trips(servers: Servers) -> dict[str, int]:
     return {"mysql_calls": int(mysql), "redis_calls": int(commands)}
 
 
-def _measure(servers: Servers, count: int, step: Callable[[int], Any]) -> dict[str, float]:
-    """Run ``step(i)`` for i in range(count); per call: CPU ms here and in each server,
-    wall ms, and the MariaDB and Redis commands it took."""
+def _measure(
+    servers: Servers, batches: int, size: int, step: Callable[[int], Any]
+) -> dict[str, float]:
+    """Run ``step(i)`` for each of ``batches`` batches of ``size`` dispatches; per
+    dispatch: CPU ms here and in each server, wall ms, and the MariaDB and Redis
+    commands it took."""
     probe = _round_trips(servers)
     calls0 = _round_trips(servers)  # the probes' own commands: calls0 - probe per probe
     before, cpu0, wall0 = _servers_cpu(servers), time.process_time(), time.perf_counter()
-    for i in range(count):
+    for i in range(batches):
         step(i)
     cpu1, wall1, after = time.process_time(), time.perf_counter(), _servers_cpu(servers)
     calls1 = _round_trips(servers)
+    count = batches * size
     per = 1000 / count
     spent = {"worker": (cpu1 - cpu0) * per, "wall": (wall1 - wall0) * per}
     spent.update({name: (after[name] - before[name]) * per for name in after})
@@ -96,43 +102,55 @@ def _measure(servers: Servers, count: int, step: Callable[[int], Any]) -> dict[s
 
 
 class _Steps:
-    """The worker's steps, one method each, over the i-th of the claims popped so far."""
+    """The worker's steps, one method each, over the i-th of the batches popped so far."""
 
-    def __init__(self, store: MysqlStore, index: DelayIndex, action: ActionClient) -> None:
-        self.store, self.index, self.action_client = store, index, action
+    def __init__(
+        self, store: MysqlStore, index: DelayIndex, action: ActionClient, size: int
+    ) -> None:
+        self.store, self.index, self.action_client, self.size = store, index, action, size
         self.rng = random.Random(8)
-        self.claims: list[Claim] = []
-        self.rows: list[Any] = []
-        self.results: list[Any] = []
+        self.claims: list[list[Claim]] = []
+        self.rows: list[list[Any]] = []
+        self.results: list[list[Any]] = []
 
     def pop(self, i: int) -> None:
-        self.claims.append(_pop(self.index))
+        self.claims.append(_pop(self.index, self.size))
 
     def read_row(self, i: int) -> None:
-        self.rows.append(self.store.get(self.claims[i].avatar_id))
+        self.rows.append(self.store.batch_get([c.avatar_id for c in self.claims[i]]))
 
     def renew_lease(self, i: int) -> None:
-        self.index.begin(self.claims[i], LEASE_S)
+        self.index.begin_many(self.claims[i], LEASE_S)
 
     def action(self, i: int) -> None:
-        claim = self.claims[i]
-        result = self.action_client.schedule_action(claim.avatar_id, claim.idempotency_key, "auto")
-        self.results.append(result)
+        call = self.action_client.schedule_action
+        self.results.append([call(c.avatar_id, c.idempotency_key, "auto") for c in self.claims[i]])
 
     def record(self, i: int) -> None:
-        claim, row, result = self.claims[i], self.rows[i], self.results[i]
         now = datetime.now(timezone.utc)
-        planned = datetime.fromtimestamp(claim.planned_at, timezone.utc)
-        recorded = self.store.record_success(
-            claim.avatar_id, expected_version=row.version, trigger="auto", planned_at=planned,
-            started_at=now, finished_at=now, action_type=result.action_type,
-            action_id=result.action_id, next_time=policy.next_due(now, 2, 6, self.rng),
-            idempotency_key=claim.idempotency_key,
-        )  # fmt: skip
-        self.rows[i] = recorded.row
+        done = zip(self.claims[i], self.rows[i], self.results[i], strict=True)
+        attempts = [
+            Attempt(
+                claim.avatar_id,
+                row.version,
+                "auto",
+                datetime.fromtimestamp(claim.planned_at, timezone.utc),
+                now,
+                now,
+                claim.idempotency_key,
+                action_type=result.action_type,
+                action_id=result.action_id,
+                next_time=policy.next_due(now, 2, 6, self.rng),
+            )
+            for claim, row, result in done
+        ]
+        self.rows[i] = [recorded.row for recorded in self.store.record_many(attempts)]
 
     def ack(self, i: int) -> None:
-        self.index.ack(self.claims[i], int(self.rows[i].next_schedule_time.timestamp()))
+        self.index.ack_many([
+            (claim, int(row.next_schedule_time.timestamp()))
+            for claim, row in zip(self.claims[i], self.rows[i], strict=True)
+        ])  # fmt: skip
 
 
 def _seeded(stage: Stage, count: int) -> None:
@@ -144,7 +162,7 @@ def _seeded(stage: Stage, count: int) -> None:
 
 
 def anatomy(servers: Servers, count: int) -> dict[str, float]:
-    """CPU ms per dispatch of each step and of whole dispatches; see the module docstring.
+    """CPU ms per dispatch of each step and of whole batches; see the module docstring.
 
     Raises StoreError, RedisIndexError, DownstreamError.
     """
@@ -153,18 +171,24 @@ def anatomy(servers: Servers, count: int) -> dict[str, float]:
         control.configure(latency_ms=0, fail_rate=0.0)
     figures: dict[str, float] = {}
     with staged(servers, "anatomy") as stage:
-        _seeded(stage, 2 * count + WARM_UP)
+        size = stage.config.schedule.dispatch_batch
+        batches = max(1, count // size)
+        _seeded(stage, 2 * batches * size + WARM_UP)
         store, index = MysqlStore(stage.config.mysql), DelayIndex(stage.config.redis)
         action = ActionClient(stage.config.action_rpc)
         try:
             dispatcher = Dispatcher(stage.config, store, index, action)
             for _ in range(WARM_UP):  # connections opened, scripts loaded, channel up
-                dispatcher.run_claim(_pop(index))
-            steps = _Steps(store, index, action)
+                dispatcher.run_batch(_pop(index, 1))
+            steps = _Steps(store, index, action, size)
             for name in STEPS:
-                for part, value in _measure(servers, count, getattr(steps, name)).items():
+                measured = _measure(servers, batches, size, getattr(steps, name))
+                for part, value in measured.items():
                     figures[f"anatomy.{name}.{part}"] = value
-            whole = _measure(servers, count, lambda i: dispatcher.run_claim(_pop(index)))
+            whole = _measure(
+                servers, batches, size, lambda i: dispatcher.run_batch(_pop(index, size))
+            )
+            figures["anatomy.batch_size"] = size
         finally:
             action.close()
             index.close()
@@ -174,8 +198,8 @@ def anatomy(servers: Servers, count: int) -> dict[str, float]:
     return figures
 
 
-def _pop(index: DelayIndex) -> Claim:
-    claim = index.pop_ready(0, lease_s=LEASE_S)
-    if claim is None:
+def _pop(index: DelayIndex, size: int) -> list[Claim]:
+    claims = index.pop_ready_many(size, timeout_s=0)
+    if len(claims) < size:
         raise RuntimeError("fewer claims than the anatomy needs")
-    return claim
+    return claims

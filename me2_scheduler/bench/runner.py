@@ -36,6 +36,7 @@ _YAML_KEYS = {
     "max_workers": "MaxWorkers",
     "poll_interval": "PollInterval",
     "claim_batch": "ClaimBatch",
+    "dispatch_batch": "DispatchBatch",
     "lease_seconds": "LeaseSeconds",
     "scan_interval": "ScanInterval",
 }

@@ -217,13 +217,13 @@ def detail_sections(results: Results) -> list[str]:
 
 
 ANATOMY_STEPS = (
-    ("pop", "Redis: pop a claim (BLPOP + pick-up script)"),
-    ("read_row", "MySQL: read the row"),
-    ("renew_lease", "Redis: renew the lease before Action"),
-    ("action", "gRPC: Action.ScheduleAction"),
-    ("record", "MySQL: record the outcome (one transaction)"),
-    ("ack", "Redis: ack (reschedule)"),
-    ("dispatch", "**a whole dispatch** (`Dispatcher.run_claim`)"),
+    ("pop", "Redis: pop the claims (LPOP with a count)"),
+    ("read_row", "MySQL: read the rows (one SELECT … IN)"),
+    ("renew_lease", "Redis: renew the leases before Action (one script)"),
+    ("action", "gRPC: Action.ScheduleAction, one call each"),
+    ("record", "MySQL: record the outcomes (one transaction)"),
+    ("ack", "Redis: ack (reschedule, one script)"),
+    ("dispatch", "**a whole dispatch** (`Dispatcher.run_batch`)"),
 )
 ANATOMY_PARTS = ("worker", "mariadb", "redis", "simulator")
 
@@ -241,13 +241,16 @@ def anatomy_section(results: Results) -> str:
             title, *(f"{c:.3f}" for c in costs), f"{sum(costs):.3f}", f"{wall:.3f}",
             *(f"{n:g}" for n in calls),
         ])  # fmt: skip
+    size = results.get("anatomy.batch_size") or 1
     text = (
         "## Anatomy of a dispatch\n\nOne caller in one process, no service running: each"
-        " step of a worker's dispatch run back to back (CPU ms per call, from /proc and"
-        " `process_time`). The whole dispatch's excess over its steps is logging, metrics"
-        " and glue. With every part on one box, the cores pay the *total* column: this"
-        " bounds dispatches/s before any contention. The command columns count round trips"
-        " per call: statements and pings MariaDB answered; scripts and pops Redis answered.\n\n"
+        f" step of a worker's dispatch run back to back over batches of {size:g} claims"
+        " (`Schedule.DispatchBatch`), as a worker takes them from a backlog; CPU ms per"
+        " dispatch, from /proc and `process_time`. The whole dispatch's excess over its"
+        " steps is logging, metrics and glue. With every part on one box, the cores pay the"
+        " *total* column: this bounds dispatches/s before any contention. The command"
+        " columns count round trips per dispatch: statements and pings MariaDB answered;"
+        " scripts and pops Redis answered.\n\n"
     )
     header = ["Step", "worker", "MariaDB", "Redis", "simulator", "total CPU", "wall ms",
               "MariaDB commands", "Redis commands"]  # fmt: skip

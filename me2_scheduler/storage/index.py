@@ -55,6 +55,13 @@ class Claim:
         """``"<avatar_id>:<planned epoch ms>"``, the same for every re-dispatch of this slot."""
         return f"{self.avatar_id}:{round(self.planned_at * 1000)}"
 
+    @property
+    def entry(self) -> str:
+        """The ready-list entry of this claim, as ``claim_due.lua`` writes it."""
+        planned = self.planned_at
+        text = str(planned) if isinstance(planned, int) else f"{planned:.3f}"
+        return f"{self.avatar_id}:{text}:{self.token}"
+
     @classmethod
     def parse(cls, entry: str) -> Claim:
         """Read a ready-list entry ``"<avatar_id>:<planned>:<token>"``; raise ``ValueError``."""
@@ -175,7 +182,7 @@ class DelayIndex:
                 claim = Claim.parse(entry)
             except ValueError:
                 raise RedisIndexError(f"malformed ready entry {entry!r}") from None
-            if self._pickup(claim, lease_s):
+            if self._pickup([claim], lease_s) == [True]:
                 return claim
             log.debug("dropped stale claim %s of avatar %s", claim.token, claim.avatar_id)
         return None
@@ -187,6 +194,44 @@ class DelayIndex:
         return popped[1] if popped else None
 
     @_translated
+    def pop_ready_many(self, limit: int, timeout_s: float = 1.0) -> list[Claim]:
+        """Take up to ``limit`` claims from the ready list, waiting up to ``timeout_s`` for one.
+
+        One round trip while the list has entries (``LPOP`` with a count); when
+        it is empty, a blocking pop waits for the first. Entries are not checked
+        here: ``begin_many`` drops the stale ones before Action. A malformed
+        entry is logged and dropped. Returns [] when nothing arrived in time.
+        Raises ``ValueError`` for limit < 1.
+        """
+        if limit < 1:
+            raise ValueError(f"limit must be >= 1, got {limit}")
+        entries = self.client.lpop(self.keys.ready, limit) or []
+        if not entries and timeout_s > 0:
+            first = self._pop_entry(timeout_s)
+            if first is not None:
+                entries = [first]
+                if limit > 1:
+                    entries += self.client.lpop(self.keys.ready, limit - 1) or []
+        claims = []
+        for entry in entries:
+            try:
+                claims.append(Claim.parse(entry))
+            except ValueError:
+                log.error("dropped a malformed ready entry %r", entry)
+        return claims
+
+    @_translated
+    def requeue(self, claims: list[Claim]) -> None:
+        """Put claims back at the head of the ready list, in order, leases untouched.
+
+        For a worker that stops, or hands back the rest of a batch that ran
+        long, before dispatching them: the next worker to pop them begins them
+        as usual (a stale one is dropped then).
+        """
+        if claims:
+            self.client.lpush(self.keys.ready, *[claim.entry for claim in reversed(claims)])
+
+    @_translated
     def begin(self, claim: Claim, lease_s: float) -> bool:
         """Confirm ``claim`` is still current and restart its lease from now.
 
@@ -194,12 +239,22 @@ class DelayIndex:
         before dispatching. Returns False when the claim is stale: do not
         dispatch. Raises ``ValueError`` for lease_s < 0.
         """
-        _check_lease(lease_s)
-        return self._pickup(claim, lease_s)
+        return self.begin_many([claim], lease_s) == [True]
 
-    def _pickup(self, claim: Claim, lease_s: float | None) -> bool:
-        args = [claim.avatar_id, claim.token, "" if lease_s is None else lease_s]
-        return self._run("pickup", [self.keys.inflight, self.keys.leases], args) == 1
+    @_translated
+    def begin_many(self, claims: list[Claim], lease_s: float) -> list[bool]:
+        """``begin`` for many claims in one script call: which of them are current."""
+        _check_lease(lease_s)
+        return self._pickup(claims, lease_s)
+
+    def _pickup(self, claims: list[Claim], lease_s: float | None) -> list[bool]:
+        if not claims:
+            return []
+        args: list[Any] = ["" if lease_s is None else lease_s]
+        for claim in claims:
+            args += [claim.avatar_id, claim.token]
+        current = self._run("pickup", [self.keys.inflight, self.keys.leases], args)
+        return [flag == 1 for flag in current]
 
     @_translated
     def ack(self, claim: Claim, next_due: int | None) -> bool:
@@ -208,9 +263,19 @@ class DelayIndex:
         Returns False, changing nothing, when the claim is stale (released and
         maybe re-claimed, or the avatar was removed meanwhile).
         """
+        return self.ack_many([(claim, next_due)]) == [True]
+
+    @_translated
+    def ack_many(self, settled: list[tuple[Claim, int | None]]) -> list[bool]:
+        """``ack`` for many ``(claim, next_due)`` in one script call: which were applied."""
+        if not settled:
+            return []
+        args: list[Any] = []
+        for claim, next_due in settled:
+            args += [claim.avatar_id, claim.token, "" if next_due is None else int(next_due)]
         k = self.keys
-        args = [claim.avatar_id, claim.token, "" if next_due is None else int(next_due)]
-        return self._run("ack", [k.inflight, k.leases, k.due], args) == 1
+        applied = self._run("ack", [k.inflight, k.leases, k.due], args)
+        return [flag == 1 for flag in applied]
 
     @_translated
     def release_expired(self, limit: int = 1000) -> list[int]:

@@ -13,10 +13,9 @@ the row, decide with ``policy`` and write in one transaction.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
-from datetime import datetime, timezone, tzinfo
+from datetime import datetime, timezone
 from typing import Any
 
 import pymysql
@@ -25,8 +24,8 @@ from me2_scheduler import policy
 from me2_scheduler.config import MysqlConf
 from me2_scheduler.errors import StoreError
 from me2_scheduler.storage.mysql_conn import MysqlPool, open_connection, translated, where, zone
+from me2_scheduler.storage.recording import Attempt, MissingRowError, record_attempts
 from me2_scheduler.storage.rows import (
-    ERROR_MAX_CHARS,
     HISTORY_SELECT,
     SCHEDULE_SELECT,
     Cursor,
@@ -36,34 +35,19 @@ from me2_scheduler.storage.rows import (
     from_db,
     history_from_db,
     insert_history,
-    recorded_success,
     schedule_from_db,
     select_schedule,
     to_db,
     update_schedule,
 )
 
-__all__ = ["HistoryEntry", "MysqlStore", "Recorded", "ScheduleRow"]
+__all__ = ["Attempt", "HistoryEntry", "MysqlStore", "Recorded", "ScheduleRow"]
 
 _STREAM_WRITE_TIMEOUT_S = 600  # a slow consumer of stream_active must not be cut at 60 s
 
 
 def _utcnow() -> datetime:
     return datetime.now(timezone.utc)
-
-
-def as_written(row: ScheduleRow, changes: dict[str, Any], loc: tzinfo) -> ScheduleRow:
-    """The locked ``row`` after an UPDATE of ``changes``, as a SELECT would read it back.
-
-    Datetimes go through the column's round trip (``loc``, whole seconds), so
-    the record calls return the stored row without a second SELECT: one round
-    trip and a 14-column result fewer per dispatch.
-    """
-    stored = {
-        name: from_db(to_db(value, loc), loc) if isinstance(value, datetime) else value
-        for name, value in changes.items()
-    }
-    return dataclasses.replace(row, **stored)
 
 
 class MysqlStore:
@@ -334,11 +318,21 @@ class MysqlStore:
                 return None
             return select_schedule(cur, self._loc, avatar_id)
 
-    def _locked(self, cur: Cursor, avatar_id: int) -> ScheduleRow:
-        row = select_schedule(cur, self._loc, avatar_id, lock=True)
-        if row is None:
-            raise StoreError(f"MySQL {where(self._dsn)}: avatar {avatar_id} has no schedule row")
-        return row
+    def record_many(self, attempts: Sequence[Attempt]) -> list[Recorded]:
+        """Record dispatches in one transaction; one ``Recorded`` per attempt, in order.
+
+        Each is decided from its locked row as ``recording.changes_for`` says.
+        A slot already recorded as a success writes nothing (``duplicate``).
+        Raises StoreError, also when an avatar has no schedule row (then
+        nothing of the batch is written).
+        """
+        with self._cursor("recording dispatch outcomes", write=True) as cur:
+            try:
+                return record_attempts(cur, self._loc, self._clock(), attempts)
+            except MissingRowError as exc:
+                raise StoreError(
+                    f"MySQL {where(self._dsn)}: avatar {exc.args[0]} has no schedule row"
+                ) from None
 
     def record_success(
         self,
@@ -354,7 +348,7 @@ class MysqlStore:
         next_time: datetime,
         idempotency_key: str | None,
     ) -> Recorded:
-        """Record a successful dispatch in one transaction.
+        """Record one successful dispatch in one transaction.
 
         Always (the dispatch happened): ``schedule_count+1``, ``last_schedule_time
         = started_at``, ``last_action_type``, ``failed_count = 0``, ``last_error =
@@ -363,30 +357,11 @@ class MysqlStore:
         was already recorded as a success (``duplicate``). Raises StoreError,
         also when the avatar has no schedule row.
         """
-        with self._cursor("recording a dispatch success", write=True) as cur:
-            row = self._locked(cur, avatar_id)
-            if recorded_success(cur, avatar_id, idempotency_key):
-                return Recorded(False, row, duplicate=True)
-            applied = row.status == policy.ACTIVE and row.version == expected_version
-            changes: dict[str, Any] = {
-                "schedule_count": row.schedule_count + 1,
-                "last_schedule_time": started_at,
-                "last_action_type": action_type,
-                "failed_count": 0,
-                "last_error": None,
-                "version": row.version + 1,
-                "updated_at": self._clock(),
-            }
-            if applied:
-                changes["next_schedule_time"] = next_time
-            update_schedule(cur, self._loc, avatar_id, changes)
-            insert_history(cur, self._loc, {
-                "avatar_id": avatar_id, "trigger": trigger, "planned_time": planned_at,
-                "started_time": started_at, "finished_time": finished_at,
-                "outcome": "success", "action_type": action_type, "action_id": action_id,
-                "idempotency_key": idempotency_key,
-            })  # fmt: skip
-            return Recorded(applied, as_written(row, changes, self._loc))
+        (recorded,) = self.record_many([Attempt(
+            avatar_id, expected_version, trigger, planned_at, started_at, finished_at,
+            idempotency_key, action_type=action_type, action_id=action_id, next_time=next_time,
+        )])  # fmt: skip
+        return recorded
 
     def record_failure(
         self,
@@ -402,7 +377,7 @@ class MysqlStore:
         max_consecutive_failures: int,
         idempotency_key: str | None,
     ) -> Recorded:
-        """Record a failed dispatch in one transaction.
+        """Record one failed dispatch in one transaction.
 
         Always: ``failed_count+1``, ``last_failed_time = finished_at``,
         ``last_error`` (first 512 characters), a history row. Only while the row
@@ -412,33 +387,12 @@ class MysqlStore:
         already recorded as a success (``duplicate``). Raises StoreError, also
         when the avatar has no schedule row.
         """
-        error = error[:ERROR_MAX_CHARS]
-        with self._cursor("recording a dispatch failure", write=True) as cur:
-            row = self._locked(cur, avatar_id)
-            if recorded_success(cur, avatar_id, idempotency_key):
-                return Recorded(False, row, duplicate=True)
-            applied = row.status == policy.ACTIVE and row.version == expected_version
-            outcome = policy.after_failure(row.failed_count, max_consecutive_failures)
-            changes: dict[str, Any] = {
-                "failed_count": outcome.failed_count,
-                "last_failed_time": finished_at,
-                "last_error": error,
-                "version": row.version + 1,
-                "updated_at": self._clock(),
-            }
-            auto_paused = applied and outcome.pause
-            if auto_paused:
-                changes["status"] = policy.PAUSED
-                changes["pause_reason"] = policy.PAUSED_BY_FAILURES
-            elif applied:
-                changes["next_schedule_time"] = retry_time
-            update_schedule(cur, self._loc, avatar_id, changes)
-            insert_history(cur, self._loc, {
-                "avatar_id": avatar_id, "trigger": trigger, "planned_time": planned_at,
-                "started_time": started_at, "finished_time": finished_at,
-                "outcome": "failure", "error": error, "idempotency_key": idempotency_key,
-            })  # fmt: skip
-            return Recorded(applied, as_written(row, changes, self._loc), auto_paused)
+        (recorded,) = self.record_many([Attempt(
+            avatar_id, expected_version, trigger, planned_at, started_at, finished_at,
+            idempotency_key, error=error, retry_time=retry_time,
+            max_consecutive_failures=max_consecutive_failures,
+        )])  # fmt: skip
+        return recorded
 
     def record_skipped(
         self,
@@ -453,11 +407,11 @@ class MysqlStore:
         """Add a ``skipped`` history row (a pick-up found nothing to do); the schedule
         is untouched. Raises StoreError."""
         with self._cursor("recording a skipped dispatch", write=True) as cur:
-            insert_history(cur, self._loc, {
+            insert_history(cur, self._loc, [{
                 "avatar_id": avatar_id, "trigger": trigger, "planned_time": planned_at,
                 "started_time": started_at, "finished_time": started_at,
                 "outcome": "skipped", "error": reason, "idempotency_key": idempotency_key,
-            })  # fmt: skip
+            }])  # fmt: skip
 
     def count_history_before(self, older_than: datetime) -> int:
         """How many history rows started before ``older_than`` (on idx_started_time).

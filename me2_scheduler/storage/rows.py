@@ -192,38 +192,32 @@ def update_schedule(
     return cur.rowcount
 
 
-RECENT_HISTORY = 10  # a slot's second record comes within a lease: among the last few rows
+HISTORY_INSERT = (
+    "avatar_id", "trigger", "planned_time", "started_time", "finished_time", "outcome",
+    "action_type", "action_id", "error", "idempotency_key", "lag_ms",
+)  # fmt: skip
 
 
-def recorded_success(cur: Cursor, avatar_id: int, idempotency_key: str | None) -> bool:
-    """Whether the slot ``idempotency_key`` is already recorded as a success.
-
-    Call with the schedule row locked, so the answer holds until commit. Only
-    the avatar's latest rows are read (a backward scan of idx_avatar_id_id).
-    """
-    if not idempotency_key:
-        return False
-    cur.execute(
-        "SELECT idempotency_key, outcome FROM avatar_schedule_history WHERE avatar_id = %s"
-        " ORDER BY id DESC LIMIT %s",
-        (avatar_id, RECENT_HISTORY),
-    )
-    return any(key == idempotency_key and outcome == "success" for key, outcome in cur.fetchall())
-
-
-def insert_history(cur: Cursor, loc: tzinfo, entry: dict[str, Any]) -> None:
-    """INSERT one history row from ``entry`` (column -> value); fills ``lag_ms``.
+def insert_history(cur: Cursor, loc: tzinfo, entries: list[dict[str, Any]]) -> None:
+    """INSERT history rows, one statement for all; each ``entry`` maps columns of
+    ``HISTORY_INSERT`` to values (missing ones are NULL) and gets its ``lag_ms``.
 
     Raises ValueError for a trigger other than auto/manual.
     """
-    if entry["trigger"] not in TRIGGERS:
-        raise ValueError(f"unknown trigger {entry['trigger']!r}")
-    entry = {**entry, "lag_ms": lag_ms(entry.get("planned_time"), entry["started_time"])}
-    if entry.get("error") is not None:
-        entry["error"] = entry["error"][:ERROR_MAX_CHARS]
-    columns = ", ".join(f"`{name}`" for name in entry)
-    marks = ", ".join(["%s"] * len(entry))
+    if not entries:
+        return
+    values: list[Any] = []
+    for entry in entries:
+        if entry["trigger"] not in TRIGGERS:
+            raise ValueError(f"unknown trigger {entry['trigger']!r}")
+        entry = {**entry, "lag_ms": lag_ms(entry.get("planned_time"), entry["started_time"])}
+        if entry.get("error") is not None:
+            entry["error"] = entry["error"][:ERROR_MAX_CHARS]
+        values += _params((entry.get(name) for name in HISTORY_INSERT), loc)
+    columns = ", ".join(f"`{name}`" for name in HISTORY_INSERT)
+    row_marks = "(" + ", ".join(["%s"] * len(HISTORY_INSERT)) + ")"
     cur.execute(
-        f"INSERT INTO avatar_schedule_history ({columns}) VALUES ({marks})",
-        _params(entry.values(), loc),
+        f"INSERT INTO avatar_schedule_history ({columns}) VALUES "
+        + ", ".join([row_marks] * len(entries)),
+        values,
     )

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -21,12 +21,16 @@ from me2_scheduler.clients.action import ActionClient, ActionResult
 from me2_scheduler.config import Config
 from me2_scheduler.errors import DownstreamError, RedisIndexError, StoreError
 from me2_scheduler.storage.index import Claim, DelayIndex
-from me2_scheduler.storage.mysql import MysqlStore, ScheduleRow
+from me2_scheduler.storage.mysql import Attempt, MysqlStore, Recorded, ScheduleRow
 from me2_scheduler.supervisor.child import ChildContext
 
 log = logging.getLogger("me2_scheduler.executor")
 
 Clock = Callable[[], datetime]
+
+# A batch hands its not-yet-called claims back to ``ready`` once it has run
+# this long, so one slow Action call delays the rest of a batch by one call.
+BATCH_BUDGET_S = 0.5
 
 
 def utc_now() -> datetime:
@@ -46,8 +50,26 @@ class DispatchOutcome:
     row: ScheduleRow | None = None
 
 
+@dataclass
+class _Call:
+    """One Action call of a batch, waiting to be recorded."""
+
+    claim: Claim
+    attempt: Attempt
+    result: ActionResult | None = None
+    failure: DownstreamError | None = None
+
+
 class Dispatcher:
-    """Dispatches claimed avatars; shared by the workers and ``TriggerSchedule``."""
+    """Dispatches claimed avatars; shared by the workers and ``TriggerSchedule``.
+
+    A worker hands over the claims it popped together (``run_batch``): their
+    rows are read in one query, their leases renewed in one script call,
+    Action is called for each in turn (at most one call in flight per worker,
+    so ``MaxWorkers`` bounds the calls to Action as in the seed), then every
+    outcome is recorded in one MySQL transaction and settled in Redis in one
+    script call. The round trips are paid once per batch, not per dispatch.
+    """
 
     def __init__(
         self,
@@ -59,6 +81,7 @@ class Dispatcher:
         clock: Clock = utc_now,
         rng: random.Random | None = None,
         display: Callable[[datetime | None], str] = str,
+        budget_s: float = BATCH_BUDGET_S,
     ) -> None:
         self._config = config
         self._store = store
@@ -67,37 +90,103 @@ class Dispatcher:
         self._clock = clock
         self._rng = rng or random.Random()
         self._display = display
+        self._budget_s = budget_s
 
     def run_claim(self, claim: Claim) -> DispatchOutcome:
-        """Dispatch one claim popped from ``ready``, unless MySQL says it is no longer due.
+        """Dispatch one claim popped from ``ready`` (a batch of one)."""
+        (outcome,) = self.run_batch([claim])
+        return outcome
+
+    def run_batch(
+        self, claims: Sequence[Claim], *, stopping: Callable[[], bool] = lambda: False
+    ) -> list[DispatchOutcome]:
+        """Dispatch claims popped from ``ready``, skipping those MySQL says are no longer due.
+
+        Returns one outcome per claim dispatched or skipped. Claims not yet
+        called when ``stopping()`` turns true, or once the batch has run
+        ``budget_s`` (a slow Action must not hold the rest back), go back to
+        the head of ``ready`` for the next worker, with no outcome.
 
         Raises StoreError or RedisIndexError when a server fails mid-way; the
-        lease then expires and the slot is dispatched again with the same key.
+        leases then expire and the slots are dispatched again with the same keys.
         """
-        row = self._store.get(claim.avatar_id)
-        if not self._wants_slot(row, claim):
-            self._settle(claim, row)
-            metrics.DISPATCHES.labels(result="skipped").inc()
-            return DispatchOutcome(claim.avatar_id, "skipped", row=row)
-        # A worker starved of CPU since pick-up may have outlived its lease, and
-        # the slot may be with another worker now: renew the lease right before
-        # Action, or learn that it is gone and leave the slot to its new holder.
-        if not self.index.begin(claim, self._config.schedule.lease_seconds):
-            metrics.DISPATCHES.labels(result="skipped").inc()
-            return DispatchOutcome(claim.avatar_id, "skipped", row=row)
-        return self.dispatch(row, claim, trigger="auto")
+        rows = {row.avatar_id: row for row in self._store.batch_get([c.avatar_id for c in claims])}
+        outcomes: list[DispatchOutcome] = []
+        settle: list[tuple[Claim, int | None]] = []
+        wanted: list[tuple[ScheduleRow, Claim]] = []
+        for claim in claims:
+            row = rows.get(claim.avatar_id)
+            if row is not None and self._wants_slot(row, claim):
+                wanted.append((row, claim))
+            else:
+                settle.append((claim, _due(row)))
+                outcomes.append(DispatchOutcome(claim.avatar_id, "skipped", row=row))
+        # A claim may have waited in ``ready`` (or a worker starved of CPU may
+        # have outlived its lease, and the slot be with another worker now):
+        # renew the leases right before Action, and drop the claims that are gone.
+        lease_s = self._config.schedule.lease_seconds
+        current = self.index.begin_many([claim for _, claim in wanted], lease_s)
+        live = [pair for pair, ok in zip(wanted, current, strict=True) if ok]
+        outcomes += [
+            DispatchOutcome(claim.avatar_id, "skipped", row=row)
+            for (row, claim), ok in zip(wanted, current, strict=True)
+            if not ok
+        ]
+        metrics.DISPATCHES.labels(result="skipped").inc(len(outcomes))
+        calls = self._call_each(live, "auto", stopping)
+        outcomes += self._record(calls, settle)
+        return outcomes
 
     @staticmethod
-    def _wants_slot(row: ScheduleRow | None, claim: Claim) -> bool:
+    def _wants_slot(row: ScheduleRow, claim: Claim) -> bool:
         """The pick-up check: active, and not already moved past the claimed slot."""
-        if row is None or row.status != policy.ACTIVE:
-            return False
-        return epoch(row.next_schedule_time) <= claim.planned_at
+        return row.status == policy.ACTIVE and epoch(row.next_schedule_time) <= claim.planned_at
 
     def dispatch(self, row: ScheduleRow, claim: Claim, trigger: str) -> DispatchOutcome:
         """Call Action for ``row``'s avatar, record the outcome, settle Redis."""
+        (outcome,) = self._record(self._call_each([(row, claim)], trigger, lambda: False), [])
+        return outcome
+
+    def _call_each(
+        self, live: list[tuple[ScheduleRow, Claim]], trigger: str, stopping: Callable[[], bool]
+    ) -> list[_Call]:
+        """Call Action for each claim in turn; hand back the rest when told to stop or late."""
+        lease_s = self._config.schedule.lease_seconds
+        timeout_s = self._config.action_rpc.timeout_ms / 1000
+        # Renew every lease of the batch before a call that could otherwise end
+        # too close to their expiry to record: a lone dispatch has the lease
+        # minus the Action timeout for that; a batch keeps at least half of it.
+        renew_after = (lease_s - timeout_s) / 2
+        began = renewed = time.monotonic()
+        calls: list[_Call] = []
+        pending = list(live)
+        while pending:
+            now = time.monotonic()
+            if calls and (stopping() or now - began > self._budget_s):
+                self.index.requeue([claim for _, claim in pending])
+                break
+            if calls and now - renewed > renew_after:
+                pending = self._renew(calls, pending, lease_s)
+                renewed = now
+                if not pending:
+                    break
+            row, claim = pending.pop(0)
+            calls.append(self._call(row, claim, trigger))
+        return calls
+
+    def _renew(
+        self, calls: list[_Call], pending: list[tuple[ScheduleRow, Claim]], lease_s: float
+    ) -> list[tuple[ScheduleRow, Claim]]:
+        """Restart the leases of the whole batch; the pending claims still held."""
+        held = self.index.begin_many([c.claim for c in calls] + [c for _, c in pending], lease_s)
+        kept = [pair for pair, ok in zip(pending, held[len(calls) :], strict=True) if ok]
+        # Gone meanwhile (paused, or released while this worker stalled): not called.
+        metrics.DISPATCHES.labels(result="skipped").inc(len(pending) - len(kept))
+        return kept
+
+    def _call(self, row: ScheduleRow, claim: Claim, trigger: str) -> _Call:
         avatar_id = row.avatar_id
-        planned_at = datetime.fromtimestamp(claim.planned_at, timezone.utc)
+        planned_at = _planned(claim)
         key = policy.idempotency_key(avatar_id, planned_at)
         started_at = self._clock()
         metrics.DISPATCH_LAG.observe(max(0.0, (started_at - planned_at).total_seconds()))
@@ -107,109 +196,108 @@ class Dispatcher:
             result = self._action.schedule_action(avatar_id, key, trigger)
         except DownstreamError as exc:
             metrics.ACTION_DURATION.observe(time.perf_counter() - began)
-            return self._failed(row, claim, trigger, started_at, key, exc)
+            return _Call(
+                claim, self._failure(row, planned_at, trigger, started_at, key, exc), failure=exc
+            )
         metrics.ACTION_DURATION.observe(time.perf_counter() - began)
-        return self._succeeded(row, claim, trigger, started_at, key, result)
+        attempt = self._success(row, planned_at, trigger, started_at, key, result)
+        return _Call(claim, attempt, result=result)
 
-    def _succeeded(
+    def _success(
         self,
         row: ScheduleRow,
-        claim: Claim,
+        planned_at: datetime,
         trigger: str,
         started_at: datetime,
         key: str,
         result: ActionResult,
-    ) -> DispatchOutcome:
+    ) -> Attempt:
         finished_at = self._clock()
         schedule = self._config.action_schedule
         next_time = policy.next_due(
             finished_at, schedule.min_interval_hours, schedule.max_interval_hours, self._rng
         )
-        recorded = self._store.record_success(
-            row.avatar_id,
-            expected_version=row.version,
-            trigger=trigger,
-            planned_at=_planned(claim),
-            started_at=started_at,
-            finished_at=finished_at,
-            action_type=result.action_type,
-            action_id=result.action_id,
-            next_time=next_time,
-            idempotency_key=key,
-        )
-        self._settle(claim, recorded.row)
-        if recorded.duplicate:
-            return self._duplicate(claim, key, recorded.row)
-        metrics.DISPATCHES.labels(result="success").inc()
-        log.info(
-            "[TaskExecutor] 分身 %d 调度成功，行为类型: %s，下次调度: %s",
-            row.avatar_id,
-            result.action_type,
-            self._display(recorded.row.next_schedule_time),
-            extra={"avatar_id": row.avatar_id},
-        )
-        return DispatchOutcome(row.avatar_id, "success", action=result, row=recorded.row)
+        return Attempt(
+            row.avatar_id, row.version, trigger, planned_at, started_at, finished_at, key,
+            action_type=result.action_type, action_id=result.action_id, next_time=next_time,
+        )  # fmt: skip
 
-    def _failed(
+    def _failure(
         self,
         row: ScheduleRow,
-        claim: Claim,
+        planned_at: datetime,
         trigger: str,
         started_at: datetime,
         key: str,
         exc: DownstreamError,
-    ) -> DispatchOutcome:
-        error = str(exc)
+    ) -> Attempt:
         finished_at = self._clock()
         schedule = self._config.schedule
-        recorded = self._store.record_failure(
-            row.avatar_id,
-            expected_version=row.version,
-            trigger=trigger,
-            planned_at=_planned(claim),
-            started_at=started_at,
-            finished_at=finished_at,
-            error=error,
-            retry_time=policy.retry_due(finished_at, schedule.retry_delay_seconds),
+        return Attempt(
+            row.avatar_id, row.version, trigger, planned_at, started_at, finished_at, key,
+            error=str(exc), retry_time=policy.retry_due(finished_at, schedule.retry_delay_seconds),
             max_consecutive_failures=schedule.max_consecutive_failures,
-            idempotency_key=key,
-        )
-        self._settle(claim, recorded.row)
+        )  # fmt: skip
+
+    def _record(
+        self, calls: list[_Call], settle: list[tuple[Claim, int | None]]
+    ) -> list[DispatchOutcome]:
+        """Record the calls in one transaction, then settle them and ``settle`` in Redis.
+
+        MySQL first: a crash in between is repaired by the pick-up check.
+        """
+        recorded = self._store.record_many([call.attempt for call in calls]) if calls else []
+        settle = settle + [(c.claim, _due(r.row)) for c, r in zip(calls, recorded, strict=True)]
+        self.index.ack_many(settle)
+        return [self._report(call, rec) for call, rec in zip(calls, recorded, strict=True)]
+
+    def _report(self, call: _Call, recorded: Recorded) -> DispatchOutcome:
+        """Count and log one recorded call, as the seed's log lines say."""
+        avatar_id, row = call.claim.avatar_id, recorded.row
+        extra = {"avatar_id": avatar_id}
         if recorded.duplicate:
-            return self._duplicate(claim, key, recorded.row)
+            # Another worker recorded this slot first (this one outlived its lease).
+            log.warning(
+                "[TaskExecutor] slot %s was already recorded; not counted again",
+                call.attempt.idempotency_key,
+            )
+            metrics.DISPATCHES.labels(result="skipped").inc()
+            return DispatchOutcome(avatar_id, "skipped", row=row)
+        if call.result is not None:
+            metrics.DISPATCHES.labels(result="success").inc()
+            log.info(
+                "[TaskExecutor] 分身 %d 调度成功，行为类型: %s，下次调度: %s",
+                avatar_id,
+                call.result.action_type,
+                self._display(row.next_schedule_time),
+                extra=extra,
+            )
+            return DispatchOutcome(avatar_id, "success", action=call.result, row=row)
+        error = call.attempt.error or ""
         metrics.DISPATCHES.labels(result="failure").inc()
-        extra = {"avatar_id": row.avatar_id}
-        log.error("[TaskExecutor] 分身 %d 调度失败: %s", row.avatar_id, error, extra=extra)
+        log.error("[TaskExecutor] 分身 %d 调度失败: %s", avatar_id, error, extra=extra)
         if recorded.auto_paused:
             log.error(
                 "[TaskExecutor] 分身 %d 连续失败 %d 次，暂停调度",
-                row.avatar_id,
-                recorded.row.failed_count,
+                avatar_id,
+                row.failed_count,
                 extra=extra,
             )
         return DispatchOutcome(
-            row.avatar_id,
+            avatar_id,
             "failure",
             error=error,
-            unavailable=exc.unavailable,
+            unavailable=call.failure is not None and call.failure.unavailable,
             auto_paused=recorded.auto_paused,
-            row=recorded.row,
+            row=row,
         )
 
-    @staticmethod
-    def _duplicate(claim: Claim, key: str, row: ScheduleRow) -> DispatchOutcome:
-        """Another worker recorded this slot first (this one outlived its lease): drop it."""
-        log.warning("[TaskExecutor] slot %s was already recorded; not counted again", key)
-        metrics.DISPATCHES.labels(result="skipped").inc()
-        return DispatchOutcome(claim.avatar_id, "skipped", row=row)
 
-    def _settle(self, claim: Claim, row: ScheduleRow | None) -> None:
-        """End the lease, leaving the avatar in ``due`` where MySQL says, or nowhere.
-
-        A stale token (a pause or a rebuild took the lease meanwhile) changes nothing.
-        """
-        active = row is not None and row.status == policy.ACTIVE
-        self.index.ack(claim, epoch(row.next_schedule_time) if active else None)
+def _due(row: ScheduleRow | None) -> int | None:
+    """Where ``row`` puts its avatar in ``due``: its next time while active, else nowhere."""
+    return (
+        epoch(row.next_schedule_time) if row is not None and row.status == policy.ACTIVE else None
+    )
 
 
 def _planned(claim: Claim) -> datetime:
@@ -235,17 +323,17 @@ def make_dispatcher(config: Config) -> Dispatcher:
 
 
 def main(config: Config, ctx: ChildContext) -> int:
-    """Worker process: pop claims until told to stop; a dispatch in hand is finished first."""
+    """Worker process: pop batches of claims until told to stop; a dispatch in hand is
+    finished first, and the rest of its batch goes back to ``ready``."""
     dispatcher = make_dispatcher(config)
+    batch = config.schedule.dispatch_batch
     while not ctx.stopping:
         try:
-            # Stale entries are dropped here; the lease is renewed once, by
-            # ``run_claim`` right before Action (a claim may have waited in ``ready``).
-            claim = dispatcher.index.pop_ready(timeout_s=1.0)
-            if claim is not None:
-                dispatcher.run_claim(claim)
+            claims = dispatcher.index.pop_ready_many(batch, timeout_s=1.0)
+            if claims:
+                dispatcher.run_batch(claims, stopping=lambda: ctx.stopping)
         except (StoreError, RedisIndexError) as exc:
-            # The lease brings the claim back; pause so a down server is not hammered.
+            # The leases bring the claims back; pause so a down server is not hammered.
             log.error("[TaskExecutor] dispatch interrupted: %s", exc)
             metrics.ERRORS.labels(role="worker", kind=type(exc).__name__).inc()
             ctx.wait(1.0)

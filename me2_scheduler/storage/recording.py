@@ -1,0 +1,198 @@
+"""Recording dispatch outcomes: a batch of dispatches in one MySQL transaction.
+
+A worker dispatches a batch of claims, then records all their outcomes at
+once (DESIGN §3.2 steps 4-5): the rows are locked together, the recent
+history of every avatar is read in one statement, and the history rows are
+inserted in one. What each dispatch writes is decided from the locked row,
+exactly as for a lone dispatch, so a batch changes the number of round
+trips, never an outcome: per batch of N, N + 5 statements instead of 7 N.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, tzinfo
+from typing import Any
+
+from me2_scheduler import policy
+from me2_scheduler.storage.rows import (
+    ERROR_MAX_CHARS,
+    SCHEDULE_SELECT,
+    Cursor,
+    Recorded,
+    ScheduleRow,
+    from_db,
+    insert_history,
+    schedule_from_db,
+    to_db,
+    update_schedule,
+)
+
+RECENT_HISTORY = 10  # a slot's second record comes within a lease: among the last few rows
+
+
+class MissingRowError(LookupError):
+    """An attempt's avatar has no schedule row; ``args[0]`` is its avatar_id."""
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One dispatch to record: the row's version when it was read, and what Action said.
+
+    ``error`` None is a success (``action_type``, ``action_id``, ``next_time``);
+    otherwise a failure (``retry_time``, ``max_consecutive_failures``).
+    """
+
+    avatar_id: int
+    expected_version: int
+    trigger: str
+    planned_at: datetime | None
+    started_at: datetime
+    finished_at: datetime
+    idempotency_key: str | None
+    action_type: str = ""
+    action_id: int | None = None
+    next_time: datetime | None = None
+    error: str | None = None
+    retry_time: datetime | None = None
+    max_consecutive_failures: int = 0
+
+    def history_entry(self) -> dict[str, Any]:
+        """The history row of this attempt (column -> value)."""
+        return {
+            "avatar_id": self.avatar_id, "trigger": self.trigger,
+            "planned_time": self.planned_at, "started_time": self.started_at,
+            "finished_time": self.finished_at,
+            "outcome": "success" if self.error is None else "failure",
+            "action_type": self.action_type if self.error is None else None,
+            "action_id": self.action_id if self.error is None else None,
+            "error": self.error, "idempotency_key": self.idempotency_key,
+        }  # fmt: skip
+
+
+def as_written(row: ScheduleRow, changes: dict[str, Any], loc: tzinfo) -> ScheduleRow:
+    """The locked ``row`` after an UPDATE of ``changes``, as a SELECT would read it back.
+
+    Datetimes go through the column's round trip (``loc``, whole seconds), so
+    recording returns the stored row without a second SELECT.
+    """
+    stored = {
+        name: from_db(to_db(value, loc), loc) if isinstance(value, datetime) else value
+        for name, value in changes.items()
+    }
+    return dataclasses.replace(row, **stored)
+
+
+def changes_for(
+    row: ScheduleRow, attempt: Attempt, now: datetime
+) -> tuple[dict[str, Any], bool, bool]:
+    """What ``attempt`` writes to the locked ``row``, whether the guard held
+    (``applied``), and whether it auto-pauses the row.
+
+    Always (the dispatch happened): the counters, times and error columns.
+    Only while the row is active at the version the dispatcher read
+    (``policy``'s guard): the next due time, or the pause after too many
+    failures in a row.
+    """
+    applied = row.status == policy.ACTIVE and row.version == attempt.expected_version
+    changes: dict[str, Any]
+    if attempt.error is None:
+        changes = {
+            "schedule_count": row.schedule_count + 1,
+            "last_schedule_time": attempt.started_at,
+            "last_action_type": attempt.action_type,
+            "failed_count": 0,
+            "last_error": None,
+        }
+        if applied:
+            changes["next_schedule_time"] = attempt.next_time
+        paused = False
+    else:
+        outcome = policy.after_failure(row.failed_count, attempt.max_consecutive_failures)
+        changes = {
+            "failed_count": outcome.failed_count,
+            "last_failed_time": attempt.finished_at,
+            "last_error": attempt.error[:ERROR_MAX_CHARS],
+        }
+        paused = applied and outcome.pause
+        if paused:
+            changes["status"] = policy.PAUSED
+            changes["pause_reason"] = policy.PAUSED_BY_FAILURES
+        elif applied:
+            changes["next_schedule_time"] = attempt.retry_time
+    changes["version"] = row.version + 1
+    changes["updated_at"] = now
+    return changes, applied, paused
+
+
+def lock_rows(cur: Cursor, loc: tzinfo, avatar_ids: Sequence[int]) -> dict[int, ScheduleRow]:
+    """``SELECT … FOR UPDATE`` of the avatars' rows in one statement, by avatar_id.
+
+    The rows are locked in index order, so two batches never deadlock on each other.
+    """
+    wanted = sorted(set(avatar_ids))
+    marks = ", ".join(["%s"] * len(wanted))
+    cur.execute(
+        f"SELECT {SCHEDULE_SELECT} FROM avatar_schedules WHERE avatar_id IN ({marks})"
+        " ORDER BY avatar_id FOR UPDATE",
+        wanted,
+    )
+    rows = (schedule_from_db(raw, loc) for raw in cur.fetchall())
+    return {row.avatar_id: row for row in rows}
+
+
+def recorded_successes(cur: Cursor, attempts: Sequence[Attempt]) -> set[str]:
+    """The attempts' idempotency keys already recorded as a success.
+
+    Call with the schedule rows locked, so the answer holds until commit.
+    Only each avatar's latest rows are read (a backward scan of
+    idx_avatar_id_id), all avatars in one statement.
+    """
+    keyed = sorted({a.avatar_id for a in attempts if a.idempotency_key})
+    if not keyed:
+        return set()
+    recent = (
+        "(SELECT idempotency_key, outcome FROM avatar_schedule_history"
+        " WHERE avatar_id = %s ORDER BY id DESC LIMIT %s)"
+    )
+    params: list[Any] = []
+    for avatar_id in keyed:
+        params += [avatar_id, RECENT_HISTORY]
+    cur.execute(" UNION ALL ".join([recent] * len(keyed)), params)
+    return {key for key, outcome in cur.fetchall() if outcome == "success"}
+
+
+def record_attempts(
+    cur: Cursor, loc: tzinfo, now: datetime, attempts: Sequence[Attempt]
+) -> list[Recorded]:
+    """Record ``attempts`` on an open write transaction; one ``Recorded`` each, in order.
+
+    An attempt whose slot is already recorded as a success (by a worker whose
+    lease ran out while it lived) writes nothing (``duplicate``). Raises
+    MissingRowError when an avatar has no schedule row.
+    """
+    if not attempts:
+        return []
+    rows = lock_rows(cur, loc, [a.avatar_id for a in attempts])
+    done = recorded_successes(cur, attempts)
+    results: list[Recorded] = []
+    history: list[dict[str, Any]] = []
+    for attempt in attempts:
+        row = rows.get(attempt.avatar_id)
+        if row is None:
+            raise MissingRowError(attempt.avatar_id)
+        if attempt.idempotency_key and attempt.idempotency_key in done:
+            results.append(Recorded(False, row, duplicate=True))
+            continue
+        changes, applied, paused = changes_for(row, attempt, now)
+        update_schedule(cur, loc, attempt.avatar_id, changes)
+        written = as_written(row, changes, loc)
+        rows[attempt.avatar_id] = written
+        results.append(Recorded(applied, written, paused))
+        history.append(attempt.history_entry())
+        if attempt.error is None and attempt.idempotency_key:
+            done.add(attempt.idempotency_key)
+    insert_history(cur, loc, history)
+    return results

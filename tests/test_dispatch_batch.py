@@ -1,0 +1,251 @@
+"""A worker's batch of claims, on real MariaDB, Redis and the Action simulator.
+
+A batch reads its rows in one query, renews its leases in one script call,
+calls Action for each claim in turn, records every outcome in one MySQL
+transaction and settles them in one script call. These tests hold a batch
+to what a lone dispatch guarantees, and check what only a batch can do:
+hand back its untried claims (a stop, a slow Action), and renew its leases
+when its calls run long.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from me2_scheduler import policy
+from me2_scheduler.clients.action import ActionClient, ActionResult
+from me2_scheduler.config import Config, MysqlConf, RedisConf, RpcClientConf, ScheduleConf
+from me2_scheduler.dsn import parse_dsn
+from me2_scheduler.simulators import ActionSimulator, RunningSimulator, serve
+from me2_scheduler.storage.index import Claim, DelayIndex
+from me2_scheduler.storage.migrations import apply_migrations
+from me2_scheduler.storage.mysql import MysqlStore
+from me2_scheduler.workers.executor import Dispatcher, epoch
+
+UTC = timezone.utc
+LEASE_S = 600.0
+
+
+@pytest.fixture
+def simulator() -> Iterator[RunningSimulator]:
+    running = serve(ActionSimulator(seed=1, fail_avatars={13}), "127.0.0.1:0")
+    yield running
+    running.stop(grace=0)
+
+
+@pytest.fixture
+def config(mariadb, database: str, redis_server, redis_key: str, simulator) -> Config:
+    dsn = mariadb.dsn(database)
+    made = replace(
+        Config(),
+        mysql=MysqlConf(data_source=dsn, dsn=parse_dsn(dsn)),
+        redis=RedisConf(host=redis_server.address, key=redis_key),
+        action_rpc=RpcClientConf(endpoints=(simulator.address,), timeout_ms=5000),
+        schedule=replace(ScheduleConf(), lease_seconds=LEASE_S),
+    )
+    apply_migrations(made.mysql)
+    return made
+
+
+@pytest.fixture
+def parts(config: Config) -> Iterator[tuple[MysqlStore, DelayIndex, ActionClient]]:
+    made = MysqlStore(config.mysql), DelayIndex(config.redis), ActionClient(config.action_rpc)
+    yield made
+    for part in reversed(made):
+        part.close()
+
+
+def dispatcher_of(config: Config, parts, **kwargs) -> Dispatcher:
+    store, index, action = parts
+    return Dispatcher(config, store, index, action, rng=random.Random(3), **kwargs)
+
+
+def due_now(store: MysqlStore, index: DelayIndex, *avatar_ids: int) -> datetime:
+    due = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=2)
+    for avatar_id in avatar_ids:
+        assert store.create(avatar_id, due) is not None
+    index.schedule_many([(avatar_id, epoch(due)) for avatar_id in avatar_ids])
+    return due
+
+
+def claim_all(index: DelayIndex, count: int) -> list[Claim]:
+    assert index.claim_due(batch=count, lease_s=LEASE_S) == count
+    claims = index.pop_ready_many(count, timeout_s=0)
+    assert len(claims) == count
+    return claims
+
+
+def calls_per_key(simulator: RunningSimulator) -> dict[str, int]:
+    return dict(simulator.servicer.Stats(None, None).calls_per_key)
+
+
+def test_a_batch_dispatches_each_claim_once_and_records_and_settles_all(
+    config: Config, parts, simulator: RunningSimulator
+) -> None:
+    store, index, _ = parts
+    avatars = list(range(101, 121))
+    due_now(store, index, *avatars)
+    claims = claim_all(index, len(avatars))
+
+    outcomes = dispatcher_of(config, parts).run_batch(claims)
+
+    assert sorted(o.avatar_id for o in outcomes) == avatars
+    assert {o.result for o in outcomes} == {"success"}
+    assert calls_per_key(simulator) == {c.idempotency_key: 1 for c in claims}
+    for claim in claims:
+        row = store.get(claim.avatar_id)
+        assert (row.schedule_count, row.version) == (1, 1)
+        assert row.next_schedule_time > datetime.now(UTC) + timedelta(hours=1.9)
+        assert index.due_score(claim.avatar_id) == epoch(row.next_schedule_time)
+        assert not index.is_inflight(claim.avatar_id)
+        (entry,) = store.history(claim.avatar_id, 10)
+        assert (entry.outcome, entry.idempotency_key) == ("success", claim.idempotency_key)
+    assert index.sizes()["inflight"] == 0
+
+
+def test_a_mixed_batch_gets_each_claim_the_outcome_a_lone_dispatch_would(
+    config: Config, parts, simulator: RunningSimulator
+) -> None:
+    store, index, _ = parts
+    due = due_now(store, index, 11, 12, 13, 14)
+    claims = {c.avatar_id: c for c in claim_all(index, 4)}
+    # 12 moved past its slot meanwhile (say a reactivation); 14 was paused.
+    moved = due + timedelta(hours=1)
+    row12 = store.get(12)
+    store.transition(12, expected_status="active", expected_version=row12.version,
+                     new_status="active", next_time=moved)  # fmt: skip
+    row14 = store.get(14)
+    store.transition(14, expected_status="active", expected_version=row14.version,
+                     new_status="paused")  # fmt: skip
+    index.remove(14)
+
+    outcomes = {
+        o.avatar_id: o for o in dispatcher_of(config, parts).run_batch(list(claims.values()))
+    }
+
+    assert {a: o.result for a, o in outcomes.items()} == {
+        11: "success", 12: "skipped", 13: "failure", 14: "skipped",
+    }  # fmt: skip
+    assert set(calls_per_key(simulator)) == {claims[11].idempotency_key, claims[13].idempotency_key}
+    assert index.due_score(12) == epoch(moved) and not index.is_inflight(12)
+    assert index.due_score(14) is None and not index.is_inflight(14)
+    failed = store.get(13)
+    assert (failed.failed_count, failed.status) == (1, policy.ACTIVE)
+    assert index.due_score(13) == epoch(failed.next_schedule_time)
+    assert store.history(12, 10) == [] and store.history(14, 10) == []
+
+
+def test_a_slot_recorded_by_another_worker_meanwhile_is_not_counted_twice(
+    config: Config, parts, simulator: RunningSimulator
+) -> None:
+    store, index, _ = parts
+    due_now(store, index, 21, 22)
+    claims = claim_all(index, 2)
+    late, rival = dispatcher_of(config, parts), dispatcher_of(config, parts)
+    rows = {c.avatar_id: store.get(c.avatar_id) for c in claims}
+    # The rival records 21's slot first, as a worker that took it over would.
+    rival.dispatch(rows[21], next(c for c in claims if c.avatar_id == 21), trigger="auto")
+
+    outcomes = {o.avatar_id: o.result for o in late._record(
+        [late._call(rows[c.avatar_id], c, "auto") for c in claims], []
+    )}  # fmt: skip
+
+    assert outcomes == {21: "skipped", 22: "success"}
+    assert store.get(21).schedule_count == 1
+    assert [h.outcome for h in store.history(21, 10)] == ["success"]
+
+
+def test_a_stopping_worker_hands_back_the_claims_it_has_not_called(
+    config: Config, parts, simulator: RunningSimulator
+) -> None:
+    store, index, _ = parts
+    due_now(store, index, 31, 32, 33, 34)
+    claims = claim_all(index, 4)
+
+    outcomes = dispatcher_of(config, parts).run_batch(claims, stopping=lambda: True)
+
+    assert [o.avatar_id for o in outcomes] == [claims[0].avatar_id]
+    handed_back = index.pop_ready_many(10, timeout_s=0)
+    assert handed_back == claims[1:]  # in order, same tokens, same planned slots
+    taker = dispatcher_of(config, parts).run_batch(handed_back)
+    assert [o.result for o in taker] == ["success"] * 3
+    assert calls_per_key(simulator) == {c.idempotency_key: 1 for c in claims}
+
+
+def test_a_batch_past_its_budget_hands_back_the_rest_after_the_call_in_hand(
+    config: Config, parts, simulator: RunningSimulator
+) -> None:
+    store, index, _ = parts
+    due_now(store, index, 41, 42, 43)
+    claims = claim_all(index, 3)
+    simulator.servicer.behaviour = replace(simulator.servicer.behaviour, latency_ms=20)
+
+    outcomes = dispatcher_of(config, parts, budget_s=0.0).run_batch(claims)
+
+    assert [(o.avatar_id, o.result) for o in outcomes] == [(claims[0].avatar_id, "success")]
+    assert index.pop_ready_many(10, timeout_s=0) == claims[1:]
+    assert all(index.is_inflight(c.avatar_id) for c in claims[1:])
+
+
+class _PausingAction:
+    """Action that, on its first call, pauses another avatar and takes long enough
+    that the batch must renew its leases before the next call."""
+
+    def __init__(self, inner: ActionClient, store: MysqlStore, index: DelayIndex, victim: int,
+                 hold_s: float) -> None:  # fmt: skip
+        self.inner, self.store, self.index = inner, store, index
+        self.victim, self.hold_s, self.calls = victim, hold_s, 0
+
+    def schedule_action(self, avatar_id: int, key: str, trigger: str) -> ActionResult:
+        self.calls += 1
+        if self.calls == 1:
+            row = self.store.get(self.victim)
+            self.store.transition(self.victim, expected_status="active",
+                                  expected_version=row.version, new_status="paused")  # fmt: skip
+            self.index.remove(self.victim)
+            deadline = time.monotonic() + self.hold_s
+            while time.monotonic() < deadline:  # the call is slow: hold the batch
+                time.sleep(0.01)
+        return self.inner.schedule_action(avatar_id, key, trigger)
+
+
+def test_a_long_batch_renews_its_leases_and_drops_a_claim_lost_meanwhile(
+    config: Config, parts, simulator: RunningSimulator
+) -> None:
+    store, index, action = parts
+    # Lease 2 s over a 1 s Action timeout: renew once a call has run past 0.5 s.
+    short = replace(
+        config,
+        schedule=replace(config.schedule, lease_seconds=2.0),
+        action_rpc=replace(config.action_rpc, timeout_ms=1000),
+    )
+    due_now(store, index, 51, 52, 53)
+    claims = claim_all(index, 3)
+    slow = _PausingAction(action, store, index, victim=claims[1].avatar_id, hold_s=0.7)
+
+    dispatcher = Dispatcher(short, store, index, slow, rng=random.Random(3), budget_s=60)
+    renewed_at: list[float] = []
+    begin_many = index.begin_many
+
+    def spying_begin(batch: list[Claim], lease_s: float) -> list[bool]:
+        held = begin_many(batch, lease_s)
+        renewed_at.append(index.client.zscore(index.keys.inflight, claims[2].avatar_id) or 0)
+        return held
+
+    index.begin_many = spying_begin  # type: ignore[method-assign]
+    try:
+        outcomes = {o.avatar_id: o.result for o in dispatcher.run_batch(claims)}
+    finally:
+        del index.begin_many
+
+    assert outcomes == {claims[0].avatar_id: "success", claims[2].avatar_id: "success"}
+    assert len(renewed_at) == 2 and renewed_at[1] > renewed_at[0]
+    assert set(calls_per_key(simulator)) == {claims[0].idempotency_key, claims[2].idempotency_key}
+    assert store.get(claims[1].avatar_id).status == policy.PAUSED
+    assert index.sizes()["inflight"] == 0
