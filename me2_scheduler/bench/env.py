@@ -76,7 +76,7 @@ class Servers:
         Raises ServerStartError.
         """
         root = root or temp_root("me2-bench-")
-        mariadb = MariaDBServer(root=root / "mariadb").start()
+        mariadb = MariaDBServer(root=root / "mariadb", durable=True).start()
         redis_server = RedisServer(root=root / "redis").start()
         return cls.around(root, mariadb, redis_server, owned=(mariadb, redis_server))
 

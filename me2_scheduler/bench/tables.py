@@ -72,7 +72,9 @@ def intro(results: Results) -> str:
         f"- **Settings**: {settings}",
         "- Each figure is the median of the runs; the range over runs follows in brackets.",
         "  The service runs as the real process tree (`me2-scheduler run`) against the",
-        "  benchmark's own MariaDB, Redis and Action simulator, all on this box.",
+        "  benchmark's own MariaDB, Redis and Action simulator, all on this box. MariaDB",
+        "  is durable: its redo log is flushed to disk at every commit",
+        "  (`innodb_flush_log_at_trx_commit=1`, the server's default).",
     ])  # fmt: skip
 
 

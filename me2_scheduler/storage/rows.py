@@ -192,6 +192,33 @@ def update_schedule(
     return cur.rowcount
 
 
+def update_schedules(cur: Cursor, loc: tzinfo, updates: dict[int, dict[str, Any]]) -> None:
+    """UPDATE several avatars' rows, each with its own ``changes``, in one statement.
+
+    Every changed column is set by ``CASE avatar_id``; a row that does not
+    change a column keeps it (``ELSE``). Each CASE reads only ``avatar_id``
+    and its own column, so MySQL's left-to-right SET order cannot matter.
+    """
+    if len(updates) == 1:
+        ((avatar_id, changes),) = updates.items()
+        update_schedule(cur, loc, avatar_id, changes)
+        return
+    columns = list(dict.fromkeys(name for changes in updates.values() for name in changes))
+    assignments, params = [], []
+    for name in columns:
+        setting = [
+            (avatar_id, changes[name]) for avatar_id, changes in updates.items() if name in changes
+        ]
+        whens = " ".join(["WHEN %s THEN %s"] * len(setting))
+        assignments.append(f"`{name}` = CASE avatar_id {whens} ELSE `{name}` END")
+        params += _params((value for pair in setting for value in pair), loc)
+    marks = ", ".join(["%s"] * len(updates))
+    cur.execute(
+        f"UPDATE avatar_schedules SET {', '.join(assignments)} WHERE avatar_id IN ({marks})",
+        [*params, *updates],
+    )
+
+
 HISTORY_INSERT = (
     "avatar_id", "trigger", "planned_time", "started_time", "finished_time", "outcome",
     "action_type", "action_id", "error", "idempotency_key", "lag_ms",
