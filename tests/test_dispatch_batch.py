@@ -25,7 +25,8 @@ from me2_scheduler.dsn import parse_dsn
 from me2_scheduler.simulators import ActionSimulator, RunningSimulator, serve
 from me2_scheduler.storage.index import Claim, DelayIndex
 from me2_scheduler.storage.migrations import apply_migrations
-from me2_scheduler.storage.mysql import MysqlStore
+from me2_scheduler.storage.mysql import Attempt, MysqlStore
+from me2_scheduler.storage.recording import RECENT_HISTORY
 from me2_scheduler.workers.executor import Dispatcher, epoch
 
 UTC = timezone.utc
@@ -249,3 +250,51 @@ def test_a_long_batch_renews_its_leases_and_drops_a_claim_lost_meanwhile(
     assert set(calls_per_key(simulator)) == {claims[0].idempotency_key, claims[2].idempotency_key}
     assert store.get(claims[1].avatar_id).status == policy.PAUSED
     assert index.sizes()["inflight"] == 0
+
+
+def attempt(store: MysqlStore, avatar_id: int, key: str, **outcome) -> Attempt:
+    row = store.get(avatar_id)
+    now = datetime.now(UTC)
+    if "error" in outcome:
+        outcome = {"retry_time": now + timedelta(minutes=5), "max_consecutive_failures": 1,
+                   **outcome}  # fmt: skip
+    else:
+        outcome = {"action_type": "post", "action_id": 1,
+                   "next_time": now + timedelta(hours=2), **outcome}  # fmt: skip
+    return Attempt(avatar_id, row.version, "auto", now, now, now, key, **outcome)
+
+
+def test_one_transaction_records_a_mixed_batch_as_lone_records_would(parts) -> None:
+    store, index, _ = parts
+    due_now(store, index, 61, 62, 63)
+    first = attempt(store, 61, "61:1000")
+    batch = [
+        first,
+        attempt(store, 62, "62:1000"),
+        first,
+        attempt(store, 63, "63:1000", error="down"),
+    ]
+
+    recorded = store.record_many(batch)
+
+    assert [(r.applied, r.duplicate, r.auto_paused) for r in recorded] == [
+        (True, False, False), (True, False, False), (False, True, False), (True, False, True),
+    ]  # fmt: skip
+    assert recorded[0].row == store.get(61) and recorded[3].row == store.get(63)
+    assert (store.get(61).schedule_count, store.get(62).schedule_count) == (1, 1)
+    assert (store.get(63).status, store.get(63).pause_reason) == ("paused", "failures")
+    assert [len(store.history(a, 20)) for a in (61, 62, 63)] == [1, 1, 1]
+
+
+def test_a_success_among_an_avatars_latest_history_rows_is_never_recorded_again(parts) -> None:
+    store, index, _ = parts
+    due_now(store, index, 71, 72)
+    store.record_many([attempt(store, 71, "71:1")])
+    for n in range(2, RECENT_HISTORY + 1):  # nine later slots: 71:1 is the 10th row back
+        store.record_many([attempt(store, 71, f"71:{n}")])
+    late = attempt(store, 71, "71:1")
+
+    (again, other) = store.record_many([late, attempt(store, 72, "72:1")])
+
+    assert again.duplicate and not other.duplicate
+    assert store.get(71).schedule_count == RECENT_HISTORY

@@ -147,21 +147,28 @@ def recorded_successes(cur: Cursor, attempts: Sequence[Attempt]) -> set[str]:
     """The attempts' idempotency keys already recorded as a success.
 
     Call with the schedule rows locked, so the answer holds until commit.
-    Only each avatar's latest rows are read (a backward scan of
-    idx_avatar_id_id), all avatars in one statement.
+    Only each avatar's latest rows are looked at (a backward scan of
+    idx_avatar_id_id), all avatars in one statement that returns just the
+    matches: usually none.
     """
-    keyed = sorted({a.avatar_id for a in attempts if a.idempotency_key})
+    keyed = [a for a in attempts if a.idempotency_key]
     if not keyed:
         return set()
+    avatars = sorted({a.avatar_id for a in keyed})
     recent = (
         "(SELECT idempotency_key, outcome FROM avatar_schedule_history"
         " WHERE avatar_id = %s ORDER BY id DESC LIMIT %s)"
     )
+    keys = sorted({a.idempotency_key for a in keyed if a.idempotency_key})
     params: list[Any] = []
-    for avatar_id in keyed:
+    for avatar_id in avatars:
         params += [avatar_id, RECENT_HISTORY]
-    cur.execute(" UNION ALL ".join([recent] * len(keyed)), params)
-    return {key for key, outcome in cur.fetchall() if outcome == "success"}
+    cur.execute(
+        f"SELECT idempotency_key FROM ({' UNION ALL '.join([recent] * len(avatars))}) AS recent"
+        f" WHERE outcome = 'success' AND idempotency_key IN ({', '.join(['%s'] * len(keys))})",
+        [*params, *keys],
+    )
+    return {key for (key,) in cur.fetchall()}
 
 
 def record_attempts(
