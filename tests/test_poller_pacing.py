@@ -1,6 +1,7 @@
 """The poller's pacing: ticks just after each PollInterval boundary of Redis's clock.
 
-Pure arithmetic and a stub index (only ``now`` is read), so these are exact.
+Pure arithmetic and a stub index (only ``now`` and the ready list's length are
+read), so these are exact.
 """
 
 from __future__ import annotations
@@ -30,15 +31,19 @@ def test_the_next_tick_comes_just_after_an_interval_boundary(
 
 
 class RedisClockOnly:
-    """Stands in for DelayIndex where only Redis TIME is read."""
+    """Stands in for DelayIndex where only Redis TIME and the ready list's length are read."""
 
-    def __init__(self, redis_now: float) -> None:
+    def __init__(self, redis_now: float, ready: int = 0) -> None:
         self.redis_now = redis_now
+        self.ready = ready
         self.reads = 0
 
     def now(self) -> float:
         self.reads += 1
         return self.redis_now
+
+    def ready_length(self) -> int:
+        return self.ready
 
 
 def make_poller(index: RedisClockOnly, host_now: float) -> Poller:
@@ -60,3 +65,14 @@ def test_a_full_batch_is_followed_at_once_and_a_partial_one_soon() -> None:
     assert poller.pause_after(500) == 0.0
     assert poller.pause_after(1) == BUSY_POLL_S
     assert index.reads == 0  # Redis is asked for its clock only when idle
+
+
+def test_a_tick_held_back_by_a_full_ready_list_is_followed_soon_not_next_interval() -> None:
+    # Claiming nothing because the workers still have the high-water mark of
+    # claims in hand must not idle the poller until the next second: they
+    # drain the list well within it and would then wait for work.
+    index = RedisClockOnly(redis_now=1000.3, ready=500)
+    poller = make_poller(index, host_now=1000.3)
+    assert poller.pause_after(0) == BUSY_POLL_S
+    index.ready = 0
+    assert poller.pause_after(0) == pytest.approx(0.71)

@@ -361,6 +361,11 @@ class DelayIndex:
         return {"due": due, "overdue": overdue, "inflight": inflight, "ready": ready}
 
     @_translated
+    def ready_length(self) -> int:
+        """How many claims wait in the ready list (stale ones included)."""
+        return int(self.client.llen(self.keys.ready))
+
+    @_translated
     def due_score(self, avatar_id: int) -> float | None:
         """The avatar's due epoch seconds, or None when it is not in due."""
         return self.client.zscore(self.keys.due, avatar_id)

@@ -215,14 +215,16 @@ class Poller:
     def pause_after(self, claimed: int) -> float:
         """How long to wait before the next tick, given how many this one claimed.
 
-        A full batch: none (more are due now). Some: ``BUSY_POLL_S``. None:
-        until just after the next PollInterval boundary of Redis's clock.
-        Raises RedisIndexError (reading Redis TIME).
+        A full batch: none (more are due now). Some, or none while the ready
+        list still holds claims (the high-water mark may be what held this
+        tick back, and the workers drain it within the interval):
+        ``BUSY_POLL_S``. None with the workers idle: until just after the next
+        PollInterval boundary of Redis's clock. Raises RedisIndexError.
         """
         schedule = self._config.schedule
         if claimed >= schedule.claim_batch:
             return 0.0
-        if claimed > 0:
+        if claimed > 0 or self._index.ready_length() > 0:
             return min(schedule.poll_interval, BUSY_POLL_S)
         if self._clock_check.due():
             self._redis_offset = self._index.now() - self._wall().timestamp()
