@@ -159,3 +159,7 @@ def setup_logging(conf: LogConf, role: str = "supervisor", *, timezone: str = ""
         old.close()
     root.addHandler(handler)
     root.setLevel(LEVELS[conf.level])
+    # No formatter here prints a thread or multiprocessing name: don't look
+    # them up for every record (a worker writes two records per dispatch).
+    logging.logThreads = False
+    logging.logMultiprocessing = False
