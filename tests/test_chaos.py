@@ -174,6 +174,16 @@ def test_a_cut_slot_redone_under_another_key_is_a_violation() -> None:
     assert run_audit(rows, [final], calls, keys=keys, due={1: 1})["b"].ok
 
 
+def test_the_slot_before_a_cut_one_is_not_taken_for_its_redo() -> None:
+    # A failure at T0 retried one second later: the retry reaches Action and is
+    # cut, and the run ends before its lease brings it back. The failure row
+    # started within the second before the cut slot, but it is that slot's past.
+    rows = [row(1, T0, "failure", planned=T0)]
+    keys = {rows[0].key: 1, f"1:{int(T0 + 1) * 1000}": 1}
+    final = schedule(1, failed_count=1, next_due=int(T0 + 1))
+    assert run_audit(rows, [final], [], keys=keys, due={1: T0 + 1})["b"].ok
+
+
 def failures(avatar: int, n: int, start: float = T0) -> list[Dispatch]:
     return [row(avatar, start + i, "failure") for i in range(n)]
 

@@ -196,7 +196,14 @@ class Audit:
             if key in by_key or planned is None:
                 continue
             avatar_id = int(key.split(":", 1)[0])
-            later = [r for r in self.rows[avatar_id] if r.started >= planned - 1]
+            # The redo of a cut slot comes after it: a row of an earlier slot
+            # (one retried a second later, started within the second before)
+            # is the slot's past, not its redo.
+            later = [
+                r
+                for r in self.rows[avatar_id]
+                if r.started >= planned - 1 and (r.planned is None or r.planned >= planned)
+            ]
             if not later or later[0].trigger != "auto" or later[0].key == key:
                 continue
             if not self._touched(avatar_id, planned - 1, later[0].started + 1):
