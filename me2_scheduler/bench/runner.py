@@ -171,6 +171,6 @@ def cpu_note(results: Results) -> str:
         f"**What bounds the burst**: under the 0 ms burst one dispatch cost {num(total)} ms"
         f" of CPU over all processes ({shares}), so {cores:.0f} cores allow at most"
         f" {num(ceiling)} dispatches/s with everything on this box; 1,000/s needs at most"
-        f" {num(cores)} ms per dispatch. The anatomy below shows"
+        f" {num(cores)} ms per dispatch. The anatomy above shows"
         " where a dispatch's CPU goes step by step."
     )
