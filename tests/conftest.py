@@ -10,10 +10,14 @@ from __future__ import annotations
 import itertools
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import replace
 
 import pytest
 
+from me2_scheduler.config import Config, MysqlConf, RedisConf, RpcClientConf, ScheduleConf
+from me2_scheduler.dsn import parse_dsn
+from me2_scheduler.storage.migrations import apply_migrations
 from me2_scheduler.testing.servers import MariaDBServer, RedisServer, temp_root
 
 _db_seq = itertools.count(1)
@@ -54,3 +58,24 @@ def database(mariadb: MariaDBServer) -> Iterator[str]:
 def redis_key() -> str:
     """A unique ``Redis.Key`` for one test, so its keys never meet another test's."""
     return f"test:{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def dispatch_config(mariadb: MariaDBServer, database: str, redis_server: RedisServer,
+                    redis_key: str) -> Callable[..., Config]:  # fmt: skip
+    """Makes the ``Config`` of a dispatcher on this test's database and Redis key,
+    calling the Action simulator at ``action`` (schema migrated)."""
+
+    def make(action: str, *, schedule: ScheduleConf | None = None) -> Config:
+        dsn = mariadb.dsn(database)
+        made = replace(
+            Config(),
+            mysql=MysqlConf(data_source=dsn, dsn=parse_dsn(dsn)),
+            redis=RedisConf(host=redis_server.address, key=redis_key),
+            action_rpc=RpcClientConf(endpoints=(action,), timeout_ms=5000),
+            schedule=schedule or ScheduleConf(),
+        )
+        apply_migrations(made.mysql)
+        return made
+
+    return make

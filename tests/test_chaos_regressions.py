@@ -15,19 +15,16 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
-from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
 from me2_scheduler.clients.action import ActionClient
-from me2_scheduler.config import Config, MysqlConf, RedisConf, RpcClientConf, load_config
-from me2_scheduler.dsn import parse_dsn
+from me2_scheduler.config import Config, RedisConf, load_config
 from me2_scheduler.errors import ConfigError
 from me2_scheduler.simulators import ActionSimulator, RunningSimulator, serve
 from me2_scheduler.storage.index import DelayIndex
-from me2_scheduler.storage.migrations import apply_migrations
 from me2_scheduler.storage.mysql import MysqlStore
 from me2_scheduler.workers.executor import Dispatcher, epoch
 
@@ -49,16 +46,8 @@ def simulator() -> Iterator[RunningSimulator]:
 
 
 @pytest.fixture
-def config(mariadb, database: str, redis_server, redis_key: str, simulator) -> Config:
-    dsn = mariadb.dsn(database)
-    made = replace(
-        Config(),
-        mysql=MysqlConf(data_source=dsn, dsn=parse_dsn(dsn)),
-        redis=RedisConf(host=redis_server.address, key=redis_key),
-        action_rpc=RpcClientConf(endpoints=(simulator.address,), timeout_ms=5000),
-    )
-    apply_migrations(made.mysql)
-    return made
+def config(dispatch_config, simulator: RunningSimulator) -> Config:
+    return dispatch_config(simulator.address)
 
 
 @pytest.fixture

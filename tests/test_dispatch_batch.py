@@ -20,11 +20,9 @@ import pytest
 
 from me2_scheduler import policy
 from me2_scheduler.clients.action import ActionClient, ActionResult
-from me2_scheduler.config import Config, MysqlConf, RedisConf, RpcClientConf, ScheduleConf
-from me2_scheduler.dsn import parse_dsn
+from me2_scheduler.config import Config, ScheduleConf
 from me2_scheduler.simulators import ActionSimulator, RunningSimulator, serve
 from me2_scheduler.storage.index import Claim, DelayIndex
-from me2_scheduler.storage.migrations import apply_migrations
 from me2_scheduler.storage.mysql import Attempt, MysqlStore
 from me2_scheduler.storage.recording import RECENT_HISTORY
 from me2_scheduler.workers.executor import Dispatcher, epoch
@@ -41,17 +39,8 @@ def simulator() -> Iterator[RunningSimulator]:
 
 
 @pytest.fixture
-def config(mariadb, database: str, redis_server, redis_key: str, simulator) -> Config:
-    dsn = mariadb.dsn(database)
-    made = replace(
-        Config(),
-        mysql=MysqlConf(data_source=dsn, dsn=parse_dsn(dsn)),
-        redis=RedisConf(host=redis_server.address, key=redis_key),
-        action_rpc=RpcClientConf(endpoints=(simulator.address,), timeout_ms=5000),
-        schedule=replace(ScheduleConf(), lease_seconds=LEASE_S),
-    )
-    apply_migrations(made.mysql)
-    return made
+def config(dispatch_config, simulator: RunningSimulator) -> Config:
+    return dispatch_config(simulator.address, schedule=ScheduleConf(lease_seconds=LEASE_S))
 
 
 @pytest.fixture
