@@ -143,7 +143,7 @@ def test_a_slot_recorded_by_another_worker_meanwhile_is_not_counted_twice(
     rival.dispatch(rows[21], next(c for c in claims if c.avatar_id == 21), trigger="auto")
 
     outcomes = {o.avatar_id: o.result for o in late._record(
-        [late._call(rows[c.avatar_id], c, "auto") for c in claims], []
+        [late._call(rows[c.avatar_id], c, "auto") for c in claims]
     )}  # fmt: skip
 
     assert outcomes == {21: "skipped", 22: "success"}
@@ -181,6 +181,35 @@ def test_a_batch_past_its_budget_hands_back_the_rest_after_the_call_in_hand(
     assert [(o.avatar_id, o.result) for o in outcomes] == [(claims[0].avatar_id, "success")]
     assert index.pop_ready_many(10, timeout_s=0) == claims[1:]
     assert all(index.is_inflight(c.avatar_id) for c in claims[1:])
+
+
+class _WatchingAction:
+    """Action that notes, at each call, where Redis holds one other avatar."""
+
+    def __init__(self, inner: ActionClient, index: DelayIndex, watched: int) -> None:
+        self.inner, self.index, self.watched = inner, index, watched
+        self.seen: list[tuple[float | None, bool]] = []
+
+    def schedule_action(self, avatar_id: int, key: str, trigger: str) -> ActionResult:
+        self.seen.append((self.index.due_score(self.watched), self.index.is_inflight(self.watched)))
+        return self.inner.schedule_action(avatar_id, key, trigger)
+
+
+def test_a_skipped_claim_is_back_in_due_before_the_batch_calls_action(
+    config: Config, parts, simulator: RunningSimulator
+) -> None:
+    store, index, action = parts
+    due = due_now(store, index, 81, 82)
+    claims = claim_all(index, 2)
+    moved = due + timedelta(hours=1)
+    row = store.get(82)
+    store.transition(82, expected_status="active", expected_version=row.version,
+                     new_status="active", next_time=moved)  # fmt: skip
+    watching = _WatchingAction(action, index, watched=82)
+
+    Dispatcher(config, store, index, watching, budget_s=60).run_batch(claims)
+
+    assert watching.seen == [(epoch(moved), False)]
 
 
 class _PausingAction:

@@ -110,32 +110,40 @@ class Dispatcher:
         Raises StoreError or RedisIndexError when a server fails mid-way; the
         leases then expire and the slots are dispatched again with the same keys.
         """
+        live, skipped = self._pick_up(claims)
+        calls = self._call_each(live, "auto", stopping)
+        return skipped + self._record(calls)
+
+    def _pick_up(
+        self, claims: Sequence[Claim]
+    ) -> tuple[list[tuple[ScheduleRow, Claim]], list[DispatchOutcome]]:
+        """The pick-up check of a batch: the claims to dispatch, with their rows, and
+        the outcomes of those skipped (already settled where MySQL says)."""
         rows = {row.avatar_id: row for row in self._store.batch_get([c.avatar_id for c in claims])}
-        outcomes: list[DispatchOutcome] = []
-        settle: list[tuple[Claim, int | None]] = []
         wanted: list[tuple[ScheduleRow, Claim]] = []
+        skipped: list[DispatchOutcome] = []
+        moved: list[tuple[Claim, int | None]] = []
         for claim in claims:
             row = rows.get(claim.avatar_id)
             if row is not None and self._wants_slot(row, claim):
                 wanted.append((row, claim))
             else:
-                settle.append((claim, _due(row)))
-                outcomes.append(DispatchOutcome(claim.avatar_id, "skipped", row=row))
+                moved.append((claim, _due(row)))
+                skipped.append(DispatchOutcome(claim.avatar_id, "skipped", row=row))
+        if moved:  # back where MySQL says now, not after the batch's calls
+            self.index.ack_many(moved)
         # A claim may have waited in ``ready`` (or a worker starved of CPU may
         # have outlived its lease, and the slot be with another worker now):
         # renew the leases right before Action, and drop the claims that are gone.
-        lease_s = self._config.schedule.lease_seconds
-        current = self.index.begin_many([claim for _, claim in wanted], lease_s)
-        live = [pair for pair, ok in zip(wanted, current, strict=True) if ok]
-        outcomes += [
-            DispatchOutcome(claim.avatar_id, "skipped", row=row)
-            for (row, claim), ok in zip(wanted, current, strict=True)
-            if not ok
-        ]
-        metrics.DISPATCHES.labels(result="skipped").inc(len(outcomes))
-        calls = self._call_each(live, "auto", stopping)
-        outcomes += self._record(calls, settle)
-        return outcomes
+        current = self.index.begin_many([c for _, c in wanted], self._config.schedule.lease_seconds)
+        live = []
+        for (row, claim), ok in zip(wanted, current, strict=True):
+            if ok:
+                live.append((row, claim))
+            else:
+                skipped.append(DispatchOutcome(claim.avatar_id, "skipped", row=row))
+        metrics.DISPATCHES.labels(result="skipped").inc(len(skipped))
+        return live, skipped
 
     @staticmethod
     def _wants_slot(row: ScheduleRow, claim: Claim) -> bool:
@@ -144,7 +152,7 @@ class Dispatcher:
 
     def dispatch(self, row: ScheduleRow, claim: Claim, trigger: str) -> DispatchOutcome:
         """Call Action for ``row``'s avatar, record the outcome, settle Redis."""
-        (outcome,) = self._record(self._call_each([(row, claim)], trigger, lambda: False), [])
+        (outcome,) = self._record(self._call_each([(row, claim)], trigger, lambda: False))
         return outcome
 
     def _call_each(
@@ -239,16 +247,15 @@ class Dispatcher:
             max_consecutive_failures=schedule.max_consecutive_failures,
         )  # fmt: skip
 
-    def _record(
-        self, calls: list[_Call], settle: list[tuple[Claim, int | None]]
-    ) -> list[DispatchOutcome]:
-        """Record the calls in one transaction, then settle them and ``settle`` in Redis.
+    def _record(self, calls: list[_Call]) -> list[DispatchOutcome]:
+        """Record the calls in one transaction, then settle them in Redis in one script call.
 
         MySQL first: a crash in between is repaired by the pick-up check.
         """
-        recorded = self._store.record_many([call.attempt for call in calls]) if calls else []
-        settle = settle + [(c.claim, _due(r.row)) for c, r in zip(calls, recorded, strict=True)]
-        self.index.ack_many(settle)
+        if not calls:
+            return []
+        recorded = self._store.record_many([call.attempt for call in calls])
+        self.index.ack_many([(c.claim, _due(r.row)) for c, r in zip(calls, recorded, strict=True)])
         return [self._report(call, rec) for call, rec in zip(calls, recorded, strict=True)]
 
     def _report(self, call: _Call, recorded: Recorded) -> DispatchOutcome:
