@@ -27,7 +27,6 @@ from me2_scheduler.storage.mysql_conn import MysqlPool, open_connection, transla
 from me2_scheduler.storage.recording import Attempt, MissingRowError, record_attempts
 from me2_scheduler.storage.rows import (
     HISTORY_SELECT,
-    SCHEDULE_SELECT,
     Cursor,
     HistoryEntry,
     Recorded,
@@ -35,8 +34,8 @@ from me2_scheduler.storage.rows import (
     from_db,
     history_from_db,
     insert_history,
-    schedule_from_db,
     select_schedule,
+    select_schedules,
     to_db,
     update_schedule,
 )
@@ -102,18 +101,11 @@ class MysqlStore:
 
         One query. Raises StoreError.
         """
-        wanted = list(dict.fromkeys(avatar_ids))
-        if not wanted:
+        if not avatar_ids:
             return []
-        marks = ", ".join(["%s"] * len(wanted))
         with self._cursor("reading schedules") as cur:
-            cur.execute(
-                f"SELECT {SCHEDULE_SELECT} FROM avatar_schedules WHERE avatar_id IN ({marks})",
-                wanted,
-            )
-            rows = [schedule_from_db(raw, self._loc) for raw in cur.fetchall()]
-        by_id = {row.avatar_id: row for row in rows}
-        return [by_id[avatar_id] for avatar_id in wanted if avatar_id in by_id]
+            by_id = select_schedules(cur, self._loc, avatar_ids)
+        return [by_id[avatar_id] for avatar_id in dict.fromkeys(avatar_ids) if avatar_id in by_id]
 
     def iter_active_ids(self, after_id: int, limit: int) -> list[int]:
         """Up to ``limit`` active avatar_ids greater than ``after_id``, ascending (keyset page).

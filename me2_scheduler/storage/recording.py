@@ -19,13 +19,12 @@ from typing import Any
 from me2_scheduler import policy
 from me2_scheduler.storage.rows import (
     ERROR_MAX_CHARS,
-    SCHEDULE_SELECT,
     Cursor,
     Recorded,
     ScheduleRow,
     from_db,
     insert_history,
-    schedule_from_db,
+    select_schedules,
     to_db,
     update_schedules,
 )
@@ -127,22 +126,6 @@ def changes_for(
     return changes, applied, paused
 
 
-def lock_rows(cur: Cursor, loc: tzinfo, avatar_ids: Sequence[int]) -> dict[int, ScheduleRow]:
-    """``SELECT … FOR UPDATE`` of the avatars' rows in one statement, by avatar_id.
-
-    The rows are locked in index order, so two batches never deadlock on each other.
-    """
-    wanted = sorted(set(avatar_ids))
-    marks = ", ".join(["%s"] * len(wanted))
-    cur.execute(
-        f"SELECT {SCHEDULE_SELECT} FROM avatar_schedules WHERE avatar_id IN ({marks})"
-        " ORDER BY avatar_id FOR UPDATE",
-        wanted,
-    )
-    rows = (schedule_from_db(raw, loc) for raw in cur.fetchall())
-    return {row.avatar_id: row for row in rows}
-
-
 def recorded_successes(cur: Cursor, attempts: Sequence[Attempt]) -> set[str]:
     """The attempts' idempotency keys already recorded as a success.
 
@@ -182,7 +165,7 @@ def record_attempts(
     """
     if not attempts:
         return []
-    rows = lock_rows(cur, loc, [a.avatar_id for a in attempts])
+    rows = select_schedules(cur, loc, (a.avatar_id for a in attempts), lock=True)
     done = recorded_successes(cur, attempts)
     results: list[Recorded] = []
     history: list[dict[str, Any]] = []
