@@ -6,6 +6,7 @@ import multiprocessing
 from collections.abc import Iterator
 
 import pytest
+from prometheus_client import REGISTRY
 
 from me2_scheduler.config import RedisConf
 from me2_scheduler.storage.index import Claim, DelayIndex
@@ -369,3 +370,61 @@ def test_claims_stop_at_the_ready_high_water_mark(index: DelayIndex) -> None:
     index.pop_ready(timeout_s=0)
     assert index.claim_due(batch=100, lease_s=LONG_LEASE, max_ready=8) == 2
     assert index.sizes()["due"] == 20
+
+
+# -- a worker's batch -------------------------------------------------------------
+
+
+def claimed(index: DelayIndex, count: int) -> None:
+    now = int(index.now())
+    index.schedule_many((avatar_id, now - 100 + avatar_id) for avatar_id in range(1, count + 1))
+    assert index.claim_due(batch=count, lease_s=LONG_LEASE) == count
+
+
+def test_a_worker_pops_at_most_its_batch_in_claim_order(index: DelayIndex) -> None:
+    claimed(index, 5)
+
+    batches = [index.pop_ready_many(3, timeout_s=0) for _ in range(3)]
+
+    assert [[c.avatar_id for c in batch] for batch in batches] == [[1, 2, 3], [4, 5], []]
+
+
+def test_a_malformed_ready_entry_is_dropped_and_the_claims_around_it_kept(
+    index: DelayIndex,
+) -> None:
+    claimed(index, 2)
+    index.client.linsert(index.keys.ready, "AFTER", index.client.lindex(index.keys.ready, 0),
+                         "not-a-claim")  # fmt: skip
+
+    labels = {"role": "worker", "kind": "MalformedClaim"}
+    counted = REGISTRY.get_sample_value("scheduler_errors_total", labels) or 0
+
+    assert [c.avatar_id for c in index.pop_ready_many(10, timeout_s=0)] == [1, 2]
+    assert index.ready_length() == 0
+    assert REGISTRY.get_sample_value("scheduler_errors_total", labels) == counted + 1
+
+
+def test_requeued_claims_come_back_first_in_order_with_their_slots(index: DelayIndex) -> None:
+    claimed(index, 4)
+    _dispatched, *rest = index.pop_ready_many(4, timeout_s=0)
+    trigger = index.claim_one(99, LONG_LEASE)  # planned with milliseconds
+    assert trigger is not None
+
+    index.requeue([*rest, trigger])
+
+    again = index.pop_ready_many(10, timeout_s=0)
+    assert again == [*rest, trigger]
+    assert [c.idempotency_key for c in again] == [c.idempotency_key for c in [*rest, trigger]]
+    assert index.begin_many(again, LONG_LEASE) == [True] * 4  # leases untouched
+
+
+def test_a_batch_begins_and_settles_each_claim_on_its_own_token(index: DelayIndex) -> None:
+    claimed(index, 2)
+    kept, paused = index.pop_ready_many(2, timeout_s=0)
+    index.remove(paused.avatar_id)  # a pause takes the lease
+
+    assert index.begin_many([kept, paused], LONG_LEASE) == [True, False]
+    later = int(index.now()) + 3600
+    assert index.ack_many([(kept, later), (paused, later)]) == [True, False]
+    assert due_members(index) == {kept.avatar_id: later}
+    assert inflight_members(index) == set()

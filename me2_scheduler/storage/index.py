@@ -217,7 +217,12 @@ class DelayIndex:
             try:
                 claims.append(Claim.parse(entry))
             except ValueError:
+                # Imported here: only a worker pops, and prometheus_client must
+                # not be imported by the supervisor before its multiprocess dir.
+                from me2_scheduler import metrics
+
                 log.error("dropped a malformed ready entry %r", entry)
+                metrics.ERRORS.labels(role="worker", kind="MalformedClaim").inc()
         return claims
 
     @_translated
