@@ -17,6 +17,7 @@ from me2_scheduler.config import RedisConf
 from me2_scheduler.protos import simulator_pb2, simulator_pb2_grpc
 from me2_scheduler.storage.keys import Keys
 from me2_scheduler.storage.redis_conn import make_redis
+from me2_scheduler.testing.servers import root_query
 
 MAX_STATS_BYTES = 512 * 1024 * 1024  # per-key counts of a long run exceed gRPC's 4 MB default
 
@@ -30,17 +31,11 @@ class MysqlReader:
     """Reads the chaos database as root over loopback."""
 
     def __init__(self, port: int, database: str) -> None:
-        self._args = {"host": "127.0.0.1", "port": port, "user": "root", "database": database}
+        self._port, self._database = port, database
 
     def query(self, sql: str, *args: object) -> list[tuple]:
         """Rows of one statement; raises ``pymysql.MySQLError``."""
-        conn = pymysql.connect(**self._args, connect_timeout=5, autocommit=True)
-        try:
-            with conn.cursor() as cur:
-                cur.execute(sql, args)
-                return list(cur.fetchall())
-        finally:
-            conn.close()
+        return root_query(self._port, self._database, sql, args)
 
     def dispatches(self) -> list[Dispatch]:
         """Every history row, by id."""

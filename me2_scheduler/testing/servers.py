@@ -143,6 +143,21 @@ class RedisServer(_Server):
         return f"127.0.0.1:{self.port}"
 
 
+def root_query(port: int, database: str | None, sql: str, args: object = None) -> list[tuple]:
+    """One statement as root on a loopback MariaDB, on a connection of its own
+    (autocommit); the rows. Raises ``pymysql.MySQLError``."""
+    import pymysql  # local: only the servers that need it pay for it
+
+    conn = pymysql.connect(host="127.0.0.1", port=port, user="root", database=database,
+                           connect_timeout=5, autocommit=True)  # fmt: skip
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql, args)
+            return list(cur.fetchall())
+    finally:
+        conn.close()
+
+
 @dataclass
 class MariaDBServer(_Server):
     """A mariadbd with its own datadir; root has no password on loopback.
@@ -205,17 +220,7 @@ class MariaDBServer(_Server):
 
     def query(self, database: str | None, sql: str, args: object = None) -> list[tuple]:
         """Run one statement as root on a connection of its own (autocommit); return the rows."""
-        import pymysql  # local: only the servers that need it pay for it
-
-        conn = pymysql.connect(
-            host="127.0.0.1", port=self.port, user="root", database=database, autocommit=True
-        )
-        try:
-            with conn.cursor() as cur:
-                cur.execute(sql, args)
-                return list(cur.fetchall())
-        finally:
-            conn.close()
+        return root_query(self.port, database, sql, args)
 
     def create_database(self, name: str) -> None:
         self.query(None, f"CREATE DATABASE IF NOT EXISTS `{name}` CHARACTER SET utf8mb4")
