@@ -122,13 +122,7 @@ class OpsEnv:
         return path
 
     def sql(self, statement: str, *args: Any) -> list[tuple]:
-        conn = self._connect()
-        try:
-            with conn.cursor() as cur:
-                cur.execute(statement, args)
-                return list(cur.fetchall())
-        finally:
-            conn.close()
+        return self.mariadb.query(self.database, statement, args)
 
     def insert_schedules(self, rows: Iterable[tuple[int, str, datetime, str | None]]) -> None:
         """Insert ``(avatar_id, status, next_schedule_time, pause_reason)`` rows in bulk."""

@@ -20,7 +20,6 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import grpc
-import pymysql
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
@@ -41,7 +40,7 @@ from me2_scheduler.storage.index import DelayIndex
 from me2_scheduler.storage.migrations import apply_migrations
 from me2_scheduler.storage.mysql import MysqlStore, ScheduleRow
 from me2_scheduler.supervisor.child import EXIT_CANNOT_BOOT, ChildContext
-from me2_scheduler.testing.servers import MariaDBServer, RedisServer, free_port
+from me2_scheduler.testing.servers import MariaDBServer, RedisServer, free_port, root_query
 from me2_scheduler.timefmt import Display
 from me2_scheduler.workers.executor import Dispatcher, epoch
 
@@ -109,16 +108,8 @@ class Harness:
         return getattr(self.stub, method)(request, timeout=CALL_TIMEOUT_S)
 
     def sql(self, statement: str, *args: Any) -> list[tuple]:
-        dsn = self.config.mysql.dsn
-        conn = pymysql.connect(
-            host=dsn.host, port=dsn.port, user=dsn.user, database=dsn.database, autocommit=True
-        )
-        try:
-            with conn.cursor() as cur:
-                cur.execute(statement, args)
-                return list(cur.fetchall())
-        finally:
-            conn.close()
+        dsn = self.config.mysql.dsn  # the test server's root, on loopback
+        return root_query(dsn.port, dsn.database, statement, args)
 
     def history_count(self, avatar_id: int) -> int:
         rows = self.sql(
