@@ -1,18 +1,35 @@
 """Versioned schema migrations: ``storage/migrations/NNN_name.sql``, applied in order.
 
 The version of a migration is its file name without ``.sql`` (``001_seed``);
-``schema_migrations`` records those applied. MySQL commits DDL as it goes, so
-a migration cannot be rolled back half-way: every statement in the files is
-written to be re-runnable (``IF NOT EXISTS``), and a migration is recorded
-only after all its statements ran. An existing seed-shaped database (the Go
-original's table, no ``schema_migrations``) is therefore upgraded in place:
-``001_seed`` finds its table and changes nothing, the later ones add to it.
-Concurrent runs are serialised with ``GET_LOCK``.
+``schema_migrations`` records those applied, by version only: no checksum, so
+a file whose text is rewritten without changing its effect (as 002 and 004
+were, to run on MySQL 8) leaves databases that applied the earlier text
+alone. The tests compare the schema each text builds.
+
+MySQL commits DDL statement by statement, so a migration cannot be rolled
+back half-way; it is recorded only after all its statements ran, and every
+statement must be safe to run again. The SQL stays portable between MySQL
+8.0/8.4 and MariaDB 10.11 (MySQL has no ``ADD COLUMN IF NOT EXISTS``), so a
+statement that is not re-runnable by itself (an ``ALTER TABLE ... ADD``)
+carries a guard, a comment line just above it, and is skipped when
+information_schema shows its effect::
+
+    -- unless column avatar_schedules.last_error
+    -- unless index diary_runs.idx_fire_time
+    -- unless index diary_runs.PRIMARY (run_date, fire_time)
+    -- unless table diary_runs
+
+An index guard with columns needs exactly those, in order. One guard per
+statement, so a guarded ``ALTER`` makes one change. An existing seed-shaped
+database (the Go original's table, no ``schema_migrations``) is upgraded in
+place: ``001_seed`` finds its table and changes nothing, the later ones add to
+it. Concurrent runs are serialised with ``GET_LOCK``.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import resources
@@ -44,6 +61,80 @@ _TOKEN = re.compile(
     r"""|(?P<comment>--[^\n]*|\#[^\n]*|/\*.*?\*/)|(?P<end>;)|[^'"`;#/-]+|.""",
     re.DOTALL,
 )
+# A guard: "-- unless" then "table T", "column T.C" or "index T.I [(C, ...)]".
+_GUARD = re.compile(r"--\s*unless\b(?P<guard>.*)")
+_GUARD_BODY = re.compile(
+    r"(?P<kind>table|column|index)\s+(?P<table>\w+)(?:\.(?P<name>\w+))?"
+    r"(?:\s*\((?P<columns>\s*\w+(?:\s*,\s*\w+)*\s*)\))?"
+)
+_GUARD_FORMS = "'table T', 'column T.C' or 'index T.I' with optional '(C, ...)'"
+_TABLE_EXISTS = (
+    "SELECT COUNT(*) FROM information_schema.TABLES"
+    " WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s"
+)
+_COLUMN_EXISTS = (
+    "SELECT COUNT(*) FROM information_schema.COLUMNS"
+    " WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s AND COLUMN_NAME = %s"
+)
+_INDEX_COLUMNS = (
+    "SELECT COLUMN_NAME FROM information_schema.STATISTICS"
+    " WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s AND INDEX_NAME = %s"
+    " ORDER BY SEQ_IN_INDEX"
+)
+
+
+@dataclass(frozen=True)
+class Guard:
+    """What a step creates, looked up in information_schema: a table, a column or an index.
+
+    ``columns`` (indexes only) are the index's columns in order; empty means
+    any index of that name will do.
+    """
+
+    kind: str  # "table", "column" or "index"
+    table: str
+    name: str = ""
+    columns: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, text: str) -> Guard:
+        """The guard ``text`` (what follows ``-- unless``) names; raise ValueError if malformed."""
+        match = _GUARD_BODY.fullmatch(text.strip())
+        kind = match["kind"] if match else ""
+        if (
+            not match
+            or (kind == "table") == bool(match["name"])
+            or (match["columns"] and kind != "index")
+        ):
+            raise ValueError(f"unreadable guard '-- unless {text.strip()}'; write {_GUARD_FORMS}")
+        columns = match["columns"].split(",") if match["columns"] else []
+        return cls(kind, match["table"], match["name"] or "", tuple(c.strip() for c in columns))
+
+    def __str__(self) -> str:
+        target = f"{self.table}.{self.name}" if self.name else self.table
+        return f"{self.kind} {target}" + (f" ({', '.join(self.columns)})" if self.columns else "")
+
+    def present(self, cur: pymysql.cursors.Cursor) -> bool:
+        """True when the current database already has what the guard names."""
+        if self.kind == "table":
+            cur.execute(_TABLE_EXISTS, (self.table,))
+            return cur.fetchone()[0] > 0
+        if self.kind == "column":
+            cur.execute(_COLUMN_EXISTS, (self.table, self.name))
+            return cur.fetchone()[0] > 0
+        cur.execute(_INDEX_COLUMNS, (self.table, self.name))
+        # Names compare case-blind, as MySQL compares column and index names.
+        found = [str(column).lower() for (column,) in cur.fetchall()]
+        wanted = [column.lower() for column in self.columns]
+        return bool(found) and (not wanted or found == wanted)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One statement of a migration, skipped when its guard (``unless``) is present."""
+
+    sql: str
+    unless: Guard | None = None
 
 
 @dataclass(frozen=True)
@@ -54,24 +145,55 @@ class Migration:
     sql: str
 
     def statements(self) -> list[str]:
-        """The file's statements, comments removed."""
+        """The file's statements, comments (guards too) removed."""
         return split_statements(self.sql)
+
+    def steps(self) -> list[Step]:
+        """The file's statements with their guards; raise StoreError for a malformed guard."""
+        try:
+            return split_steps(self.sql)
+        except ValueError as exc:
+            raise StoreError(f"migration {self.version}: {exc}") from None
+
+
+def _split(sql: str) -> Iterator[tuple[str, list[str]]]:
+    """Each statement of ``sql`` (comments removed) with the comments before and in it."""
+    current: list[str] = []
+    comments: list[str] = []
+    for token in _TOKEN.finditer(sql):
+        if token.group("comment"):
+            comments.append(token.group(0))
+        elif token.group("end"):
+            yield "".join(current).strip(), comments
+            current, comments = [], []
+        else:
+            current.append(token.group(0))
+    yield "".join(current).strip(), comments
 
 
 def split_statements(sql: str) -> list[str]:
     """Split SQL text on ``;`` outside strings, quoted names and comments."""
-    statements: list[str] = []
-    current: list[str] = []
-    for token in _TOKEN.finditer(sql):
-        if token.group("comment"):
-            continue
-        if token.group("end"):
-            statements.append("".join(current).strip())
-            current = []
-        else:
-            current.append(token.group(0))
-    statements.append("".join(current).strip())
-    return [statement for statement in statements if statement]
+    return [statement for statement, _ in _split(sql) if statement]
+
+
+def split_steps(sql: str) -> list[Step]:
+    """The statements of ``sql``, each with the ``-- unless`` guard written above it.
+
+    Raises ValueError for a malformed guard, two guards on one statement, or
+    a guard followed by no statement.
+    """
+    steps: list[Step] = []
+    for statement, comments in _split(sql):
+        guards = [Guard.parse(m["guard"]) for c in comments if (m := _GUARD.match(c))]
+        if len(guards) > 1:
+            raise ValueError(
+                f"one guard per statement, found {'; '.join(map(str, guards))}: split the statement"
+            )
+        if statement:
+            steps.append(Step(statement, guards[0] if guards else None))
+        elif guards:
+            raise ValueError(f"the guard '-- unless {guards[0]}' is followed by no statement")
+    return steps
 
 
 def available_migrations() -> list[Migration]:
@@ -165,6 +287,20 @@ def _lock(cur: pymysql.cursors.Cursor, conf: MysqlConf, name: str) -> None:
         )
 
 
+def run_migration(cur: pymysql.cursors.Cursor, migration: Migration) -> list[Step]:
+    """Run the migration's steps whose guard is absent and return them; record nothing.
+
+    Raises StoreError for a malformed guard; driver errors pass through.
+    """
+    ran = []
+    for step in migration.steps():
+        if step.unless is not None and step.unless.present(cur):
+            continue  # done by an earlier run cut short, or by hand
+        cur.execute(step.sql)
+        ran.append(step)
+    return ran
+
+
 def _apply_missing(
     cur: pymysql.cursors.Cursor, conn: pymysql.connections.Connection, conf: MysqlConf
 ) -> list[str]:
@@ -174,8 +310,8 @@ def _apply_missing(
     for migration in available_migrations():
         if migration.version in done:
             continue
-        for statement in migration.statements():
-            cur.execute(statement)
+        with translated(conf.dsn, f"applying migration {migration.version}"):
+            run_migration(cur, migration)
         applied_at = to_db(datetime.now(timezone.utc), zone(conf.dsn.loc))
         cur.execute(
             "INSERT INTO schema_migrations (version, applied_at) VALUES (%s, %s)",
