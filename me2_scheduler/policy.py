@@ -122,6 +122,18 @@ def retry_due(now: datetime, retry_delay_seconds: float) -> datetime:
     return whole_second(now) + timedelta(seconds=math.ceil(retry_delay_seconds))
 
 
+def success_moves_next(status: str) -> bool:
+    """Whether a successful dispatch of a schedule in ``status`` draws its next time.
+
+    Active: its next slot. Paused (only a TriggerSchedule dispatches it): as
+    well, since the seed's Trigger "updates the statistics and the next
+    schedule time"; the status is kept, so the time is only shown until a
+    resume, which draws its own, and the avatar stays out of the index.
+    Disabled: never dispatched, never moved.
+    """
+    return status in (ACTIVE, PAUSED)
+
+
 @dataclass(frozen=True)
 class FailureOutcome:
     """The consecutive-failure count after one more failure, and whether to auto-pause."""

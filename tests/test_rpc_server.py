@@ -262,13 +262,10 @@ def assert_outcome(
         assert after.next_schedule_time == before.next_schedule_time
     elif kind == "disabled":
         assert after.status == "disabled"
-    elif kind == "dispatched":
-        assert after.status == state
+    elif kind == "dispatched":  # a paused avatar too gets a new next time, and stays paused
+        assert (after.status, after.pause_reason) == (state, before.pause_reason)
         assert (after.schedule_count, after.failed_count) == (before.schedule_count + 1, 0)
-        if state == "active":
-            assert_new_next(after, *times)
-        else:
-            assert after.next_schedule_time == before.next_schedule_time
+        assert_new_next(after, *times)
 
 
 @pytest.mark.parametrize(("call", "state"), list(TABLE))
@@ -380,12 +377,79 @@ def test_trigger_of_an_avatar_in_flight_is_refused(
     assert SimulatorControl(action_sim.address).stats().total == 0
 
 
-def test_trigger_of_a_paused_avatar_dispatches_and_leaves_it_paused(rpc: Harness) -> None:
-    put_in_state(rpc, 10, "paused")
-    assert rpc.call("TriggerSchedule", avatar_id=10).code == 0
-    assert rpc.store.get(10).status == "paused"
-    assert rpc.index.due_score(10) is None
-    assert not rpc.index.is_inflight(10)
+def test_trigger_of_a_paused_avatar_updates_its_stats_and_next_time_and_leaves_it_paused(
+    rpc: Harness,
+) -> None:
+    before = put_in_state(rpc, 10, "paused")
+    started = utc_now()
+    reply = rpc.call("TriggerSchedule", avatar_id=10)
+    assert reply.code == 0
+    row = rpc.store.get(10)
+    assert (row.status, row.pause_reason) == ("paused", "user")
+    assert (row.schedule_count, row.failed_count) == (before.schedule_count + 1, 0)
+    assert row.last_action_type == reply.action_type != ""
+    assert started <= row.last_schedule_time <= utc_now()
+    assert_new_next(row, started, utc_now())
+    # Paused: in neither due nor inflight (invariant 1), so the new time plans nothing.
+    assert (rpc.index.due_score(10), rpc.index.is_inflight(10)) == (None, False)
+    rpc.assert_index_matches_mysql()
+
+
+def test_a_triggered_auto_paused_avatar_stays_paused_until_a_resume_draws_its_own_time(
+    rpc: Harness, action_sim: RunningSimulator
+) -> None:
+    put_in_state(rpc, 15, "active")
+    control = SimulatorControl(action_sim.address)
+    control.configure(fail_avatars=[15])
+    replies = [rpc.call("TriggerSchedule", avatar_id=15).code for _ in range(2)]
+    assert replies == [500, 500]  # 3 failures + 2: the fifth in a row pauses
+    paused = rpc.store.get(15)
+    assert (paused.status, paused.pause_reason, paused.failed_count) == ("paused", "failures", 5)
+    control.configure(fail_avatars=[])
+    started = utc_now()
+    assert rpc.call("TriggerSchedule", avatar_id=15).code == 0
+    triggered = rpc.store.get(15)
+    assert (triggered.status, triggered.pause_reason) == ("paused", "failures")
+    assert (triggered.failed_count, triggered.schedule_count) == (0, paused.schedule_count + 1)
+    assert_new_next(triggered, started, utc_now())
+    rpc.assert_index_matches_mysql()
+    resumed = rpc.call("ResumeAvatarSchedule", avatar_id=15)
+    assert (resumed.code, resumed.info.status) == (0, "active")
+    assert rpc.index.due_score(15) == epoch(rpc.store.get(15).next_schedule_time)
+    rpc.assert_index_matches_mysql()
+
+
+def auto_dispatch(rpc: Harness, avatar_id: int, due: datetime | None = None) -> str:
+    """Make the avatar due (in Redis, and in MySQL when ``due`` is given), claim it and
+    run a worker's dispatch; the outcome's result."""
+    if due is not None:
+        rpc.sql(
+            "UPDATE avatar_schedules SET next_schedule_time = %s WHERE avatar_id = %s",
+            due.replace(tzinfo=None), avatar_id,
+        )  # fmt: skip
+    rpc.index.schedule(avatar_id, epoch(due or datetime(2000, 1, 1, tzinfo=timezone.utc)))
+    assert rpc.index.claim_due(batch=10, lease_s=30) == 1
+    claim = rpc.index.pop_ready(timeout_s=1)
+    assert claim is not None
+    return Dispatcher(rpc.config, rpc.store, rpc.index, rpc.action).run_claim(claim).result
+
+
+def test_schedule_count_counts_successful_dispatches_automatic_and_manual_only(
+    rpc: Harness, action_sim: RunningSimulator
+) -> None:
+    put_in_state(rpc, 16, "active")
+    control = SimulatorControl(action_sim.address)
+    assert rpc.call("TriggerSchedule", avatar_id=16).code == 0
+    control.configure(fail_avatars=[16])
+    assert rpc.call("TriggerSchedule", avatar_id=16).code == 500
+    control.configure(fail_avatars=[])
+    assert auto_dispatch(rpc, 16) == "skipped"  # MySQL says it is not due yet
+    assert rpc.store.get(16).schedule_count == 1
+    assert auto_dispatch(rpc, 16, due=datetime(2000, 1, 1, tzinfo=timezone.utc)) == "success"
+    outcomes = [(e.trigger, e.outcome) for e in reversed(rpc.store.history(16, 10))]
+    assert outcomes == [("manual", "success"), ("manual", "failure"), ("auto", "success")]
+    assert rpc.store.get(16).schedule_count == 2
+    rpc.assert_index_matches_mysql()
 
 
 def test_trigger_reports_an_action_failure_as_500_and_counts_it(
@@ -396,7 +460,10 @@ def test_trigger_reports_an_action_failure_as_500_and_counts_it(
     reply = rpc.call("TriggerSchedule", avatar_id=11)
     assert reply.code == 500
     assert "simulated failure" in reply.message
-    assert rpc.store.get(11).failed_count == before.failed_count + 1
+    after = rpc.store.get(11)
+    assert (after.failed_count, after.schedule_count) == (
+        before.failed_count + 1, before.schedule_count,
+    )  # fmt: skip
     assert [e.outcome for e in rpc.store.history(11, 10)] == ["failure"]
     rpc.assert_index_matches_mysql()
 
@@ -423,12 +490,19 @@ def test_a_trigger_that_overruns_the_server_timeout_is_deadline_exceeded(
     put_in_state(rpc, 12, "active")
     SimulatorControl(action_sim.address).configure(latency_ms=1000)
     caplog.set_level(logging.INFO, logger="me2_scheduler.rpc")
+    before = rpc.store.get(12)
     with pytest.raises(grpc.RpcError) as raised:
         rpc.call("TriggerSchedule", avatar_id=12)
     assert raised.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     assert "rpc TriggerSchedule avatar_id=12 code=DEADLINE_EXCEEDED" in caplog.text
-    # The handler finishes in the background and records the dispatch.
-    wait_until(lambda: rpc.history_count(12) == 1, what="the background dispatch")
+    # The Action call had the server's 200 ms too: it is cut and recorded as a failure.
+    wait_until(lambda: rpc.history_count(12) == 1, what="the cut dispatch to be recorded")
+    [entry] = rpc.store.history(12, 10)
+    assert (entry.trigger, entry.outcome) == ("manual", "failure")
+    after = rpc.store.get(12)
+    assert (after.schedule_count, after.failed_count) == (
+        before.schedule_count, before.failed_count + 1,
+    )  # fmt: skip
     wait_until(lambda: not rpc.index.is_inflight(12), what="the lease to be settled")
     rpc.assert_index_matches_mysql()
 

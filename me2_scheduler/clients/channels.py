@@ -16,7 +16,8 @@ from __future__ import annotations
 import os
 import random
 import threading
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any
 
 import grpc
@@ -50,6 +51,20 @@ CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
 _UNAVAILABLE_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 _PASS_THROUGH_SCHEMES = ("dns:", "ipv4:", "ipv6:", "unix:", "unix-abstract:")
 ETCD_LOAD_TIMEOUT_S = 5.0  # the first read of the endpoints waits at most this (or the call's)
+
+
+@dataclass(frozen=True)
+class Caller:
+    """The incoming call an outgoing call is made for, as go-zero hands its ctx on.
+
+    The outgoing call gets ``timeout_s`` and is cancelled when the incoming
+    call ends first. ``on_end`` registers a callback run when the incoming
+    call ends and returns False when it has ended already: exactly
+    ``grpc.ServicerContext.add_callback``.
+    """
+
+    timeout_s: float
+    on_end: Callable[[Callable[[], None]], bool]
 
 
 def resolve_target(conf: RpcClientConf) -> str:
@@ -181,25 +196,40 @@ class RpcClient:
                 self._pool.close()
             self._pool, self._watcher = None, None
 
-    def call(self, method: str, request: Any, timeout_s: float | None) -> Any:
+    def call(
+        self, method: str, request: Any, timeout_s: float | None, caller: Caller | None = None
+    ) -> Any:
         """Invoke ``method`` on a picked endpoint; return the response.
 
-        ``timeout_s`` None means the config's ``Timeout``. Raises
-        ``DownstreamError`` for a gRPC error or when no endpoint can be
-        picked, ``SchedulerError`` when the config resolves to nothing.
+        ``timeout_s`` None means the config's ``Timeout``; a ``caller`` brings
+        its own timeout instead, and cancels the call when it goes away.
+        Raises ``DownstreamError`` for a gRPC error, a call cancelled that
+        way (``unavailable``), or when no endpoint can be picked;
+        ``SchedulerError`` when the config resolves to nothing.
         """
+        if caller is not None:
+            timeout_s = caller.timeout_s
         timeout = self.conf.timeout_ms / 1000 if timeout_s is None else timeout_s
         pool, endpoint = self._pick(timeout if timeout > 0 else ETCD_LOAD_TIMEOUT_S)
-        stub = endpoint.stubs.get("stub") or endpoint.stubs.setdefault(
-            "stub", self._make_stub(endpoint.channel)
+        invoke = getattr(
+            endpoint.stubs.get("stub")
+            or endpoint.stubs.setdefault("stub", self._make_stub(endpoint.channel)),
+            method,
         )
+        options = {"timeout": timeout if timeout > 0 else None, "metadata": self._auth()}
         try:
             with pool.using(endpoint):
-                return getattr(stub, method)(
-                    request, timeout=timeout if timeout > 0 else None, metadata=self._auth()
-                )
+                if caller is None:
+                    return invoke(request, **options)
+                return answer_for(caller, invoke.future(request, **options))
         except grpc.RpcError as exc:
             raise rpc_error(self.service, exc) from None
+        except grpc.FutureCancelledError:
+            raise DownstreamError(
+                f"{self.service} call cancelled: the caller went away (its deadline passed"
+                f" or it cancelled) before {self.service} answered",
+                unavailable=True,
+            ) from None
 
     def _auth(self) -> tuple[tuple[str, str], ...] | None:
         # go-zero's App/Token authentication travels as "app" and "token" metadata.
@@ -212,6 +242,18 @@ class RpcClient:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def answer_for(caller: Caller, future: Any) -> Any:
+    """The result of an outgoing call ``future``, cancelled as soon as ``caller`` ends.
+
+    Raises what ``future.result()`` raises: ``grpc.RpcError``, or
+    ``grpc.FutureCancelledError`` once cancelled.
+    """
+    # Also run when the caller ends normally, after this call is done: a no-op then.
+    if not caller.on_end(future.cancel):
+        future.cancel()  # the caller is gone already
+    return future.result()
 
 
 def rpc_error(service: str, exc: grpc.RpcError) -> DownstreamError:

@@ -108,7 +108,10 @@ class SchedulerServicer:
         raise NotImplementedError('Method not implemented!')
 
     def TriggerSchedule(self, request, context):
-        """Dispatch one action for the avatar now, and reschedule it.
+        """Dispatch one action for the avatar now, and reschedule it. The Action
+        call inherits the caller's deadline (the least of it, ActionRpc.Timeout
+        and the server's Timeout) and is cancelled when the caller goes away; a
+        call cut so is recorded as a failure, never as a success.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

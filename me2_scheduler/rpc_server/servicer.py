@@ -14,6 +14,7 @@ import functools
 import logging
 import random
 import re
+import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeVar
@@ -21,6 +22,7 @@ from typing import Any, TypeVar
 import grpc
 
 from me2_scheduler import policy
+from me2_scheduler.clients.channels import Caller
 from me2_scheduler.config import Config
 from me2_scheduler.errors import RedisIndexError, SchedulerError, StoreError
 from me2_scheduler.policy import CONFLICT, INTERNAL, INVALID, OK, UNAVAILABLE, Call
@@ -39,6 +41,7 @@ MAX_BATCH_IDS = 1000
 DEFAULT_HISTORY_LIMIT = 20
 MAX_HISTORY_LIMIT = 100
 MAX_MESSAGE_DETAIL = 300  # characters of a driver error shown to a client
+MIN_ACTION_TIMEOUT_S = 0.001  # a spent budget still means "now": gRPC reads 0 as no deadline
 
 BAD_AVATAR_ID = "avatar_id must be a positive integer"
 CHANGED_CONCURRENTLY = "the schedule changed concurrently; retry"
@@ -65,8 +68,10 @@ def one_sentence(text: str) -> str:
     return text
 
 
-def answers(response_type: type) -> Callable[[_Handler], _Handler]:
+def answers(response_type: type, *, with_context: bool = False) -> Callable[[_Handler], _Handler]:
     """Turn a handler ``f(self, request) -> response`` into a gRPC method that never raises.
+
+    ``with_context``: the handler is ``f(self, request, context)``.
 
     ``Refused`` becomes its code and message; ``StoreError``/``RedisIndexError``
     become 503 "storage unavailable: ..."; another ``SchedulerError`` 500 with
@@ -77,6 +82,8 @@ def answers(response_type: type) -> Callable[[_Handler], _Handler]:
         @functools.wraps(handler)
         def method(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
             try:
+                if with_context:
+                    return handler(self, request, context)
                 return handler(self, request)
             except Refused as exc:
                 return response_type(code=exc.code, message=exc.message)
@@ -102,6 +109,22 @@ def valid_avatar_id(avatar_id: int) -> int:
     if avatar_id <= 0:
         raise Refused(INVALID, BAD_AVATAR_ID)
     return avatar_id
+
+
+def action_timeout_s(
+    caller_left_s: float | None, action_timeout_ms: int, server_left_s: float | None
+) -> float:
+    """The deadline of the Action call a TriggerSchedule makes, in seconds.
+
+    The least of the caller's remaining time, ``ActionRpc.Timeout`` and what
+    is left of the server's ``Timeout``, as in go-zero, where the incoming
+    ctx (the caller's deadline, cut by the server's per-call timeout) becomes
+    the outgoing call's, whose own timeout can only shorten it. None is no
+    limit; the result is never below ``MIN_ACTION_TIMEOUT_S``.
+    """
+    bounds = [action_timeout_ms / 1000]
+    bounds += [left for left in (caller_left_s, server_left_s) if left is not None]
+    return max(MIN_ACTION_TIMEOUT_S, min(bounds))
 
 
 def history_limit(limit: int) -> int:
@@ -162,15 +185,17 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
         assert row is not None  # decide() answers 404 for a missing row
         return pb.GetAvatarScheduleStatusResponse(code=OK, message=SUCCESS, info=self._info(row))
 
-    @answers(pb.TriggerScheduleResponse)
-    def TriggerSchedule(self, request: Any) -> Any:
+    @answers(pb.TriggerScheduleResponse, with_context=True)
+    def TriggerSchedule(self, request: Any, context: grpc.ServicerContext) -> Any:
+        began = time.monotonic()
         avatar_id = valid_avatar_id(request.avatar_id)
         self._decided(Call.TRIGGER, avatar_id)  # refuse early, before touching Redis
         claim = self._index.claim_one(avatar_id, self._config.schedule.lease_seconds)
         if claim is None:
             raise Refused(CONFLICT, IN_FLIGHT)
         row = self._still_dispatchable(claim)
-        outcome = self._dispatcher.dispatch(row, claim, trigger="manual")
+        caller = self._caller(context, began)
+        outcome = self._dispatcher.dispatch(row, claim, trigger="manual", caller=caller)
         if outcome.result != "success" or outcome.action is None:
             code = UNAVAILABLE if outcome.unavailable else INTERNAL
             raise Refused(code, f"action failed: {one_sentence(outcome.error)}")
@@ -273,6 +298,22 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
         if decision.code == OK:  # a table without a dispatch here is a bug, not a race
             raise Refused(INTERNAL, "internal error")
         raise Refused(decision.code, decision.message)
+
+    def _caller(self, context: grpc.ServicerContext, began: float) -> Caller:
+        """The Trigger's caller as its Action call inherits it (go-zero's ctx): the
+        deadline of ``action_timeout_s``, and a cancel when the caller goes away.
+
+        A caller that goes away (deadline passed, cancelled, or answered
+        DEADLINE_EXCEEDED by the server's ``Timeout``) cuts the Action call,
+        which is then recorded as a failure, never as a success: a caller that
+        retries must not find the first trigger counted as done.
+        """
+        server_ms = self._config.timeout_ms
+        server_left = server_ms / 1000 - (time.monotonic() - began) if server_ms > 0 else None
+        timeout = action_timeout_s(
+            context.time_remaining(), self._config.action_rpc.timeout_ms, server_left
+        )
+        return Caller(timeout, context.add_callback)
 
     def _next_time(self) -> datetime:
         schedule = self._config.action_schedule

@@ -344,8 +344,8 @@ class MysqlStore:
 
         Always (the dispatch happened): ``schedule_count+1``, ``last_schedule_time
         = started_at``, ``last_action_type``, ``failed_count = 0``, ``last_error =
-        NULL``, a history row. Only while the row is active at ``expected_version``
-        (``applied``): ``next_schedule_time = next_time``. Nothing when the slot
+        NULL``, a history row. Only while the row is at ``expected_version``, active
+        or paused (``applied``): ``next_schedule_time = next_time``. Nothing when the slot
         was already recorded as a success (``duplicate``). Raises StoreError,
         also when the avatar has no schedule row.
         """

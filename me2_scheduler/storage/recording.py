@@ -90,40 +90,56 @@ def changes_for(
     """What ``attempt`` writes to the locked ``row``, whether the guard held
     (``applied``), and whether it auto-pauses the row.
 
-    Always (the dispatch happened): the counters, times and error columns.
-    Only while the row is active at the version the dispatcher read
-    (``policy``'s guard): the next due time, or the pause after too many
-    failures in a row.
+    Always (the dispatch happened): the counters, times and error columns;
+    ``schedule_count`` counts successes only. Only while the row is at the
+    version the dispatcher read (nobody moved it since): after a success, the
+    next due time, of an active row and of a paused one a TriggerSchedule
+    dispatched (``policy.success_moves_next``); after a failure of an active
+    row, the retry time or the pause after too many failures in a row.
     """
-    applied = row.status == policy.ACTIVE and row.version == attempt.expected_version
-    changes: dict[str, Any]
+    unmoved = row.version == attempt.expected_version
     if attempt.error is None:
-        changes = {
-            "schedule_count": row.schedule_count + 1,
-            "last_schedule_time": attempt.started_at,
-            "last_action_type": attempt.action_type,
-            "failed_count": 0,
-            "last_error": None,
-        }
-        if applied:
-            changes["next_schedule_time"] = attempt.next_time
-        paused = False
+        applied = unmoved and policy.success_moves_next(row.status)
+        changes, paused = _success_changes(row, attempt, applied), False
     else:
-        outcome = policy.after_failure(row.failed_count, attempt.max_consecutive_failures)
-        changes = {
-            "failed_count": outcome.failed_count,
-            "last_failed_time": attempt.finished_at,
-            "last_error": attempt.error[:ERROR_MAX_CHARS],
-        }
-        paused = applied and outcome.pause
-        if paused:
-            changes["status"] = policy.PAUSED
-            changes["pause_reason"] = policy.PAUSED_BY_FAILURES
-        elif applied:
-            changes["next_schedule_time"] = attempt.retry_time
+        # A paused row keeps its time: a retry would be shown, never planned.
+        applied = unmoved and row.status == policy.ACTIVE
+        changes, paused = _failure_changes(row, attempt, attempt.error, applied)
     changes["version"] = row.version + 1
     changes["updated_at"] = now
     return changes, applied, paused
+
+
+def _success_changes(row: ScheduleRow, attempt: Attempt, applied: bool) -> dict[str, Any]:
+    changes: dict[str, Any] = {
+        "schedule_count": row.schedule_count + 1,
+        "last_schedule_time": attempt.started_at,
+        "last_action_type": attempt.action_type,
+        "failed_count": 0,
+        "last_error": None,
+    }
+    if applied:
+        changes["next_schedule_time"] = attempt.next_time
+    return changes
+
+
+def _failure_changes(
+    row: ScheduleRow, attempt: Attempt, error: str, applied: bool
+) -> tuple[dict[str, Any], bool]:
+    """The failure's columns, and whether it pauses the row."""
+    outcome = policy.after_failure(row.failed_count, attempt.max_consecutive_failures)
+    changes: dict[str, Any] = {
+        "failed_count": outcome.failed_count,
+        "last_failed_time": attempt.finished_at,
+        "last_error": error[:ERROR_MAX_CHARS],
+    }
+    paused = applied and outcome.pause
+    if paused:
+        changes["status"] = policy.PAUSED
+        changes["pause_reason"] = policy.PAUSED_BY_FAILURES
+    elif applied:
+        changes["next_schedule_time"] = attempt.retry_time
+    return changes, paused
 
 
 def recorded_successes(cur: Cursor, attempts: Sequence[Attempt]) -> set[str]:

@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 
 from me2_scheduler import metrics, policy
 from me2_scheduler.clients.action import ActionClient, ActionResult
+from me2_scheduler.clients.channels import Caller
 from me2_scheduler.config import Config
 from me2_scheduler.errors import DownstreamError, RedisIndexError, StoreError
 from me2_scheduler.storage.index import Claim, DelayIndex
@@ -150,9 +151,17 @@ class Dispatcher:
         """The pick-up check: active, and not already moved past the claimed slot."""
         return row.status == policy.ACTIVE and epoch(row.next_schedule_time) <= claim.planned_at
 
-    def dispatch(self, row: ScheduleRow, claim: Claim, trigger: str) -> DispatchOutcome:
-        """Call Action for ``row``'s avatar, record the outcome, settle Redis."""
-        (outcome,) = self._record(self._call_each([(row, claim)], trigger, lambda: False))
+    def dispatch(
+        self, row: ScheduleRow, claim: Claim, trigger: str, caller: Caller | None = None
+    ) -> DispatchOutcome:
+        """Call Action for ``row``'s avatar, record the outcome, settle Redis.
+
+        For a ``caller`` (TriggerSchedule) the Action call has the caller's
+        deadline and is cancelled when the caller goes away: a call cut so is
+        recorded as a failure, never as a success. Raises StoreError or
+        RedisIndexError when a server fails mid-way (the lease then expires).
+        """
+        (outcome,) = self._record([self._call(row, claim, trigger, caller)])
         return outcome
 
     def _call_each(
@@ -192,7 +201,9 @@ class Dispatcher:
         metrics.DISPATCHES.labels(result="skipped").inc(len(pending) - len(kept))
         return kept
 
-    def _call(self, row: ScheduleRow, claim: Claim, trigger: str) -> _Call:
+    def _call(
+        self, row: ScheduleRow, claim: Claim, trigger: str, caller: Caller | None = None
+    ) -> _Call:
         avatar_id = row.avatar_id
         planned_at = _planned(claim)
         key = policy.idempotency_key(avatar_id, planned_at)
@@ -201,7 +212,7 @@ class Dispatcher:
         log.info("[TaskExecutor] 开始调度分身: %d", avatar_id, extra={"avatar_id": avatar_id})
         began = time.perf_counter()
         try:
-            result = self._action.schedule_action(avatar_id, key, trigger)
+            result = self._ask_action(avatar_id, key, trigger, caller)
         except DownstreamError as exc:
             metrics.ACTION_DURATION.observe(time.perf_counter() - began)
             return _Call(
@@ -210,6 +221,14 @@ class Dispatcher:
         metrics.ACTION_DURATION.observe(time.perf_counter() - began)
         attempt = self._success(row, planned_at, trigger, started_at, key, result)
         return _Call(claim, attempt, result=result)
+
+    def _ask_action(
+        self, avatar_id: int, key: str, trigger: str, caller: Caller | None
+    ) -> ActionResult:
+        """Action's answer; raise DownstreamError. A worker's call answers to no caller."""
+        if caller is None:
+            return self._action.schedule_action(avatar_id, key, trigger)
+        return self._action.schedule_action(avatar_id, key, trigger, caller=caller)
 
     def _success(
         self,
