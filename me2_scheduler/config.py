@@ -24,11 +24,12 @@ from me2_scheduler.goconf import build, parse_yaml, read_yaml
 from me2_scheduler.timefmt import service_zone
 
 __all__ = [
-    "Config", "ConfigError", "MysqlDsn", "describe", "load_config", "parse_dsn", "validate",
-    "validate_cron",
+    "Config", "ConfigError", "MysqlDsn", "describe", "load_config", "parse_dsn", "rpc_source",
+    "validate", "validate_cron",
 ]  # fmt: skip
 
 DEFAULT_CRON = "0 22 * * *"
+DIARY_RPC_KEY = "diary.rpc"  # the Diary service's etcd key when DiaryRpc is derived
 DEFAULT_MAX_MSG_SIZE = 16 * 1024 * 1024  # bytes, each way, per gRPC message
 
 
@@ -75,6 +76,7 @@ class RpcClientConf:
     cert_file: str = ""  # client certificate, for a server that wants mutual TLS
     key_file: str = ""
     max_msg_size: int = DEFAULT_MAX_MSG_SIZE
+    derived_from: str = ""  # the key path this client's Etcd was taken from; never read from YAML
 
 
 @dataclass(frozen=True)
@@ -120,7 +122,7 @@ class PrometheusConf:
 
 @dataclass(frozen=True)
 class LogConf:
-    encoding: str = "plain"  # plain | json
+    encoding: str = "json"  # json (go-zero's default) | plain
     level: str = "info"  # debug | info | error | severe
 
 
@@ -155,7 +157,7 @@ class Config:
 _KEY_OVERRIDES = {
     "timeout_ms": "Timeout", "password": "Pass", "ca_file": "CACertFile", "id": "ID", "db": "DB",
 }  # fmt: skip
-_DERIVED = frozenset({"dsn"})  # computed from another key, never read from YAML
+_DERIVED = frozenset({"dsn", "derived_from"})  # computed, never read from YAML
 
 
 def _yaml_key(attr: str) -> str | None:
@@ -174,7 +176,7 @@ def _value_at(config: Config, path: str) -> Any:
 
 
 def _finish(config: Config) -> Config:
-    """Fill the derived values: the parsed DSN, the default cron, ``Local`` as ""."""
+    """Fill the derived values: the parsed DSN, the default cron, ``Local`` as "", DiaryRpc."""
     if not config.mysql.data_source.strip():
         raise ConfigError("Mysql.DataSource", "is required (user:pass@tcp(host:port)/dbname)")
     cron = config.diary_schedule.cron_expression.strip() or DEFAULT_CRON
@@ -183,7 +185,37 @@ def _finish(config: Config) -> Config:
         timezone="" if config.timezone == "Local" else config.timezone,
         mysql=replace(config.mysql, dsn=parse_dsn(config.mysql.data_source)),
         diary_schedule=replace(config.diary_schedule, cron_expression=cron),
+        diary_rpc=_derive_diary_rpc(config.diary_rpc, config.action_rpc),
     )
+
+
+def _derive_diary_rpc(diary: RpcClientConf, action: RpcClientConf) -> RpcClientConf:
+    """``DiaryRpc`` as given, or, when it names no service, ``diary.rpc`` on ActionRpc's etcd.
+
+    The seed's config has no DiaryRpc, yet its Diary service is registered in
+    the same etcd as Action: the same hosts, account and TLS find it there.
+    A ``DiaryRpc.Etcd.Key`` given without hosts is kept.
+    """
+    if diary.endpoints or diary.target.strip() or diary.etcd.hosts or not action.etcd.hosts:
+        return diary
+    etcd = replace(action.etcd, key=diary.etcd.key or DIARY_RPC_KEY, id=0)
+    return replace(diary, etcd=etcd, derived_from="ActionRpc.Etcd")
+
+
+def rpc_source(conf: RpcClientConf) -> str:
+    """Where a client's calls go, for people: ``etcd diary.rpc on 10.0.0.1:2379``.
+
+    Follows the clients' precedence, Endpoints > Target > Etcd (``endpoints
+    h:p,...``, ``target T``, ``etcd KEY on HOSTS``); "" when none is set.
+    """
+    if conf.endpoints:
+        return "endpoints " + ",".join(conf.endpoints)
+    if conf.target.strip():
+        return "target " + conf.target.strip()
+    if not conf.etcd.hosts:
+        return ""
+    derived = f" (derived from {conf.derived_from})" if conf.derived_from else ""
+    return f"etcd {conf.etcd.key} on {','.join(conf.etcd.hosts)}{derived}"
 
 
 def load_config(path: str) -> Config:
@@ -431,7 +463,7 @@ def _describe(obj: Any, indent: str) -> Iterator[str]:
             continue
         value = getattr(obj, f.name)
         if is_dataclass(value):
-            yield f"{indent}{key}:"
+            yield f"{indent}{key}:{_section_note(value)}"
             yield from _describe(value, indent + "  ")
         elif isinstance(value, tuple):
             yield f"{indent}{key}:" + ("" if value else " []")
@@ -454,6 +486,13 @@ def _note(obj: Any, name: str) -> str:
     if name == "timezone" and not obj.timezone:
         return f"  # the server's local zone: {local_zone_name()}"
     return "  # milliseconds" if name == "timeout_ms" else ""
+
+
+def _section_note(section: Any) -> str:
+    """A trailing comment on an RPC client's section: where its calls go."""
+    if not isinstance(section, RpcClientConf):
+        return ""
+    return f"  # {rpc_source(section) or 'not configured'}"
 
 
 def _dsn_summary(dsn: MysqlDsn) -> str:

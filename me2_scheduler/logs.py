@@ -1,6 +1,7 @@
 """Logging for every process of the service: one line per record on stderr.
 
-Two encodings, as go-zero's ``Log.Encoding``:
+Two encodings, as go-zero's ``Log.Encoding`` (default ``json``, as go-zero's
+logx; the demo and test configs set ``plain`` for people to read):
 
 - ``plain``: ``<timestamp>\\t<level>\\t<content>\\t<key>=<value>...``, for example
   ``2026-11-27T17:00:00.123+08:00\\tinfo\\t[TaskExecutor] 开始调度分身: 42\\trole=worker[3]``

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +25,7 @@ from me2_scheduler.config import (
     ScheduleConf,
     describe,
     load_config,
+    rpc_source,
     validate_cron,
 )
 from me2_scheduler.dsn import MysqlDsn
@@ -101,6 +103,10 @@ def test_seed_yaml_loads_with_its_values_and_defaults_for_every_added_key() -> N
             ),
         ),
         action_rpc=RpcClientConf(etcd=EtcdConf(hosts=("127.0.0.1:2379",), key="action.rpc")),
+        diary_rpc=RpcClientConf(
+            etcd=EtcdConf(hosts=("127.0.0.1:2379",), key="diary.rpc"),
+            derived_from="ActionRpc.Etcd",
+        ),
         schedule=ScheduleConf(scan_interval=60, max_workers=10),
         action_schedule=ActionScheduleConf(min_interval_hours=2, max_interval_hours=6),
         diary_schedule=DiaryScheduleConf(cron_expression="0 22 * * *"),
@@ -289,6 +295,77 @@ def test_timezone_local_means_the_server_zone(tmp_path: Path) -> None:
     assert load_config(str(write(tmp_path, {"Timezone": "Local"}))).timezone == ""
 
 
+def test_log_encoding_defaults_to_json_as_go_zero_logx(tmp_path: Path) -> None:
+    assert load_config(str(write(tmp_path, {}))).log.encoding == "json"
+
+
+@pytest.mark.parametrize("name", ["scheduler-demo.yaml", "scheduler-test.yaml"])
+def test_the_demo_and_test_configs_log_plain_lines_people_read(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = REPO / "etc" / name
+    for variable in re.findall(r"\$\{(DEMO_\w+)\}", path.read_text(encoding="utf-8")):
+        monkeypatch.setenv(variable, "10000")  # scripts/demo.py sets the ports it started
+    assert load_config(str(path)).log.encoding == "plain"
+
+
+ACTION_ETCD = {"Hosts": ["10.0.0.1:2379", "10.0.0.2:2379"], "Key": "action.rpc", "User": "me2",
+               "Pass": "etcd-pw"}  # fmt: skip
+
+
+def test_diary_rpc_without_a_service_is_diary_rpc_in_action_rpcs_etcd_with_its_account_and_tls(
+    tmp_path: Path,
+) -> None:
+    ca = tmp_path / "etcd-ca.pem"
+    ca.write_text("not read until a channel is made")
+    action = {"Endpoints": None, "Etcd": {**ACTION_ETCD, "ID": 9, "CACertFile": str(ca)}}
+    diary = {"Timeout": 60000, "App": "scheduler"}  # a section that names no service
+    config = load_config(str(write(tmp_path, {"ActionRpc": action, "DiaryRpc": diary})))
+    assert config.diary_rpc.etcd == EtcdConf(
+        hosts=("10.0.0.1:2379", "10.0.0.2:2379"), key="diary.rpc", user="me2",
+        password="etcd-pw", ca_file=str(ca),
+    )  # fmt: skip
+    assert (config.diary_rpc.timeout_ms, config.diary_rpc.app) == (60000, "scheduler")
+    assert rpc_source(config.diary_rpc) == (
+        "etcd diary.rpc on 10.0.0.1:2379,10.0.0.2:2379 (derived from ActionRpc.Etcd)"
+    )
+
+
+def test_a_diary_etcd_key_given_without_hosts_is_looked_up_in_action_rpcs_etcd(
+    tmp_path: Path,
+) -> None:
+    path = write(tmp_path, {"ActionRpc": {"Endpoints": None, "Etcd": ACTION_ETCD},
+                            "DiaryRpc": {"Etcd": {"Key": "me2.diary.rpc"}}})  # fmt: skip
+    etcd = load_config(str(path)).diary_rpc.etcd
+    assert (etcd.hosts, etcd.key) == (("10.0.0.1:2379", "10.0.0.2:2379"), "me2.diary.rpc")
+
+
+@pytest.mark.parametrize(
+    ("diary", "source"),
+    [
+        ({"Endpoints": ["127.0.0.1:8009"]}, "endpoints 127.0.0.1:8009"),
+        ({"Target": "dns:///diary:8009"}, "target dns:///diary:8009"),
+        ({"Etcd": {"Hosts": ["10.0.0.9:2379"], "Key": "d.rpc"}}, "etcd d.rpc on 10.0.0.9:2379"),
+    ],
+)  # fmt: skip
+def test_a_diary_rpc_that_names_its_service_is_used_as_given(
+    tmp_path: Path, diary: dict[str, Any], source: str
+) -> None:
+    path = write(tmp_path, {"ActionRpc": {"Endpoints": None, "Etcd": ACTION_ETCD},
+                            "DiaryRpc": diary})  # fmt: skip
+    config = load_config(str(path))
+    assert rpc_source(config.diary_rpc) == source
+    assert config.diary_rpc.derived_from == ""
+
+
+def test_without_action_rpc_etcd_an_absent_diary_rpc_is_shown_as_not_configured(
+    tmp_path: Path,
+) -> None:
+    config = load_config(str(write(tmp_path, {})))  # ActionRpc by Endpoints
+    assert config.diary_rpc == RpcClientConf()
+    assert "\nDiaryRpc:  # not configured\n" in describe(config)
+
+
 def test_config_is_frozen() -> None:
     config = load_config(str(DEV_YAML))
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -405,6 +482,19 @@ def test_check_config_prints_the_effective_config_and_exits_0() -> None:
     assert "  ScanInterval: 60\n" in result.stdout
     assert "  DataSource: root:******@tcp(127.0.0.1:3306)/me2" in result.stdout
     assert "123456" not in result.stdout
+
+
+def test_check_config_shows_the_seeds_diary_rpc_found_in_action_rpcs_etcd() -> None:
+    result = run_cli("check-config", "-f", str(DEV_YAML))
+    assert result.returncode == 0, result.stderr
+    described = yaml.safe_load(result.stdout)
+    assert described["DiaryRpc"]["Etcd"]["Hosts"] == ["127.0.0.1:2379"]
+    assert described["DiaryRpc"]["Etcd"]["Key"] == "diary.rpc"
+    assert (
+        "DiaryRpc:  # etcd diary.rpc on 127.0.0.1:2379 (derived from ActionRpc.Etcd)\n"
+        in result.stdout
+    )
+    assert "ActionRpc:  # etcd action.rpc on 127.0.0.1:2379\n" in result.stdout
 
 
 def test_check_config_in_process_reports_the_key_without_traceback(tmp_path: Path) -> None:

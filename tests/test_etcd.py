@@ -7,26 +7,39 @@ Waiting is polling with a deadline; no test sleeps.
 from __future__ import annotations
 
 import itertools
+import logging
 import signal
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 
 from me2_scheduler.clients import ActionClient
-from me2_scheduler.config import EtcdConf, RpcClientConf
+from me2_scheduler.config import Config, EtcdConf, RpcClientConf, load_config
 from me2_scheduler.discovery.etcd_client import EtcdClient, EtcdError, prefix_range_end
 from me2_scheduler.discovery.registry import Publisher, internal_ip, publish_address
 from me2_scheduler.discovery.resolver import EndpointWatcher, etcd_conf_from_target
 from me2_scheduler.errors import DownstreamError
 from me2_scheduler.protos import scheduler_pb2
-from me2_scheduler.simulators import ActionSimulator, RunningSimulator, SimulatorControl, serve
+from me2_scheduler.simulators import (
+    ActionSimulator,
+    DiarySimulator,
+    RunningSimulator,
+    SimulatorControl,
+    serve,
+)
+from me2_scheduler.storage.migrations import apply_migrations
+from me2_scheduler.supervisor.child import ChildContext
 from me2_scheduler.testing.certs import make_pki
 from me2_scheduler.testing.etcd import EtcdServer
 from me2_scheduler.testing.servers import free_port, temp_root
 from me2_scheduler.testing.stack import Service, cli_argv
+from me2_scheduler.workers import diary
+from me2_scheduler.workers.diary import DiaryScheduler, parse_schedule
 
 from .e2e import wait_until
 
@@ -470,3 +483,63 @@ def test_a_service_that_cannot_register_stops_with_cannot_boot(key, service_env)
     service, _ = service_env(f"127.0.0.1:{free_port()}", key)
     assert service.process.proc.wait(60) == 3
     assert "cannot register in etcd" in service.process.output()
+
+
+# --- the seed's own config: DiaryRpc found as diary.rpc in ActionRpc's etcd ------------------
+
+SEED_YAML = Path(__file__).resolve().parents[1] / "etc" / "scheduler-dev.yaml"
+SEED_ETCD, SEED_MYSQL = "127.0.0.1:2379", "root:123456@tcp(127.0.0.1:3306)/me2?"
+
+
+@pytest.fixture
+def diary_simulator() -> Iterator[RunningSimulator]:
+    running = serve(DiarySimulator(), "127.0.0.1:0")
+    yield running
+    running.stop(0)
+
+
+def seed_config_on(tmp_path: Path, etcd: EtcdServer, data_source: str) -> Config:
+    """The seed's YAML as it is, but for its etcd and MySQL addresses (the test servers')."""
+    text = SEED_YAML.read_text(encoding="utf-8")
+    assert text.count(SEED_ETCD) == 2 and text.count(SEED_MYSQL) == 1
+    text = text.replace(SEED_ETCD, etcd.address).replace(SEED_MYSQL, data_source + "?")
+    path = tmp_path / "scheduler-dev.yaml"
+    path.write_text(text, encoding="utf-8")
+    return load_config(str(path))
+
+
+def test_the_seed_config_writes_diaries_through_diary_rpc_in_action_rpcs_etcd(
+    etcd, client, tmp_path, mariadb, database, diary_simulator, caplog
+):
+    config = seed_config_on(tmp_path, etcd, f"root@tcp(127.0.0.1:{mariadb.port})/{database}")
+    apply_migrations(config.mysql)
+    for avatar_id in (1, 2, 3):
+        mariadb.query(
+            database,
+            "INSERT INTO avatar_schedules (avatar_id, status, next_schedule_time)"
+            " VALUES (%s, 'active', '2024-01-01 00:00:00')",
+            (avatar_id,),
+        )
+    client.put("diary.rpc/7587881234567", diary_simulator.address)  # as go-zero registers
+    caplog.set_level(logging.INFO, logger="me2_scheduler.diary")
+    stopped = ChildContext("diary", 0)
+    stopped.stop.set()
+    try:
+        assert diary.main(config, stopped) == 0  # logs where diaries go, then stops at once
+        fire = parse_schedule(config).next(datetime(2024, 6, 1, tzinfo=timezone.utc))
+        scheduler = DiaryScheduler(config, clock=lambda: fire)
+        try:
+            result = scheduler.run_due(fire + timedelta(seconds=1))
+        finally:
+            scheduler.close()
+    finally:
+        client.delete("diary.rpc/7587881234567")
+
+    assert result is not None and result.result == "done"
+    assert (result.checkpoint.success, result.checkpoint.failure) == (3, 0)
+    day = fire.astimezone(parse_schedule(config).tz).date().isoformat()
+    with SimulatorControl(diary_simulator.address) as control:
+        assert control.stats().calls_per_key == {f"{i}:{day}": 1 for i in (1, 2, 3)}
+    lines = [r.getMessage() for r in caplog.records if r.name == "me2_scheduler.diary"]
+    source = f"etcd diary.rpc on {etcd.address} (derived from ActionRpc.Etcd)"
+    assert f"[DiaryScheduler] DiaryRpc: {source}" in lines

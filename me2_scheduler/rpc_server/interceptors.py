@@ -1,7 +1,16 @@
-"""Server interceptors for the Scheduler calls: access log + metrics, and the server timeout.
+"""Server interceptors: grpc-go's wire answers, access log + metrics, and the server timeout.
 
-Only unary ``/scheduler.Scheduler/*`` calls are intercepted; health checks
-and reflection pass through untouched (and unlogged).
+- ``GuardInterceptor``, the outermost, does what grpc-go does before any
+  interceptor runs. An unknown method is answered UNIMPLEMENTED ``unknown
+  service X`` or ``unknown method M for service S`` (grpc-python's own text
+  is ``Method not found!``). A request that does not parse is answered
+  INTERNAL ``grpc: error unmarshalling request: ...`` and logged on one line
+  with the method and the peer; grpc-python would log a traceback per bad
+  message, which a client could use to flood the log (and, for a streamed
+  request, may leave the call unfinished so that ``server.stop`` never returns).
+
+The others intercept only unary ``/scheduler.Scheduler/*`` calls; health
+checks and reflection pass through untouched (and unlogged).
 
 - ``AccessLogInterceptor`` writes one line per call,
   ``rpc EnableAvatarSchedule avatar_id=42 code=0 1.8ms``, where ``code`` is
@@ -19,12 +28,13 @@ and reflection pass through untouched (and unlogged).
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import Any
+from typing import Any, NoReturn
 
 import grpc
 
@@ -34,6 +44,7 @@ log = logging.getLogger("me2_scheduler.rpc")
 
 SCHEDULER_PREFIX = "/scheduler.Scheduler/"
 DEADLINE_MESSAGE = "context deadline exceeded"  # go-zero's text for this status
+UNMARSHAL_MESSAGE = "grpc: error unmarshalling request: "  # grpc-go's, before the error
 
 Behavior = Callable[[Any, grpc.ServicerContext], Any]
 
@@ -69,6 +80,102 @@ def _status_name(context: grpc.ServicerContext) -> str:
     """The gRPC status a failed call ended with (UNKNOWN when the handler just raised)."""
     code = context.code()
     return code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"
+
+
+def _printable(text: str) -> str:
+    """``text`` as it is when printable, else quoted with escapes (a log line stays one line)."""
+    return text if text.isprintable() else json.dumps(text)
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception in one short line: its message, else its type."""
+    return " ".join(str(exc).split())[:200] or type(exc).__name__
+
+
+def unknown_method_message(path: str, services: Iterable[str]) -> str:
+    """grpc-go's UNIMPLEMENTED text for a call to ``path`` that no handler serves."""
+    name = path.removeprefix("/")
+    service, slash, method = name.rpartition("/")
+    if not slash:
+        return f"malformed method name: {json.dumps(path)}"
+    if service in services:
+        return f"unknown method {method} for service {service}"
+    return f"unknown service {service}"
+
+
+class GuardInterceptor(grpc.ServerInterceptor):
+    """Unknown methods and unparsable requests answered as grpc-go answers them (module doc).
+
+    ``services`` are the services the server registers: a call to one of them
+    names an unknown method, to any other an unknown service.
+    """
+
+    def __init__(self, services: Iterable[str]) -> None:
+        self.services = frozenset(services)
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Any],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Any:
+        handler = continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None:
+            return _unknown_method(method, unknown_method_message(method, self.services))
+        if handler.request_deserializer is None:
+            return handler
+        return _parsing_here(method, handler)
+
+
+def _unknown_method(method: str, message: str) -> grpc.RpcMethodHandler:
+    """A handler that refuses any kind of call without reading its request."""
+
+    def refuse(requests: Any, context: grpc.ServicerContext) -> Any:
+        log.warning("rpc %s peer=%s code=UNIMPLEMENTED", _printable(method), context.peer())
+        context.abort(grpc.StatusCode.UNIMPLEMENTED, message)
+
+    return grpc.stream_stream_rpc_method_handler(refuse)  # no deserializer: bytes stay bytes
+
+
+_HANDLER_KINDS: tuple[tuple[str, Callable[..., grpc.RpcMethodHandler]], ...] = (
+    ("unary_unary", grpc.unary_unary_rpc_method_handler),
+    ("unary_stream", grpc.unary_stream_rpc_method_handler),
+    ("stream_unary", grpc.stream_unary_rpc_method_handler),
+    ("stream_stream", grpc.stream_stream_rpc_method_handler),
+)
+
+
+def _parsing_here(method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    """``handler`` taking raw request bytes and parsing them itself (module doc)."""
+    kind, make = next((k, m) for k, m in _HANDLER_KINDS if getattr(handler, k) is not None)
+    behavior, parse = getattr(handler, kind), handler.request_deserializer
+
+    def parsed(raw: bytes, context: grpc.ServicerContext) -> Any:
+        try:
+            return parse(raw)
+        except Exception as exc:  # whatever the parser raises, the bytes are the client's
+            _refuse_unparsable(method, context, exc)
+
+    def one(raw: bytes, context: grpc.ServicerContext) -> Any:
+        return behavior(parsed(raw, context), context)
+
+    def stream(raws: Iterator[bytes], context: grpc.ServicerContext) -> Any:
+        return behavior((parsed(raw, context) for raw in raws), context)
+
+    run = stream if handler.request_streaming else one
+    return make(run, response_serializer=handler.response_serializer)
+
+
+def _refuse_unparsable(method: str, context: grpc.ServicerContext, exc: Exception) -> NoReturn:
+    """One log line and a count, then INTERNAL with grpc-go's text; raises (abort)."""
+    name = method.removeprefix(SCHEDULER_PREFIX)
+    if name != method:
+        metrics.RPC_REQUESTS.labels(method=name, code="INTERNAL").inc()
+    log.warning(
+        "rpc %s peer=%s code=INTERNAL request does not parse: %s",
+        name, context.peer(), _one_line(exc),
+    )  # fmt: skip
+    context.abort(grpc.StatusCode.INTERNAL, UNMARSHAL_MESSAGE + _one_line(exc))
 
 
 class AccessLogInterceptor(grpc.ServerInterceptor):

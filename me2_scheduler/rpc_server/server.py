@@ -1,5 +1,7 @@
 """The rpc_server child: the Scheduler gRPC service, grpc.health.v1 and (dev/test) reflection.
 
+Reflection is served as v1 and v1alpha, as grpc-go's ``reflection.Register``.
+
 ``main`` is the role's entry point (``me2_scheduler.rpc_server.server:main``):
 it builds its own store, index and Action client in this process, serves on
 ``ListenOn`` until ``ctx.stop``, then drains: health turns NOT_SERVING, new
@@ -22,7 +24,6 @@ from dataclasses import dataclass
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from me2_scheduler.clients.action import ActionClient
 from me2_scheduler.config import Config
@@ -31,7 +32,16 @@ from me2_scheduler.discovery.registry import Publisher, publish_address
 from me2_scheduler.errors import SchedulerError
 from me2_scheduler.protos import scheduler_pb2, scheduler_pb2_grpc
 from me2_scheduler.rpc_server.auth import AuthInterceptor, redis_token_store
-from me2_scheduler.rpc_server.interceptors import AccessLogInterceptor, TimeoutInterceptor
+from me2_scheduler.rpc_server.interceptors import (
+    AccessLogInterceptor,
+    GuardInterceptor,
+    TimeoutInterceptor,
+)
+from me2_scheduler.rpc_server.reflection import (
+    V1_SERVICE_NAME,
+    V1ALPHA_SERVICE_NAME,
+    enable_reflection,
+)
 from me2_scheduler.rpc_server.servicer import SchedulerServicer
 from me2_scheduler.storage.index import DelayIndex
 from me2_scheduler.storage.mysql import MysqlStore
@@ -87,9 +97,9 @@ def build_server(
 ) -> RpcServer:
     """A server for ``servicer`` bound to ``config.listen_on`` (port 0: any free port).
 
-    Health reports SERVING for "" and ``scheduler.Scheduler``; reflection is
-    on in ``Mode`` dev and test. Raises ``ListenError`` when the address
-    cannot be bound, ``ConfigError`` when a TLS file cannot be read.
+    Health reports SERVING for "" and ``scheduler.Scheduler``; reflection (v1
+    and v1alpha) is on in ``Mode`` dev and test. Raises ``ListenError`` when
+    the address cannot be bound, ``ConfigError`` when a TLS file cannot be read.
     """
     credentials = (
         server_credentials(config.cert_file, config.key_file, config.ca_file)
@@ -97,7 +107,14 @@ def build_server(
         else None
     )
     timeout = TimeoutInterceptor(config.timeout_ms, max_workers)
-    interceptors: list[grpc.ServerInterceptor] = [AccessLogInterceptor()]  # outermost first
+    reflected = config.mode in REFLECTION_MODES  # as go-zero's generated main
+    services = (SERVICE_NAME, health.SERVICE_NAME)
+    if reflected:
+        services += (V1_SERVICE_NAME, V1ALPHA_SERVICE_NAME)
+    interceptors: list[grpc.ServerInterceptor] = [  # outermost first
+        GuardInterceptor(services),
+        AccessLogInterceptor(),
+    ]
     if config.auth:  # inside the access log, so refused calls are logged and counted
         interceptors.append(
             AuthInterceptor(redis_token_store(config), strict=config.strict_control)
@@ -112,9 +129,8 @@ def build_server(
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    if config.mode in REFLECTION_MODES:
-        names = (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)
-        reflection.enable_server_reflection(names, server)
+    if reflected:
+        enable_reflection((SERVICE_NAME, health.SERVICE_NAME), server)
     try:
         if credentials is None:
             port = server.add_insecure_port(config.listen_on)

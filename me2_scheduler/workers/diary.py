@@ -30,12 +30,13 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timedelta
 
 from me2_scheduler import metrics, policy
 from me2_scheduler.clients.channels import resolve_target
 from me2_scheduler.clients.diary import DiaryClient
-from me2_scheduler.config import Config, service_timezone
+from me2_scheduler.clock import utc_now
+from me2_scheduler.config import Config, rpc_source, service_timezone
 from me2_scheduler.cron import ConstantDelaySchedule, Schedule, fire_times_between, parse
 from me2_scheduler.errors import SchedulerError, StoreError
 from me2_scheduler.storage.diary_runs import Checkpoint, Claim, DiaryRun, DiaryRunStore, RunKey
@@ -51,10 +52,6 @@ MAX_RECHECK_S = 30.0  # the loop looks for abandoned runs at least this often
 
 Clock = Callable[[], datetime]
 DONE, SKIPPED, STOPPED, LOST, FAILED = "done", "skipped", "stopped", "lost", "failed"
-
-
-def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 def default_owner() -> str:
@@ -419,6 +416,23 @@ def rpc_problem(config: Config) -> str | None:
     return None
 
 
+def _announce_rpc(config: Config) -> bool:
+    """Log where diaries are asked for (one line); False when they cannot be asked anywhere."""
+    source = rpc_source(config.diary_rpc)
+    if not source:
+        log.warning(
+            "[DiaryScheduler] DiaryRpc: not configured (no Endpoints, Target or Etcd, and no"
+            " ActionRpc.Etcd to find diary.rpc in), diaries are not written"
+        )
+        return False
+    problem = rpc_problem(config)
+    if problem is not None:
+        log.error("[DiaryScheduler] DiaryRpc: %s; diaries are not written", problem)
+        return False
+    log.info("[DiaryScheduler] DiaryRpc: %s", source)
+    return True
+
+
 def main(config: Config, ctx: ChildContext) -> int:
     """The ``diary`` role: fire diary runs at the cron's times until told to stop."""
     try:
@@ -433,13 +447,9 @@ def main(config: Config, ctx: ChildContext) -> int:
         # robfig accepts such an expression (e.g. "0 0 30 2 *") and never fires it.
         log.warning("[DiaryScheduler] the cron expression never fires: no diary will be written")
     try:
-        problem = rpc_problem(config)
-        if problem is None:
+        if _announce_rpc(config):
             scheduler.serve()
         else:
-            log.error(
-                "[DiaryScheduler] DiaryRpc: %s; no diary runs until it is configured", problem
-            )
             ctx.stop.wait()
     finally:
         scheduler.close()
