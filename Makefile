@@ -9,10 +9,10 @@ DURATION ?= 0
 
 .PHONY: init gen-rpc build run-dev test lint demo bench chaos clean system
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml devkit/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -e '.[test]'
+	$(PIP) install -q -e '.[test]' -e ./devkit
 	touch $(STAMP)
 
 system:
@@ -40,11 +40,11 @@ demo: init
 	$(PY) scripts/demo.py --duration $(DURATION)
 
 bench: init
-	$(VENV)/bin/me2-scheduler bench
+	$(VENV)/bin/me2-dev bench
 
-# The reliability proof (issue 7): 5 minutes of faults on 2,000 avatars, then the audit.
+# The reliability proof: 5 minutes of faults on 2,000 avatars, then the audit.
 chaos: init
-	$(VENV)/bin/me2-scheduler chaos --report docs/RELIABILITY.md $(CHAOS_ARGS)
+	$(VENV)/bin/me2-dev chaos --report docs/RELIABILITY.md $(CHAOS_ARGS)
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache .ruff_cache .hypothesis .run

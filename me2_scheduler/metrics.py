@@ -17,11 +17,12 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from me2_scheduler.states import DiaryRunResult, Outcome
+
 # Lag of a dispatch behind its planned time: from 10 ms to 1 h.
 LAG_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900, 1800, 3600)
 RPC_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 
-DISPATCH_RESULTS = ("success", "failure", "skipped")
 DISPATCHES = Counter(
     "scheduler_dispatch_total", "Dispatches by result (success, failure, skipped).", ["result"]
 )
@@ -80,7 +81,7 @@ RPC_DURATION = Histogram(
 
 # Diary runs (DESIGN §5): from a second to a day.
 DIARY_RUN_BUCKETS = (1, 5, 15, 60, 300, 900, 1800, 3600, 7200, 14400, 28800, 43200, 86400)
-DIARY_RUN_RESULTS = ("done", "skipped", "stopped", "lost", "failed")
+
 DIARY_RUNS = Counter(
     "scheduler_diary_runs_total",
     "Diary runs (or this process's part of one) by result: done, skipped, stopped, lost, failed.",
@@ -100,9 +101,9 @@ DIARY_LAST_SUCCESS = Gauge(
     multiprocess_mode="max",
 )
 
-for _result in DISPATCH_RESULTS:
-    DISPATCHES.labels(result=_result)
-for _result in DIARY_RUN_RESULTS:
-    DIARY_RUNS.labels(result=_result)
-for _result in ("success", "failure"):
-    DIARY_AVATARS.labels(result=_result)
+for _outcome in Outcome:
+    DISPATCHES.labels(result=_outcome)
+for _run_result in DiaryRunResult:
+    DIARY_RUNS.labels(result=_run_result)
+for _outcome in (Outcome.SUCCESS, Outcome.FAILURE):
+    DIARY_AVATARS.labels(result=_outcome)

@@ -13,10 +13,9 @@ import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
+from typing import Any, Protocol
 
-ACTIVE, PAUSED, DISABLED = "active", "paused", "disabled"
-STATUSES = (ACTIVE, PAUSED, DISABLED)
-PAUSED_BY_USER, PAUSED_BY_FAILURES = "user", "failures"
+from me2_scheduler.states import PauseReason, Status, Trigger
 
 OK, INVALID, NOT_FOUND, CONFLICT, INTERNAL, UNAVAILABLE = 0, 400, 404, 409, 500, 503
 
@@ -44,8 +43,8 @@ class Decision:
     code: int
     message: str = ""
     create: bool = False
-    new_status: str | None = None
-    pause_reason: str | None = None
+    new_status: Status | None = None
+    pause_reason: PauseReason | None = None
     reschedule: bool = False
     dispatch: bool = False
 
@@ -55,31 +54,34 @@ class Decision:
 
 
 _UNCHANGED = Decision(OK)
-_REACTIVATE = Decision(OK, new_status=ACTIVE, reschedule=True)
+_REACTIVATE = Decision(OK, new_status=Status.ACTIVE, reschedule=True)
+_DISPATCH = Decision(OK, dispatch=True)
 
 # DESIGN §4: call × state → decision. ``None`` stands for "no schedule row".
-STATE_TABLE: dict[tuple[Call, str | None], Decision] = {
-    (Call.ENABLE, None): Decision(OK, create=True, new_status=ACTIVE, reschedule=True),
-    (Call.ENABLE, ACTIVE): _UNCHANGED,
-    (Call.ENABLE, PAUSED): _REACTIVATE,
-    (Call.ENABLE, DISABLED): _REACTIVATE,
-    (Call.PAUSE, ACTIVE): Decision(OK, new_status=PAUSED, pause_reason=PAUSED_BY_USER),
-    (Call.PAUSE, PAUSED): _UNCHANGED,
-    (Call.PAUSE, DISABLED): Decision(CONFLICT, "a disabled schedule cannot be paused"),
-    (Call.RESUME, ACTIVE): _UNCHANGED,
-    (Call.RESUME, PAUSED): _REACTIVATE,
-    (Call.RESUME, DISABLED): Decision(
+STATE_TABLE: dict[tuple[Call, Status | None], Decision] = {
+    (Call.ENABLE, None): Decision(OK, create=True, new_status=Status.ACTIVE, reschedule=True),
+    (Call.ENABLE, Status.ACTIVE): _UNCHANGED,
+    (Call.ENABLE, Status.PAUSED): _REACTIVATE,
+    (Call.ENABLE, Status.DISABLED): _REACTIVATE,
+    (Call.PAUSE, Status.ACTIVE): Decision(
+        OK, new_status=Status.PAUSED, pause_reason=PauseReason.USER
+    ),
+    (Call.PAUSE, Status.PAUSED): _UNCHANGED,
+    (Call.PAUSE, Status.DISABLED): Decision(CONFLICT, "a disabled schedule cannot be paused"),
+    (Call.RESUME, Status.ACTIVE): _UNCHANGED,
+    (Call.RESUME, Status.PAUSED): _REACTIVATE,
+    (Call.RESUME, Status.DISABLED): Decision(
         CONFLICT, "a disabled schedule cannot be resumed; use EnableAvatarSchedule"
     ),
-    (Call.DISABLE, ACTIVE): Decision(OK, new_status=DISABLED),
-    (Call.DISABLE, PAUSED): Decision(OK, new_status=DISABLED),
-    (Call.DISABLE, DISABLED): _UNCHANGED,
-    (Call.TRIGGER, ACTIVE): Decision(OK, dispatch=True),
-    (Call.TRIGGER, PAUSED): Decision(OK, dispatch=True),
-    (Call.TRIGGER, DISABLED): Decision(CONFLICT, "a disabled schedule cannot be triggered"),
-    (Call.GET, ACTIVE): _UNCHANGED,
-    (Call.GET, PAUSED): _UNCHANGED,
-    (Call.GET, DISABLED): _UNCHANGED,
+    (Call.DISABLE, Status.ACTIVE): Decision(OK, new_status=Status.DISABLED),
+    (Call.DISABLE, Status.PAUSED): Decision(OK, new_status=Status.DISABLED),
+    (Call.DISABLE, Status.DISABLED): _UNCHANGED,
+    (Call.TRIGGER, Status.ACTIVE): _DISPATCH,
+    (Call.TRIGGER, Status.PAUSED): _DISPATCH,
+    (Call.TRIGGER, Status.DISABLED): Decision(CONFLICT, "a disabled schedule cannot be triggered"),
+    (Call.GET, Status.ACTIVE): _UNCHANGED,
+    (Call.GET, Status.PAUSED): _UNCHANGED,
+    (Call.GET, Status.DISABLED): _UNCHANGED,
 }
 
 
@@ -88,12 +90,18 @@ def decide(call: Call, status: str | None) -> Decision:
 
     Raises ValueError for a status outside active/paused/disabled.
     """
-    if status is not None and status not in STATUSES:
-        raise ValueError(f"unknown schedule status {status!r}")
-    decision = STATE_TABLE.get((call, status))
+    decision = STATE_TABLE.get((call, None if status is None else known_status(status)))
     if decision is None:  # every call but Enable on a missing schedule
         return Decision(NOT_FOUND, "no schedule for this avatar; enable it first")
     return decision
+
+
+def known_status(status: str) -> Status:
+    """``status`` as a ``Status``; raise ValueError for one outside active/paused/disabled."""
+    try:
+        return Status(status)
+    except ValueError:
+        raise ValueError(f"unknown schedule status {status!r}") from None
 
 
 def whole_second(moment: datetime) -> datetime:
@@ -131,7 +139,7 @@ def success_moves_next(status: str) -> bool:
     resume, which draws its own, and the avatar stays out of the index.
     Disabled: never dispatched, never moved.
     """
-    return status in (ACTIVE, PAUSED)
+    return status in (Status.ACTIVE, Status.PAUSED)
 
 
 @dataclass(frozen=True)
@@ -151,3 +159,122 @@ def after_failure(failed_count: int, max_consecutive_failures: int) -> FailureOu
 def idempotency_key(avatar_id: int, planned_at: datetime) -> str:
     """The key Action dedupes a repeated slot by: ``"<avatar_id>:<planned epoch ms>"``."""
     return f"{avatar_id}:{round(planned_at.timestamp() * 1000)}"
+
+
+# -- what a dispatch writes --------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Attempt:
+    """What every dispatch attempt records: whose, which slot, when, under which key.
+
+    ``expected_version`` is the row's version when the dispatcher read it.
+    """
+
+    avatar_id: int
+    expected_version: int
+    trigger: Trigger
+    planned_at: datetime | None
+    started_at: datetime
+    finished_at: datetime
+    idempotency_key: str | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Success(_Attempt):
+    """Action acted for the avatar; ``next_time`` is the next slot drawn for it."""
+
+    action_type: str
+    action_id: int
+    next_time: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class Failure(_Attempt):
+    """Action failed; ``retry_time`` is when to try again, unless this pauses the avatar.
+
+    ``unavailable``: Action was unreachable or too slow (not stored; a
+    TriggerSchedule answers 503 for it).
+    """
+
+    error: str
+    retry_time: datetime
+    max_consecutive_failures: int
+    unavailable: bool = False
+
+
+Attempt = Success | Failure
+
+
+class RowState(Protocol):
+    """What ``after_dispatch`` reads of a schedule row."""
+
+    @property
+    def status(self) -> str: ...
+    @property
+    def version(self) -> int: ...
+    @property
+    def schedule_count(self) -> int: ...
+    @property
+    def failed_count(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class AfterDispatch:
+    """What recording one attempt writes to its row.
+
+    ``changes`` maps the row's columns to their new values (the store adds
+    its own ``version`` and ``updated_at``). ``applied``: the schedule part
+    was written, the row having stayed as the dispatcher read it.
+    ``auto_paused``: this failure paused the schedule.
+    """
+
+    changes: dict[str, Any]
+    applied: bool
+    auto_paused: bool = False
+
+
+def after_dispatch(row: RowState, attempt: Attempt) -> AfterDispatch:
+    """What ``attempt`` writes to ``row``, read (locked) just before recording it.
+
+    Always (the dispatch happened): the counters, times and error columns;
+    ``schedule_count`` counts successes only. Only while the row is at the
+    version the dispatcher read (nobody moved it since): after a success, the
+    next due time, of an active row and of a paused one a TriggerSchedule
+    dispatched (``success_moves_next``); after a failure of an active row, the
+    retry time or the pause after too many failures in a row.
+    """
+    unmoved = row.version == attempt.expected_version
+    if isinstance(attempt, Success):
+        return _after_success(row, attempt, unmoved and success_moves_next(row.status))
+    # A paused row keeps its time: a retry would be shown, never planned.
+    return _after_failure(row, attempt, unmoved and row.status == Status.ACTIVE)
+
+
+def _after_success(row: RowState, success: Success, applied: bool) -> AfterDispatch:
+    changes: dict[str, Any] = {
+        "schedule_count": row.schedule_count + 1,
+        "last_schedule_time": success.started_at,
+        "last_action_type": success.action_type,
+        "failed_count": 0,
+        "last_error": None,
+    }
+    if applied:
+        changes["next_schedule_time"] = success.next_time
+    return AfterDispatch(changes, applied)
+
+
+def _after_failure(row: RowState, failure: Failure, applied: bool) -> AfterDispatch:
+    counted = after_failure(row.failed_count, failure.max_consecutive_failures)
+    changes: dict[str, Any] = {
+        "failed_count": counted.failed_count,
+        "last_failed_time": failure.finished_at,
+        "last_error": failure.error,
+    }
+    paused = applied and counted.pause
+    if paused:
+        changes["status"] = Status.PAUSED
+        changes["pause_reason"] = PauseReason.FAILURES
+    elif applied:
+        changes["next_schedule_time"] = failure.retry_time
+    return AfterDispatch(changes, applied, paused)

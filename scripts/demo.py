@@ -21,9 +21,9 @@ from pathlib import Path
 import grpc
 import pymysql
 
+from me2_devkit.testing.servers import MariaDBServer, RedisServer, free_port
+from me2_devkit.testing.stack import Service, Simulator, cli_argv
 from me2_scheduler.protos import scheduler_pb2, scheduler_pb2_grpc
-from me2_scheduler.testing.servers import MariaDBServer, RedisServer, free_port
-from me2_scheduler.testing.stack import Service, Simulator, cli_argv
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN = ROOT / ".run" / "demo"

@@ -15,10 +15,10 @@ from dataclasses import replace
 
 import pytest
 
+from me2_devkit.testing.servers import MariaDBServer, RedisServer, temp_root
 from me2_scheduler.config import Config, MysqlConf, RedisConf, RpcClientConf, ScheduleConf
 from me2_scheduler.dsn import parse_dsn
 from me2_scheduler.storage.migrations import apply_migrations
-from me2_scheduler.testing.servers import MariaDBServer, RedisServer, temp_root
 
 _db_seq = itertools.count(1)
 

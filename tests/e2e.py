@@ -11,9 +11,9 @@ from typing import TypeVar
 import grpc
 import pymysql
 
+from me2_devkit.testing.servers import MariaDBServer, RedisServer, free_port
+from me2_devkit.testing.stack import Service, Simulator, cli_argv
 from me2_scheduler.protos import scheduler_pb2, scheduler_pb2_grpc, simulator_pb2
-from me2_scheduler.testing.servers import MariaDBServer, RedisServer, free_port
-from me2_scheduler.testing.stack import Service, Simulator, cli_argv
 
 T = TypeVar("T")
 
@@ -110,7 +110,7 @@ class Running:
         )
 
     def action_stats(self) -> simulator_pb2.StatsResponse:
-        from me2_scheduler.simulators import SimulatorControl
+        from me2_devkit.simulators import SimulatorControl
 
         return SimulatorControl(self.action.address).stats()
 

@@ -10,17 +10,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import click
 import pymysql
 from click.testing import CliRunner, Result
 
-from me2_scheduler import ops_cli
+from me2_devkit.testing.servers import MariaDBServer, RedisServer
+from me2_devkit.testing.stack import cli_argv
+from me2_scheduler.cli import cli
 from me2_scheduler.config import Config, load_config
 from me2_scheduler.storage.index import DelayIndex
 from me2_scheduler.storage.migrations import apply_migrations
 from me2_scheduler.storage.mysql import MysqlStore
-from me2_scheduler.testing.servers import MariaDBServer, RedisServer
-from me2_scheduler.testing.stack import cli_argv
 
 CONFIG_TEMPLATE = """\
 Name: scheduler.rpc
@@ -41,16 +40,9 @@ PROMETHEUS_BLOCK = "Prometheus:\n  Host: {host}\n  Port: {port}\n"
 INSERT_CHUNK = 10_000
 
 
-def ops_group() -> click.Group:
-    """A command group holding only the operator commands, for CliRunner."""
-    group = click.Group("me2-scheduler")
-    ops_cli.register(group)
-    return group
-
-
 def invoke(*args: str) -> Result:
-    """Run the operator commands in-process; ``result.stdout`` holds stdout only."""
-    return CliRunner().invoke(ops_group(), list(args), catch_exceptions=False)
+    """Run ``me2-scheduler`` commands in-process; ``result.stdout`` holds stdout only."""
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
 
 
 def run_cli(*args: str, timeout_s: float = 300) -> subprocess.CompletedProcess[str]:

@@ -16,14 +16,14 @@ import pytest
 import redis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from me2_devkit.simulators import ActionSimulator
+from me2_devkit.testing.servers import free_port
 from me2_scheduler.clients import ActionClient
 from me2_scheduler.config import Config, RedisConf, RpcClientConf, describe, load_config
 from me2_scheduler.errors import DownstreamError
 from me2_scheduler.protos import scheduler_pb2, scheduler_pb2_grpc
 from me2_scheduler.rpc_server.auth import AuthInterceptor, TokenStore, UnknownApp
 from me2_scheduler.rpc_server.server import build_server
-from me2_scheduler.simulators import ActionSimulator
-from me2_scheduler.testing.servers import free_port
 
 pytestmark = pytest.mark.timeout(120)
 PASSED = grpc.StatusCode.UNIMPLEMENTED  # the handler was reached

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from me2_scheduler.bench import profile
-from me2_scheduler.bench.env import Servers
-from me2_scheduler.bench.report import Results, render, target_rows
-from me2_scheduler.bench.runner import Plan, run
-from me2_scheduler.bench.scenarios import SMOKE
-from me2_scheduler.bench.seed import percentile
-from me2_scheduler.bench.tables import scale_value
-from me2_scheduler.testing.servers import MariaDBServer, RedisServer
+from me2_devkit.bench import profile
+from me2_devkit.bench.env import Servers
+from me2_devkit.bench.report import Results, render, target_rows
+from me2_devkit.bench.runner import Plan, run
+from me2_devkit.bench.scenarios import SMOKE
+from me2_devkit.bench.seed import percentile
+from me2_devkit.bench.tables import scale_value
+from me2_devkit.testing.servers import MariaDBServer, RedisServer
 
 
 @pytest.fixture

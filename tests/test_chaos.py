@@ -15,15 +15,15 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from me2_scheduler import chaos_cli
-from me2_scheduler.chaos import plan as kinds
-from me2_scheduler.chaos.audit import AuditInput, Bounds, Finding, IndexSnapshot, audit
-from me2_scheduler.chaos.data import Dispatch, Schedule
-from me2_scheduler.chaos.injector import FaultWindow
-from me2_scheduler.chaos.journal import ENABLE, PAUSE, RESUME, TRIGGER, RpcCall
-from me2_scheduler.chaos.plan import OUTAGES, Scale, make_plan
-from me2_scheduler.chaos.report import render_markdown, render_text
-from me2_scheduler.chaos.runner import ChaosOptions, run_chaos
+from me2_devkit import chaos_cli
+from me2_devkit.chaos import plan as kinds
+from me2_devkit.chaos.audit import AuditInput, Bounds, Finding, IndexSnapshot, audit
+from me2_devkit.chaos.data import Dispatch, Schedule
+from me2_devkit.chaos.injector import FaultWindow
+from me2_devkit.chaos.journal import ENABLE, PAUSE, RESUME, TRIGGER, RpcCall
+from me2_devkit.chaos.plan import OUTAGES, Scale, make_plan
+from me2_devkit.chaos.report import render_markdown, render_text
+from me2_devkit.chaos.runner import ChaosOptions, run_chaos
 
 T0 = 1_700_000_000.0
 BOUNDS = Bounds(

@@ -20,13 +20,16 @@ from pathlib import Path
 
 import pytest
 
+from me2_devkit.simulators import ActionSimulator, RunningSimulator, serve
 from me2_scheduler.clients.action import ActionClient
+from me2_scheduler.clock import epoch
 from me2_scheduler.config import Config, RedisConf, load_config
+from me2_scheduler.dispatch import Dispatcher
 from me2_scheduler.errors import ConfigError
-from me2_scheduler.simulators import ActionSimulator, RunningSimulator, serve
+from me2_scheduler.policy import Failure, Success
+from me2_scheduler.states import Trigger
 from me2_scheduler.storage.index import DelayIndex
-from me2_scheduler.storage.mysql import MysqlStore
-from me2_scheduler.workers.executor import Dispatcher, epoch
+from me2_scheduler.storage.mysql import MysqlStore, Recorded
 
 UTC = timezone.utc
 LONG_LEASE = 600.0
@@ -78,7 +81,7 @@ def test_two_triggers_in_a_row_reach_action_under_two_keys(
     for _ in range(2):  # as TriggerSchedule does: claim now, dispatch, settle
         claim = dispatcher.index.claim_one(5, LONG_LEASE)
         assert claim is not None
-        outcome = dispatcher.dispatch(dispatcher._store.get(5), claim, trigger="manual")
+        outcome = dispatcher.dispatch(dispatcher._store.get(5), claim, Trigger.MANUAL)
         assert outcome.result == "success"
 
     keys = simulator.servicer.Stats(None, None).calls_per_key
@@ -91,9 +94,9 @@ def test_a_trigger_cut_by_a_crash_is_redone_under_its_own_key(index: DelayIndex)
     assert cut is not None and index.release_expired() == [6]
 
     assert index.claim_due(batch=10, lease_s=LONG_LEASE) == 1
-    redone = index.pop_ready(timeout_s=0)
+    (redone,) = index.pop_ready_many(1, timeout_s=0).claims
 
-    assert redone is not None and redone.idempotency_key == cut.idempotency_key
+    assert redone.idempotency_key == cut.idempotency_key
 
 
 # -- 2. a worker that outlived its lease ----------------------------------------
@@ -102,7 +105,7 @@ def test_a_trigger_cut_by_a_crash_is_redone_under_its_own_key(index: DelayIndex)
 def due_now(dispatcher: Dispatcher, avatar_id: int) -> None:
     now = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=2)
     assert dispatcher._store.create(avatar_id, now) is not None
-    dispatcher.index.schedule(avatar_id, epoch(now))
+    dispatcher.index.put_due(avatar_id, epoch(now))
 
 
 def test_a_worker_whose_lease_ran_out_after_pick_up_does_not_call_action(
@@ -111,14 +114,15 @@ def test_a_worker_whose_lease_ran_out_after_pick_up_does_not_call_action(
     index = dispatcher.index
     due_now(dispatcher, 7)
     assert index.claim_due(batch=10, lease_s=LONG_LEASE) == 1
-    starved = index.pop_ready(timeout_s=0, lease_s=0)  # its lease is over at once
-    assert starved is not None and index.release_expired() == [7]
+    (starved,) = index.pop_ready_many(1, timeout_s=0).claims
+    assert index.renew_leases([starved], lease_s=0) == [True]  # its lease is over at once
+    assert index.release_expired() == [7]
     assert index.claim_due(batch=10, lease_s=LONG_LEASE) == 1
-    taker = index.pop_ready(timeout_s=0, lease_s=LONG_LEASE)
-    assert taker is not None and taker.idempotency_key == starved.idempotency_key
+    (taker,) = index.pop_ready_many(1, timeout_s=0).claims
+    assert taker.idempotency_key == starved.idempotency_key
 
-    late = dispatcher.run_claim(starved)
-    on_time = dispatcher.run_claim(taker)
+    (late,) = dispatcher.dispatch_batch([starved])
+    (on_time,) = dispatcher.dispatch_batch([taker])
 
     assert (late.result, on_time.result) == ("skipped", "success")
     assert simulator.servicer.Stats(None, None).calls_per_key == {taker.idempotency_key: 1}
@@ -128,20 +132,20 @@ def test_a_worker_whose_lease_ran_out_after_pick_up_does_not_call_action(
 # -- 3. a slot recorded twice ---------------------------------------------------
 
 
-def record(store: MysqlStore, avatar_id: int, key: str, *, failed: bool = False):
+def record(store: MysqlStore, avatar_id: int, key: str, *, failed: bool = False) -> Recorded:
     row = store.get(avatar_id)
+    assert row is not None
     now = datetime.now(UTC)
-    common = {
-        "expected_version": row.version, "trigger": "auto", "planned_at": now,
-        "started_at": now, "finished_at": now, "idempotency_key": key,
-    }  # fmt: skip
+    slot = {"avatar_id": avatar_id, "expected_version": row.version, "trigger": Trigger.AUTO}
+    times = {"planned_at": now, "started_at": now, "finished_at": now, "idempotency_key": key}
     if failed:
-        return store.record_failure(
-            avatar_id, error="boom", retry_time=now, max_consecutive_failures=5, **common
-        )
-    return store.record_success(
-        avatar_id, action_type="post", action_id=1, next_time=now + timedelta(hours=1), **common
-    )
+        failure = Failure(**slot, **times, error="boom", retry_time=now, max_consecutive_failures=5)
+        (recorded,) = store.record_many([failure])
+    else:
+        next_time = now + timedelta(hours=1)
+        success = Success(**slot, **times, action_type="post", action_id=1, next_time=next_time)
+        (recorded,) = store.record_many([success])
+    return recorded
 
 
 def history_keys(store: MysqlStore, avatar_id: int) -> list[tuple[str, str]]:

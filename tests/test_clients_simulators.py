@@ -14,10 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from me2_scheduler.clients import ActionClient, DiaryClient, resolve_target
-from me2_scheduler.config import EtcdConf, RpcClientConf
-from me2_scheduler.errors import DownstreamError, SchedulerError
-from me2_scheduler.simulators import (
+from me2_devkit.simulators import (
     ACTION_TYPES,
     SIMULATED_FAILURE,
     ActionSimulator,
@@ -26,6 +23,9 @@ from me2_scheduler.simulators import (
     SimulatorControl,
     serve,
 )
+from me2_scheduler.clients import ActionClient, DiaryClient, resolve_target
+from me2_scheduler.config import EtcdConf, RpcClientConf
+from me2_scheduler.errors import DownstreamError, SchedulerError
 
 ROOT = Path(__file__).resolve().parent.parent
 DATE = "2025-01-02"
@@ -55,8 +55,8 @@ def action_client(address: str, timeout_ms: int = 2000) -> Iterator[ActionClient
 
 @contextmanager
 def cli_simulator(kind: str, *args: str) -> Iterator[tuple[subprocess.Popen, str]]:
-    """Start ``me2-scheduler simulate <kind>`` on a free port; yield it and its address."""
-    argv = [sys.executable, "-m", "me2_scheduler.cli", "simulate", kind,
+    """Start ``me2-dev simulate <kind>`` on a free port; yield it and its address."""
+    argv = [sys.executable, "-m", "me2_devkit.cli", "simulate", kind,
             "--listen", "127.0.0.1:0", *args]  # fmt: skip
     proc = subprocess.Popen(
         argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -255,7 +255,7 @@ def test_cli_fail_avatars_fail_and_sigterm_stops_the_simulator_with_exit_zero():
 
 def test_cli_rejects_a_malformed_avatar_list():
     done = subprocess.run(
-        [sys.executable, "-m", "me2_scheduler.cli", "simulate", "diary", "--hang-avatars", "x"],
+        [sys.executable, "-m", "me2_devkit.cli", "simulate", "diary", "--hang-avatars", "x"],
         cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert done.returncode == 2

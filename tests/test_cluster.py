@@ -13,12 +13,12 @@ from collections.abc import Iterator
 import pytest
 import redis.cluster
 
-from me2_scheduler.chaos.plan import WORKER_KILL, Fault, FaultPlan
-from me2_scheduler.chaos.runner import ChaosOptions, RedisTarget, run_chaos
+from me2_devkit.chaos.plan import WORKER_KILL, Fault, FaultPlan
+from me2_devkit.chaos.runner import ChaosOptions, RedisTarget, run_chaos
+from me2_devkit.testing.cluster import RedisClusterServers
+from me2_devkit.testing.servers import temp_root
 from me2_scheduler.config import RedisConf
 from me2_scheduler.storage.index import DelayIndex
-from me2_scheduler.testing.cluster import RedisClusterServers
-from me2_scheduler.testing.servers import temp_root
 
 pytestmark = pytest.mark.timeout(420)
 
@@ -46,7 +46,7 @@ def test_the_index_keys_share_one_slot_so_scripts_run_on_the_cluster(
 ) -> None:
     conf = RedisConf(host=cluster.hosts, type="cluster", key="cluster:index-test")
     with DelayIndex(conf) as index:
-        index.schedule(1, int(index.now()) - 1)
+        index.put_due(1, int(index.now()) - 1)
         assert index.claim_due(batch=10, lease_s=30) == 1
         claim = index.pop_ready(timeout_s=1)
         assert claim is not None and claim.avatar_id == 1

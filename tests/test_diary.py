@@ -18,23 +18,18 @@ from typing import Any, TypeVar
 import pymysql
 import pytest
 
+from me2_devkit.simulators import SimulatorControl
+from me2_devkit.testing.servers import MariaDBServer, temp_root
+from me2_devkit.testing.stack import ManagedProcess, Simulator, cli_argv
 from me2_scheduler.clients.diary import DiaryClient
 from me2_scheduler.config import Config, RpcClientConf, load_config
-from me2_scheduler.simulators import SimulatorControl
-from me2_scheduler.storage.diary_runs import (
-    DONE,
-    FAILED,
-    RUNNING,
-    Checkpoint,
-    DiaryRunStore,
-    RunKey,
-)
+from me2_scheduler.states import DiaryRunResult, DiaryRunStatus
+from me2_scheduler.storage.diary_runs import Checkpoint, DiaryRunStore, RunKey
 from me2_scheduler.storage.migrations import apply_migrations
 from me2_scheduler.supervisor.child import EXIT_CANNOT_BOOT, ChildContext
-from me2_scheduler.testing.servers import MariaDBServer, temp_root
-from me2_scheduler.testing.stack import ManagedProcess, Simulator, cli_argv
 from me2_scheduler.workers import diary
-from me2_scheduler.workers.diary import CHECKPOINT_EVERY, DiaryScheduler, Progress
+from me2_scheduler.workers.diary import DiaryScheduler
+from me2_scheduler.workers.diary_progress import CHECKPOINT_EVERY, RunResult
 
 UTC = timezone.utc
 NEVER_NEAR = "0 3 1 1 *"  # a cron that does not fire while these tests run
@@ -199,23 +194,6 @@ def diary_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.name == "me2_scheduler.diary"]
 
 
-# --- progress (no servers) -----------------------------------------------------------
-
-
-def test_the_checkpoint_moves_only_over_avatars_below_which_every_call_is_done() -> None:
-    progress = Progress(Checkpoint(10, 5, 1))
-    for avatar_id in (11, 12, 13, 14):
-        progress.started(avatar_id)
-    progress.finished(12, True)
-    progress.finished(14, False)
-    assert progress.checkpoint == Checkpoint(10, 5, 1)  # 11 is still in flight
-    progress.finished(11, False)
-    assert progress.checkpoint == Checkpoint(12, 6, 2)
-    progress.finished(13, True)
-    assert progress.checkpoint == Checkpoint(14, 7, 3)
-    assert progress.unsaved == 4
-
-
 # --- runs at fire times ------------------------------------------------------------
 
 
@@ -238,12 +216,12 @@ def test_a_run_over_1000_avatars_with_5_percent_failures_counts_exactly_at_the_f
     clock.now = fire + timedelta(seconds=1)
     result = scheduler.run_due(clock.now)
 
-    assert result is not None and result.result == diary.DONE
+    assert result is not None and result.result == DiaryRunResult.DONE
     assert result.run_date == date(2024, 3, 10)
     assert env.query(
         "SELECT status, success_count, failure_count, total, checkpoint_avatar_id"
         " FROM diary_runs WHERE run_date = '2024-03-10'"
-    ) == [(DONE, 950, 50, 1000, 1000)]
+    ) == [(DiaryRunStatus.DONE, 950, 50, 1000, 1000)]
     assert env.calls("2024-03-10") == dict.fromkeys(active, 1)
     assert env.sim.stats().total == 1000
     lines = diary_lines(caplog)
@@ -267,7 +245,7 @@ def test_run_due_fires_at_the_fire_time_waits_for_the_next_and_skips_one_missed_
     assert scheduler.run_due(clock.now) is None
     assert scheduler.seconds_to_wait(clock.now) == 10
     clock.now = datetime(2024, 4, 2, 10, 30, 1, tzinfo=UTC)
-    assert scheduler.run_due(clock.now).result == diary.DONE
+    assert scheduler.run_due(clock.now).result == DiaryRunResult.DONE
     clock.now = datetime(2024, 4, 2, 10, 30, 30, tzinfo=UTC)
     assert scheduler.run_due(clock.now) is None
     clock.now = datetime(2024, 4, 3, 10, 35, tzinfo=UTC)  # 5 minutes late, grace 0: skipped
@@ -288,10 +266,10 @@ def test_a_fire_time_missed_within_the_grace_runs_on_start_and_not_again_after_a
     restart = FakeClock(datetime(2024, 2, 1, 22, 40, tzinfo=UTC))
     again = env.scheduler(clock=restart, owner="restarted:1").run_due(restart.now)
 
-    assert result is not None and result.result == diary.DONE
+    assert result is not None and result.result == DiaryRunResult.DONE
     assert again is None
     assert env.query("SELECT status, fire_time, total FROM diary_runs") == [
-        (DONE, datetime(2024, 2, 1, 22, 0), 20)
+        (DiaryRunStatus.DONE, datetime(2024, 2, 1, 22, 0), 20)
     ]
     assert env.calls("2024-02-01") == dict.fromkeys(range(1, 21), 1)
 
@@ -319,7 +297,7 @@ def test_a_hanging_diary_call_times_out_as_a_failure_and_the_run_goes_on(
 
     result = env.scheduler().run_for(datetime(2024, 5, 5, 22, tzinfo=UTC))
 
-    assert result is not None and result.result == diary.DONE
+    assert result is not None and result.result == DiaryRunResult.DONE
     assert result.checkpoint == Checkpoint(10, 8, 2)
     assert env.calls("2024-05-05") == dict.fromkeys(range(1, 11), 1)
     failed = [line for line in diary_lines(caplog) if "日记生成失败" in line]
@@ -336,9 +314,9 @@ def test_zero_active_avatars_logs_the_skip_line_and_finishes_the_run(
 
     result = env.scheduler().run_for(datetime(2024, 5, 6, 22, tzinfo=UTC))
 
-    assert result is not None and result.result == diary.SKIPPED
+    assert result is not None and result.result == DiaryRunResult.SKIPPED
     assert "[DiaryScheduler] 没有启用的分身，跳过日记生成" in diary_lines(caplog)
-    assert env.query("SELECT status, total FROM diary_runs") == [(DONE, 0)]
+    assert env.query("SELECT status, total FROM diary_runs") == [(DiaryRunStatus.DONE, 0)]
     assert env.sim.stats().total == 0
 
 
@@ -361,15 +339,15 @@ def test_a_cron_firing_twice_in_a_day_makes_one_run_per_fire_and_a_restart_repea
     restart = FakeClock(first_fire + timedelta(minutes=1, seconds=30))
     again = env.scheduler(clock=restart, owner="restarted:1").run_due(restart.now)
 
-    assert first is not None and first.result == diary.DONE
-    assert second is not None and second.result == diary.DONE
+    assert first is not None and first.result == DiaryRunResult.DONE
+    assert second is not None and second.result == DiaryRunResult.DONE
     assert (first.run_date, second.run_date) == (date(2024, 8, 1), date(2024, 8, 1))
     assert calls_after_first == dict.fromkeys(range(1, 11), 1)
     assert again is None
     assert env.calls("2024-08-01") == dict.fromkeys(range(1, 11), 2)
     assert env.query("SELECT fire_time, status, total FROM diary_runs ORDER BY fire_time") == [
-        (datetime(2024, 8, 1, 22, 0), DONE, 10),
-        (datetime(2024, 8, 1, 22, 1), DONE, 10),
+        (datetime(2024, 8, 1, 22, 0), DiaryRunStatus.DONE, 10),
+        (datetime(2024, 8, 1, 22, 1), DiaryRunStatus.DONE, 10),
     ]
 
 
@@ -382,7 +360,7 @@ def test_two_schedulers_due_at_the_same_fire_time_at_once_make_one_run(
     now = datetime(2024, 8, 2, 22, 0, 1, tzinfo=UTC)
     schedulers = [env.scheduler(clock=FakeClock(now), owner=f"host-{i}:1") for i in range(2)]
     start = threading.Barrier(2)
-    results: list[diary.RunResult | None] = []
+    results: list[RunResult | None] = []
 
     def fire(scheduler: DiaryScheduler) -> None:
         start.wait(30)
@@ -396,10 +374,12 @@ def test_two_schedulers_due_at_the_same_fire_time_at_once_make_one_run(
 
     assert len(results) == 2
     [ran] = [result for result in results if result is not None]
-    assert ran.result == diary.DONE and ran.fire_time == datetime(2024, 8, 2, 22, tzinfo=UTC)
+    assert ran.result == DiaryRunResult.DONE and ran.fire_time == datetime(
+        2024, 8, 2, 22, tzinfo=UTC
+    )
     assert env.calls("2024-08-02") == dict.fromkeys(range(1, 201), 1)
     assert env.query("SELECT run_date, fire_time, status, total FROM diary_runs") == [
-        (date(2024, 8, 2), datetime(2024, 8, 2, 22, 0), DONE, 200)
+        (date(2024, 8, 2), datetime(2024, 8, 2, 22, 0), DiaryRunStatus.DONE, 200)
     ]
 
 
@@ -420,7 +400,9 @@ def test_a_manual_run_is_keyed_by_its_request_second_and_refused_while_it_runs_u
     assert started.run.key == RunKey(day, asked.replace(microsecond=0))
     assert refused is None and live is not None and live.owner == "manual:1"
     assert resumed is not None and resumed.resumed and resumed.run.key == started.run.key
-    assert [(run.owner, run.status) for run in runs.of_date(day)] == [("manual:3", RUNNING)]
+    assert [(run.owner, run.status) for run in runs.of_date(day)] == [
+        ("manual:3", DiaryRunStatus.RUNNING)
+    ]
 
 
 def test_a_manual_run_takes_over_the_newest_failed_run_of_its_date_and_is_refused_once_one_is_done(
@@ -441,8 +423,8 @@ def test_a_manual_run_takes_over_the_newest_failed_run_of_its_date_and_is_refuse
     refused, done = runs.claim_manual(day, "manual:2", now, now - stale)
 
     assert refused is None and done is not None and done.key == RunKey(day, fires[1])
-    assert done.status == DONE
-    assert [run.status for run in runs.of_date(day)] == [DONE, FAILED]
+    assert done.status == DiaryRunStatus.DONE
+    assert [run.status for run in runs.of_date(day)] == [DiaryRunStatus.DONE, DiaryRunStatus.FAILED]
 
 
 def test_a_fresh_run_of_another_owner_is_left_alone_and_a_stale_one_resumes_from_its_checkpoint(
@@ -462,11 +444,11 @@ def test_a_fresh_run_of_another_owner_is_left_alone_and_a_stale_one_resumes_from
     clock.now = t0 + timedelta(seconds=61)
     result = scheduler.run_due(clock.now)
 
-    assert result is not None and result.resumed and result.result == diary.DONE
+    assert result is not None and result.resumed and result.result == DiaryRunResult.DONE
     assert env.calls("2024-05-07") == dict.fromkeys(range(501, 801), 1)
     assert env.query(
         "SELECT status, success_count, failure_count, total, owner FROM diary_runs"
-    ) == [(DONE, 790, 10, 800, scheduler.owner)]
+    ) == [(DiaryRunStatus.DONE, 790, 10, 800, scheduler.owner)]
 
 
 def test_an_owner_whose_run_was_taken_over_can_no_longer_write_it(
@@ -486,7 +468,11 @@ def test_an_owner_whose_run_was_taken_over_can_no_longer_write_it(
     assert runs.save(key, "host-b:2", Checkpoint(3, 3, 0), later)
     assert runs.save(key, "host-b:2", Checkpoint(3, 3, 0), later)  # unchanged row: still ours
     row = runs.get(key)
-    assert (row.status, row.owner, row.checkpoint) == (RUNNING, "host-b:2", Checkpoint(3, 3, 0))
+    assert (row.status, row.owner, row.checkpoint) == (
+        DiaryRunStatus.RUNNING,
+        "host-b:2",
+        Checkpoint(3, 3, 0),
+    )
 
 
 def test_a_stop_between_avatars_saves_the_checkpoint_and_a_restart_resumes_at_once(
@@ -512,13 +498,14 @@ def test_a_stop_between_avatars_saves_the_checkpoint_and_a_restart_resumes_at_on
     now = datetime.now(UTC)
     resumed = env.scheduler(owner="restarted:2").run_due(now)
 
-    assert first is not None and first.result == diary.STOPPED
-    assert (stopped.status, stopped.heartbeat_at, stopped.checkpoint) == (
-        RUNNING, None, Checkpoint(150, 150, 0),
-    )  # fmt: skip
-    assert resumed is not None and resumed.resumed and resumed.result == diary.DONE
+    assert first is not None and first.result == DiaryRunResult.STOPPED
+    released = (DiaryRunStatus.RUNNING, None, Checkpoint(150, 150, 0))
+    assert (stopped.status, stopped.heartbeat_at, stopped.checkpoint) == released
+    assert resumed is not None and resumed.resumed and resumed.result == DiaryRunResult.DONE
     assert env.calls("2024-05-09") == dict.fromkeys(range(1, 301), 1)
-    assert env.query("SELECT status, success_count, total FROM diary_runs") == [(DONE, 300, 300)]
+    assert env.query("SELECT status, success_count, total FROM diary_runs") == [
+        (DiaryRunStatus.DONE, 300, 300)
+    ]
 
 
 def test_a_failure_listing_avatars_logs_the_seed_line_marks_the_run_failed_and_it_is_retried(
@@ -538,14 +525,14 @@ def test_a_failure_listing_avatars_logs_the_seed_line_marks_the_run_failed_and_i
     clock.now = fire + timedelta(seconds=10)
     retried = scheduler.run_due(clock.now)
 
-    assert failed is not None and failed.result == diary.FAILED
-    assert status_after_failure == [(FAILED,)]
+    assert failed is not None and failed.result == DiaryRunResult.FAILED
+    assert status_after_failure == [(DiaryRunStatus.FAILED,)]
     assert any(
         line.startswith("[DiaryScheduler] 查询启用的分身失败: ") for line in diary_lines(caplog)
     )
-    assert retried is not None and retried.resumed and retried.result == diary.DONE
+    assert retried is not None and retried.resumed and retried.result == DiaryRunResult.DONE
     assert env.calls("2024-05-10") == dict.fromkeys(range(1, 11), 1)
-    assert env.query("SELECT status, total FROM diary_runs") == [(DONE, 10)]
+    assert env.query("SELECT status, total FROM diary_runs") == [(DiaryRunStatus.DONE, 10)]
 
 
 # --- real processes ------------------------------------------------------------------
@@ -571,19 +558,21 @@ def test_a_run_killed_mid_way_resumes_after_stale_run_seconds_repeating_at_most_
     clock = FakeClock(killed.heartbeat_at + timedelta(seconds=0.5))
     scheduler = env.scheduler(clock=clock)
 
-    assert killed.status == RUNNING and killed.checkpoint_avatar_id >= CHECKPOINT_EVERY
+    assert (
+        killed.status == DiaryRunStatus.RUNNING and killed.checkpoint_avatar_id >= CHECKPOINT_EVERY
+    )
     assert scheduler.run_due(clock.now) is None  # still fresh: not taken over
     clock.now = killed.heartbeat_at + timedelta(seconds=3)
     result = scheduler.run_due(clock.now)
 
-    assert result is not None and result.resumed and result.result == diary.DONE
+    assert result is not None and result.resumed and result.result == DiaryRunResult.DONE
     calls = env.calls("2024-05-01")
     assert sorted(calls) == list(range(1, 601))
     repeated = [avatar_id for avatar_id, n in calls.items() if n > 1]
     assert all(calls[a] == 2 and a > killed.checkpoint_avatar_id for a in repeated)
     assert len(repeated) <= CHECKPOINT_EVERY + 2  # one checkpoint's worth, plus the window
     assert env.query("SELECT status, success_count + failure_count, total FROM diary_runs") == [
-        (DONE, 600, 600)
+        (DiaryRunStatus.DONE, 600, 600)
     ]
 
 
@@ -604,7 +593,7 @@ def test_two_processes_running_the_same_date_at_once_make_one_run(
     assert sorted(codes) == [0, 1], [p.output()[-2000:] for p in processes]
     assert "diary run for 2024-06-01 not started: it is" in processes[codes.index(1)].output()
     assert env.calls("2024-06-01") == dict.fromkeys(range(1, 301), 1)
-    assert env.query("SELECT status, total FROM diary_runs") == [(DONE, 300)]
+    assert env.query("SELECT status, total FROM diary_runs") == [(DiaryRunStatus.DONE, 300)]
 
 
 def test_the_cli_runs_a_date_now_refuses_it_a_second_time_and_shows_the_status(
@@ -628,14 +617,12 @@ def test_the_cli_runs_a_date_now_refuses_it_a_second_time_and_shows_the_status(
     assert table.returncode == 0
     header, row = table.stdout.splitlines()
     [record] = json.loads(as_json.stdout)
-    assert header.split()[:7] == [
-        "run_date", "fire_time", "status", "success", "failure", "total", "checkpoint",
-    ]  # fmt: skip
+    columns = ["run_date", "fire_time", "status", "success", "failure", "total", "checkpoint"]
+    assert header.split()[:7] == columns
     fire_date, fire_clock = record["fire_time"].split()
     assert row.split()[:8] == ["2024-07-01", fire_date, fire_clock, "done", "49", "1", "50", "50"]
-    assert (record["run_date"], record["status"], record["success"], record["total"]) == (
-        "2024-07-01", "done", 49, 50,
-    )  # fmt: skip
+    shown = (record["run_date"], record["status"], record["success"], record["total"])
+    assert shown == ("2024-07-01", "done", 49, 50)
     assert f"fire time {record['fire_time']}" in first.stdout
 
 

@@ -18,14 +18,17 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from me2_scheduler import policy
+from me2_devkit.simulators import ActionSimulator, RunningSimulator, serve
 from me2_scheduler.clients.action import ActionClient, ActionResult
+from me2_scheduler.clock import epoch
 from me2_scheduler.config import Config, ScheduleConf
-from me2_scheduler.simulators import ActionSimulator, RunningSimulator, serve
-from me2_scheduler.storage.index import Claim, DelayIndex
-from me2_scheduler.storage.mysql import Attempt, MysqlStore
+from me2_scheduler.dispatch import Dispatcher
+from me2_scheduler.policy import Attempt, Failure, Success
+from me2_scheduler.states import Status, Trigger
+from me2_scheduler.storage.claim import Claim
+from me2_scheduler.storage.index import DelayIndex
+from me2_scheduler.storage.mysql import MysqlStore
 from me2_scheduler.storage.recording import RECENT_HISTORY
-from me2_scheduler.workers.executor import Dispatcher, epoch
 
 UTC = timezone.utc
 LEASE_S = 600.0
@@ -60,13 +63,13 @@ def due_now(store: MysqlStore, index: DelayIndex, *avatar_ids: int) -> datetime:
     due = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=2)
     for avatar_id in avatar_ids:
         assert store.create(avatar_id, due) is not None
-    index.schedule_many([(avatar_id, epoch(due)) for avatar_id in avatar_ids])
+    index.put_due_many([(avatar_id, epoch(due)) for avatar_id in avatar_ids])
     return due
 
 
 def claim_all(index: DelayIndex, count: int) -> list[Claim]:
     assert index.claim_due(batch=count, lease_s=LEASE_S) == count
-    claims = index.pop_ready_many(count, timeout_s=0)
+    claims = index.pop_ready_many(count, timeout_s=0).claims
     assert len(claims) == count
     return claims
 
@@ -83,7 +86,7 @@ def test_a_batch_dispatches_each_claim_once_and_records_and_settles_all(
     due_now(store, index, *avatars)
     claims = claim_all(index, len(avatars))
 
-    outcomes = dispatcher_of(config, parts).run_batch(claims)
+    outcomes = dispatcher_of(config, parts).dispatch_batch(claims)
 
     assert sorted(o.avatar_id for o in outcomes) == avatars
     assert {o.result for o in outcomes} == {"success"}
@@ -116,7 +119,7 @@ def test_a_mixed_batch_gets_each_claim_the_outcome_a_lone_dispatch_would(
     index.remove(14)
 
     outcomes = {
-        o.avatar_id: o for o in dispatcher_of(config, parts).run_batch(list(claims.values()))
+        o.avatar_id: o for o in dispatcher_of(config, parts).dispatch_batch(list(claims.values()))
     }
 
     assert {a: o.result for a, o in outcomes.items()} == {
@@ -126,7 +129,7 @@ def test_a_mixed_batch_gets_each_claim_the_outcome_a_lone_dispatch_would(
     assert index.due_score(12) == epoch(moved) and not index.is_inflight(12)
     assert index.due_score(14) is None and not index.is_inflight(14)
     failed = store.get(13)
-    assert (failed.failed_count, failed.status) == (1, policy.ACTIVE)
+    assert (failed.failed_count, failed.status) == (1, Status.ACTIVE)
     assert index.due_score(13) == epoch(failed.next_schedule_time)
     assert store.history(12, 10) == [] and store.history(14, 10) == []
 
@@ -140,11 +143,10 @@ def test_a_slot_recorded_by_another_worker_meanwhile_is_not_counted_twice(
     late, rival = dispatcher_of(config, parts), dispatcher_of(config, parts)
     rows = {c.avatar_id: store.get(c.avatar_id) for c in claims}
     # The rival records 21's slot first, as a worker that took it over would.
-    rival.dispatch(rows[21], next(c for c in claims if c.avatar_id == 21), trigger="auto")
+    rival.dispatch(rows[21], next(c for c in claims if c.avatar_id == 21), Trigger.AUTO)
 
-    outcomes = {o.avatar_id: o.result for o in late._record(
-        [late._call(rows[c.avatar_id], c, "auto") for c in claims]
-    )}  # fmt: skip
+    called = [(c, late._call_action(rows[c.avatar_id], c, Trigger.AUTO)) for c in claims]
+    outcomes = {o.avatar_id: o.result for o in late._record_and_settle(called)}
 
     assert outcomes == {21: "skipped", 22: "success"}
     assert store.get(21).schedule_count == 1
@@ -158,12 +160,12 @@ def test_a_stopping_worker_hands_back_the_claims_it_has_not_called(
     due_now(store, index, 31, 32, 33, 34)
     claims = claim_all(index, 4)
 
-    outcomes = dispatcher_of(config, parts).run_batch(claims, stopping=lambda: True)
+    outcomes = dispatcher_of(config, parts).dispatch_batch(claims, stopping=lambda: True)
 
     assert [o.avatar_id for o in outcomes] == [claims[0].avatar_id]
-    handed_back = index.pop_ready_many(10, timeout_s=0)
+    handed_back = index.pop_ready_many(10, timeout_s=0).claims
     assert handed_back == claims[1:]  # in order, same tokens, same planned slots
-    taker = dispatcher_of(config, parts).run_batch(handed_back)
+    taker = dispatcher_of(config, parts).dispatch_batch(handed_back)
     assert [o.result for o in taker] == ["success"] * 3
     assert calls_per_key(simulator) == {c.idempotency_key: 1 for c in claims}
 
@@ -176,10 +178,10 @@ def test_a_batch_past_its_budget_hands_back_the_rest_after_the_call_in_hand(
     claims = claim_all(index, 3)
     simulator.servicer.behaviour = replace(simulator.servicer.behaviour, latency_ms=20)
 
-    outcomes = dispatcher_of(config, parts, budget_s=0.0).run_batch(claims)
+    outcomes = dispatcher_of(config, parts, budget_s=0.0).dispatch_batch(claims)
 
     assert [(o.avatar_id, o.result) for o in outcomes] == [(claims[0].avatar_id, "success")]
-    assert index.pop_ready_many(10, timeout_s=0) == claims[1:]
+    assert index.pop_ready_many(10, timeout_s=0).claims == claims[1:]
     assert all(index.is_inflight(c.avatar_id) for c in claims[1:])
 
 
@@ -207,7 +209,7 @@ def test_a_skipped_claim_is_back_in_due_before_the_batch_calls_action(
                      new_status="active", next_time=moved)  # fmt: skip
     watching = _WatchingAction(action, index, watched=82)
 
-    Dispatcher(config, store, index, watching, budget_s=60).run_batch(claims)
+    Dispatcher(config, store, index, watching, budget_s=60).dispatch_batch(claims)
 
     assert watching.seen == [(epoch(moved), False)]
 
@@ -250,36 +252,40 @@ def test_a_long_batch_renews_its_leases_and_drops_a_claim_lost_meanwhile(
 
     dispatcher = Dispatcher(short, store, index, slow, rng=random.Random(3), budget_s=60)
     renewed_at: list[float] = []
-    begin_many = index.begin_many
+    renew_leases = index.renew_leases
 
     def spying_begin(batch: list[Claim], lease_s: float) -> list[bool]:
-        held = begin_many(batch, lease_s)
+        held = renew_leases(batch, lease_s)
         renewed_at.append(index.client.zscore(index.keys.inflight, claims[2].avatar_id) or 0)
         return held
 
-    index.begin_many = spying_begin  # type: ignore[method-assign]
+    index.renew_leases = spying_begin  # type: ignore[method-assign]
     try:
-        outcomes = {o.avatar_id: o.result for o in dispatcher.run_batch(claims)}
+        outcomes = {o.avatar_id: o.result for o in dispatcher.dispatch_batch(claims)}
     finally:
-        del index.begin_many
+        del index.renew_leases
 
     assert outcomes == {claims[0].avatar_id: "success", claims[2].avatar_id: "success"}
     assert len(renewed_at) == 2 and renewed_at[1] > renewed_at[0]
     assert set(calls_per_key(simulator)) == {claims[0].idempotency_key, claims[2].idempotency_key}
-    assert store.get(claims[1].avatar_id).status == policy.PAUSED
+    assert store.get(claims[1].avatar_id).status == Status.PAUSED
     assert index.sizes()["inflight"] == 0
 
 
-def attempt(store: MysqlStore, avatar_id: int, key: str, **outcome) -> Attempt:
+def attempt(store: MysqlStore, avatar_id: int, key: str, error: str | None = None) -> Attempt:
+    """A dispatch of the avatar's current row, now: a success, or a failure with ``error``."""
     row = store.get(avatar_id)
+    assert row is not None
     now = datetime.now(UTC)
-    if "error" in outcome:
-        outcome = {"retry_time": now + timedelta(minutes=5), "max_consecutive_failures": 1,
-                   **outcome}  # fmt: skip
-    else:
-        outcome = {"action_type": "post", "action_id": 1,
-                   "next_time": now + timedelta(hours=2), **outcome}  # fmt: skip
-    return Attempt(avatar_id, row.version, "auto", now, now, now, key, **outcome)
+    slot = {"avatar_id": avatar_id, "expected_version": row.version, "trigger": Trigger.AUTO}
+    times = {"planned_at": now, "started_at": now, "finished_at": now, "idempotency_key": key}
+    if error is not None:
+        retry_time = now + timedelta(minutes=5)
+        return Failure(
+            **slot, **times, error=error, retry_time=retry_time, max_consecutive_failures=1
+        )
+    next_time = now + timedelta(hours=2)
+    return Success(**slot, **times, action_type="post", action_id=1, next_time=next_time)
 
 
 def test_one_transaction_records_a_mixed_batch_as_lone_records_would(parts) -> None:

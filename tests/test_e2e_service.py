@@ -14,9 +14,9 @@ from itertools import pairwise
 
 import pytest
 
+from me2_devkit.simulators import SimulatorControl
+from me2_devkit.testing.stack import Simulator, pid_alive
 from me2_scheduler.protos import scheduler_pb2
-from me2_scheduler.simulators import SimulatorControl
-from me2_scheduler.testing.stack import Simulator, pid_alive
 
 from .e2e import Running, start_service, wait_until
 

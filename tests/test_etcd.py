@@ -18,6 +18,17 @@ from pathlib import Path
 
 import pytest
 
+from me2_devkit.simulators import (
+    ActionSimulator,
+    DiarySimulator,
+    RunningSimulator,
+    SimulatorControl,
+    serve,
+)
+from me2_devkit.testing.certs import make_pki
+from me2_devkit.testing.etcd import EtcdServer
+from me2_devkit.testing.servers import free_port, temp_root
+from me2_devkit.testing.stack import Service, cli_argv
 from me2_scheduler.clients import ActionClient
 from me2_scheduler.config import Config, EtcdConf, RpcClientConf, load_config
 from me2_scheduler.discovery.etcd_client import EtcdClient, EtcdError, prefix_range_end
@@ -25,19 +36,8 @@ from me2_scheduler.discovery.registry import Publisher, internal_ip, publish_add
 from me2_scheduler.discovery.resolver import EndpointWatcher, etcd_conf_from_target
 from me2_scheduler.errors import DownstreamError
 from me2_scheduler.protos import scheduler_pb2
-from me2_scheduler.simulators import (
-    ActionSimulator,
-    DiarySimulator,
-    RunningSimulator,
-    SimulatorControl,
-    serve,
-)
 from me2_scheduler.storage.migrations import apply_migrations
 from me2_scheduler.supervisor.child import ChildContext
-from me2_scheduler.testing.certs import make_pki
-from me2_scheduler.testing.etcd import EtcdServer
-from me2_scheduler.testing.servers import free_port, temp_root
-from me2_scheduler.testing.stack import Service, cli_argv
 from me2_scheduler.workers import diary
 from me2_scheduler.workers.diary import DiaryScheduler, parse_schedule
 

@@ -31,20 +31,22 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
+from me2_devkit.simulators import ActionSimulator, serve
 from me2_scheduler import policy
 from me2_scheduler.clients.action import ActionClient
+from me2_scheduler.clock import epoch
 from me2_scheduler.config import Config, MysqlConf, RedisConf, RpcClientConf
+from me2_scheduler.dispatch import Dispatcher
 from me2_scheduler.dsn import parse_dsn
 from me2_scheduler.policy import Call
 from me2_scheduler.protos import scheduler_pb2 as pb
 from me2_scheduler.protos import scheduler_pb2_grpc
 from me2_scheduler.rpc_server.server import RpcServer, build_server
 from me2_scheduler.rpc_server.servicer import SchedulerServicer
-from me2_scheduler.simulators import ActionSimulator, serve
+from me2_scheduler.states import PauseReason, Status
 from me2_scheduler.storage.index import DelayIndex
 from me2_scheduler.storage.migrations import apply_migrations
 from me2_scheduler.storage.mysql import MysqlStore
-from me2_scheduler.workers.executor import Dispatcher, epoch
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -88,7 +90,7 @@ STATE_CALLS = {
 class Model:
     """What one avatar's row must hold."""
 
-    status: str = policy.ACTIVE
+    status: str = Status.ACTIVE
     pause_reason: str | None = None
     failed_count: int = 0
     schedule_count: int = 0
@@ -209,8 +211,8 @@ class SchedulerMachine(RuleBasedStateMachine):
             assert reply.code == policy.INTERNAL and reply.message.startswith("action failed")
             outcome = policy.after_failure(row.failed_count, MAX_FAILURES)
             row.failed_count = outcome.failed_count
-            if outcome.pause and row.status == policy.ACTIVE:
-                row.status, row.pause_reason = policy.PAUSED, policy.PAUSED_BY_FAILURES
+            if outcome.pause and row.status == Status.ACTIVE:
+                row.status, row.pause_reason = Status.PAUSED, PauseReason.FAILURES
         else:
             assert reply.code == policy.OK and reply.action_id > 0, reply
             row.failed_count, row.schedule_count = 0, row.schedule_count + 1
@@ -260,7 +262,7 @@ class SchedulerMachine(RuleBasedStateMachine):
         row = self.model.setdefault(avatar_id, Model())
         if decision.new_status is not None:
             row.status = decision.new_status
-            row.pause_reason = decision.pause_reason if row.status == policy.PAUSED else None
+            row.pause_reason = decision.pause_reason if row.status == Status.PAUSED else None
         if decision.reschedule:
             row.failed_count = 0
 
@@ -291,7 +293,7 @@ class SchedulerMachine(RuleBasedStateMachine):
         index = self.live.index
         due = {int(m): s for m, s in index.client.zrange(index.keys.due, 0, -1, withscores=True)}
         inflight = {int(m) for m in index.client.zrange(index.keys.inflight, 0, -1)}
-        active = {a for a, m in self.model.items() if m.status == policy.ACTIVE}
+        active = {a for a, m in self.model.items() if m.status == Status.ACTIVE}
         assert not inflight, "no dispatch is in progress between steps"
         assert set(due) == active
         nexts = dict(self.live.sql("SELECT avatar_id, next_schedule_time FROM avatar_schedules"))

@@ -12,18 +12,15 @@ import redis
 from redis.cluster import RedisCluster
 from redis.crc import key_slot
 
+from me2_devkit.testing.servers import RedisServer, free_port, temp_root
+from me2_scheduler.chunking import chunks
 from me2_scheduler.config import RedisConf
 from me2_scheduler.errors import ConfigError, RedisIndexError
-from me2_scheduler.storage.index import (
-    INDEX_VERSION,
-    SCRIPT_CHUNK,
-    Claim,
-    DelayIndex,
-    script_sources,
-)
+from me2_scheduler.storage.claim import Claim, parse_planned
+from me2_scheduler.storage.index import INDEX_VERSION, SCRIPT_CHUNK, DelayIndex
 from me2_scheduler.storage.keys import Keys
 from me2_scheduler.storage.redis_conn import make_redis, parse_address
-from me2_scheduler.testing.servers import RedisServer, free_port, temp_root
+from me2_scheduler.storage.scripts import script_sources
 
 
 @pytest.fixture
@@ -99,11 +96,12 @@ def test_no_script_builds_a_key_name_or_scans_keys(name: str, source: str) -> No
     assert not re.search(r":(due|inflight|leases|ready|meta)\b", body)
 
 
+OPERATIONS = ("claim_due", "pickup", "ack", "release_expired", "claim_one")
+UPKEEP = ("put_due", "remove", "sizes", "absent", "swap_rebuild")
+
+
 def test_the_index_loads_every_operation_script() -> None:
-    assert set(script_sources()) >= {
-        "claim_due", "pickup", "ack", "release_expired", "claim_one",
-        "schedule", "remove", "sizes", "absent", "swap_rebuild",
-    }  # fmt: skip
+    assert set(script_sources()) >= {*OPERATIONS, *UPKEEP}
 
 
 # -- client factory ----------------------------------------------------------
@@ -171,11 +169,11 @@ def test_an_unreachable_cluster_raises_redis_index_error() -> None:
 @pytest.fixture(scope="module")
 def cluster_server() -> Iterator[RedisServer]:
     """A one-node Redis Cluster owning every slot: enough to exercise the cluster client."""
+    cluster_args = ("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
     server = RedisServer(
         root=temp_root("me2-redis-cluster-"),
-        extra_args=("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                    "--cluster-port", str(free_port())),
-    ).start()  # fmt: skip
+        extra_args=(*cluster_args, "--cluster-port", str(free_port())),
+    ).start()
     try:
         admin = redis.Redis(port=server.port, decode_responses=True)
         admin.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
@@ -203,13 +201,13 @@ def test_every_script_runs_on_a_redis_cluster(cluster_server: RedisServer, redis
         assert index.absent([1, 2, 3]) == [3]
         assert index.sizes() == {"due": 1, "overdue": 1, "inflight": 1, "ready": 0}
         assert index.remove(2) is True
-        assert index.schedule(2, now) is True
+        assert index.put_due(2, now) is True
 
 
 def test_an_injected_fakeredis_client_runs_the_same_scripts() -> None:
     index = DelayIndex(RedisConf(key="unit"), client=fakeredis.FakeRedis(decode_responses=True))
     now = int(index.now())
-    index.schedule_many([(1, now - 10), (2, now + 100)])
+    index.put_due_many([(1, now - 10), (2, now + 100)])
 
     assert index.claim_due(batch=5, lease_s=30) == 1
     claim = index.pop_ready(timeout_s=0)
@@ -227,46 +225,69 @@ def test_a_claim_reads_back_from_its_ready_entry() -> None:
         Claim.parse("42:abc")
 
 
-# -- upkeep: schedule, remove, absent, sizes ------------------------------
+@pytest.mark.parametrize(
+    ("text", "planned"), [("1700000000", 1_700_000_000), ("1700000000.123", 1_700_000_000.123)]
+)
+def test_a_planned_time_is_whole_seconds_or_seconds_with_milliseconds(
+    text: str, planned: float
+) -> None:
+    assert parse_planned(text) == planned
+    assert isinstance(parse_planned(text), type(planned))
 
 
-def test_schedule_adds_an_avatar_and_moves_its_due_time(index: DelayIndex) -> None:
-    assert index.schedule(1, 1_800_000_000) is True
-    assert index.schedule(1, 1_800_000_600) is True
+@pytest.mark.parametrize("text", ["", "abc", "1700000000:1"])
+def test_a_planned_time_that_is_no_number_is_a_value_error(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_planned(text)
+
+
+def test_chunks_cut_a_stream_into_bounded_lists_in_order() -> None:
+    assert list(chunks(iter(range(7)), 3)) == [[0, 1, 2], [3, 4, 5], [6]]
+    assert list(chunks([], 3)) == []
+    with pytest.raises(ValueError):
+        next(chunks([1], 0))
+
+
+# -- upkeep: put_due, remove, absent, sizes ------------------------------
+
+
+def test_put_due_adds_an_avatar_and_moves_its_due_time(index: DelayIndex) -> None:
+    assert index.put_due(1, 1_800_000_000) is True
+    assert index.put_due(1, 1_800_000_600) is True
 
     assert due_members(index) == {1: 1_800_000_600}
 
 
-def test_schedule_never_adds_an_avatar_in_flight_to_due(index: DelayIndex) -> None:
+def test_put_due_never_adds_an_avatar_in_flight_to_due(index: DelayIndex) -> None:
     index.claim_one(1, lease_s=600)
 
-    assert index.schedule(1, 1_800_000_000) is False
-    assert index.schedule_many([(1, 1_800_000_000), (2, 1_800_000_000)]) == 1
+    assert index.put_due(1, 1_800_000_000) is False
+    assert index.put_due_many([(1, 1_800_000_000), (2, 1_800_000_000)]) == 1
 
     assert due_members(index) == {2: 1_800_000_000}
     assert index.is_inflight(1)
 
 
-def test_schedule_only_if_absent_never_moves_a_member_already_due(index: DelayIndex) -> None:
-    index.schedule(1, 1_800_000_000)
+def test_put_due_only_if_absent_never_moves_a_member_already_due(index: DelayIndex) -> None:
+    index.put_due(1, 1_800_000_000)
     index.claim_one(3, lease_s=600)
 
-    assert index.schedule(1, 1_700_000_000, only_if_absent=True) is False
-    assert index.schedule_many([(2, 1_700_000_000), (3, 1_700_000_000)], only_if_absent=True) == 1
+    assert index.put_due(1, 1_700_000_000, only_if_absent=True) is False
+    assert index.put_due_many([(2, 1_700_000_000), (3, 1_700_000_000)], only_if_absent=True) == 1
 
     assert due_members(index) == {1: 1_800_000_000, 2: 1_700_000_000}
 
 
-def test_schedule_many_writes_more_pairs_than_one_script_call_takes(index: DelayIndex) -> None:
+def test_put_due_many_writes_more_pairs_than_one_script_call_takes(index: DelayIndex) -> None:
     pairs = [(avatar_id, 1_800_000_000 + avatar_id) for avatar_id in range(SCRIPT_CHUNK * 2 + 7)]
 
-    assert index.schedule_many(iter(pairs)) == len(pairs)
+    assert index.put_due_many(iter(pairs)) == len(pairs)
 
     assert due_members(index) == dict(pairs)
 
 
 def test_remove_takes_an_avatar_out_of_due(index: DelayIndex) -> None:
-    index.schedule_many([(1, 1_800_000_000), (2, 1_800_000_000)])
+    index.put_due_many([(1, 1_800_000_000), (2, 1_800_000_000)])
 
     assert index.remove(1) is True
     assert index.remove(1) is False
@@ -275,7 +296,7 @@ def test_remove_takes_an_avatar_out_of_due(index: DelayIndex) -> None:
 
 
 def test_absent_lists_the_avatars_in_neither_due_nor_inflight(index: DelayIndex) -> None:
-    index.schedule_many((avatar_id, 1_800_000_000) for avatar_id in range(0, 2500, 2))
+    index.put_due_many((avatar_id, 1_800_000_000) for avatar_id in range(0, 2500, 2))
     index.claim_one(1, lease_s=600)
     expected = [avatar_id for avatar_id in range(3, 2500, 2)]
 
@@ -285,7 +306,7 @@ def test_absent_lists_the_avatars_in_neither_due_nor_inflight(index: DelayIndex)
 
 def test_sizes_count_overdue_members_beyond_the_grace(index: DelayIndex) -> None:
     now = int(index.now())
-    index.schedule_many([(1, now - 100), (2, now - 10), (3, now + 100)])
+    index.put_due_many([(1, now - 100), (2, now - 10), (3, now + 100)])
     index.claim_one(4, lease_s=600)
 
     assert index.sizes(grace_s=50) == {"due": 3, "overdue": 1, "inflight": 1, "ready": 0}
@@ -293,7 +314,7 @@ def test_sizes_count_overdue_members_beyond_the_grace(index: DelayIndex) -> None
 
 
 def test_next_due_lists_the_earliest_members_first(index: DelayIndex) -> None:
-    index.schedule_many([(1, 1_800_000_300), (2, 1_800_000_100), (3, 1_800_000_200)])
+    index.put_due_many([(1, 1_800_000_300), (2, 1_800_000_100), (3, 1_800_000_200)])
 
     assert index.next_due(2) == [(2, 1_800_000_100), (3, 1_800_000_200)]
     assert index.next_due(0) == []
@@ -314,7 +335,7 @@ def test_rebuild_of_100000_rows_gives_exactly_the_input_set_and_scores(index: De
 
 
 def test_rebuild_replaces_a_stale_due_set(index: DelayIndex) -> None:
-    index.schedule_many([(1, 1_700_000_000), (900, 1_700_000_000), (901, 1_700_000_000)])
+    index.put_due_many([(1, 1_700_000_000), (900, 1_700_000_000), (901, 1_700_000_000)])
 
     index.rebuild([(1, 1_800_000_000), (2, 1_800_000_100)])
 
@@ -333,7 +354,7 @@ def test_rebuild_never_leaves_an_avatar_in_both_due_and_inflight(index: DelayInd
 
 
 def test_readers_see_the_old_due_set_until_the_rebuild_is_swapped_in(index: DelayIndex) -> None:
-    index.schedule_many([(1, 1_700_000_000), (2, 1_700_000_000)])
+    index.put_due_many([(1, 1_700_000_000), (2, 1_700_000_000)])
     seen: list[tuple[int, dict[int, float]]] = []
 
     index.rebuild(
@@ -342,7 +363,7 @@ def test_readers_see_the_old_due_set_until_the_rebuild_is_swapped_in(index: Dela
         progress=lambda done: seen.append((done, due_members(index))),
     )
 
-    assert seen == [(count, {1: 1_700_000_000, 2: 1_700_000_000}) for count in (10, 20, 25)]
+    assert seen == [(count, {1: 1_700_000_000, 2: 1_700_000_000}) for count in (10, 10, 5)]
     assert set(due_members(index)) == set(range(10, 35))
 
 
@@ -354,7 +375,7 @@ def test_rebuild_leaves_no_temporary_key_behind(index: DelayIndex) -> None:
 
 
 def test_rebuild_of_zero_rows_empties_due_and_still_writes_meta(index: DelayIndex) -> None:
-    index.schedule(1, 1_800_000_000)
+    index.put_due(1, 1_800_000_000)
 
     assert index.rebuild([]) == 0
 
@@ -368,7 +389,7 @@ def test_meta_marks_whether_the_index_was_built(index: DelayIndex) -> None:
     index.rebuild([(1, 1_800_000_000)])
     assert index.has_meta()
 
-    index.drop_meta()
+    index.client.delete(index.keys.meta)
 
     assert not index.has_meta()
     assert due_members(index) == {1: 1_800_000_000}

@@ -26,6 +26,8 @@ import pytest
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
+from me2_devkit.testing.servers import MariaDBServer, RedisServer, free_port
+from me2_devkit.testing.stack import Simulator, child_pids
 from me2_scheduler.config import Config, HistoryConf, MysqlConf, PrometheusConf, RedisConf
 from me2_scheduler.storage.diary_runs import DiaryRunStore
 from me2_scheduler.storage.index import DelayIndex
@@ -37,8 +39,6 @@ from me2_scheduler.supervisor.http import (
     SupervisorMetrics,
     render_metrics,
 )
-from me2_scheduler.testing.servers import MariaDBServer, RedisServer, free_port
-from me2_scheduler.testing.stack import Simulator, child_pids
 from me2_scheduler.workers import poller as poller_module
 from me2_scheduler.workers.poller import Poller
 
@@ -310,9 +310,16 @@ def gauge(name: str, **labels: str) -> float | None:
     return REGISTRY.get_sample_value(name, labels)
 
 
-def add_history(store: MysqlStore, started: datetime, count: int) -> None:
+def add_history(parts: Parts, started: datetime, count: int) -> None:
+    """``count`` history rows started at ``started``, one per avatar (written as MySQL holds it)."""
+    stored = started.astimezone(timezone.utc).replace(tzinfo=None)
     for i in range(count):
-        store.record_skipped(i + 1, trigger="auto", planned_at=None, started_at=started)
+        parts.query(
+            "INSERT INTO avatar_schedule_history (avatar_id, `trigger`, started_time, outcome)"
+            " VALUES (%s, 'auto', %s, 'skipped')",
+            i + 1,
+            stored,
+        )
 
 
 def test_history_is_pruned_a_batch_per_tick_and_at_most_once_an_hour(
@@ -320,8 +327,8 @@ def test_history_is_pruned_a_batch_per_tick_and_at_most_once_an_hour(
 ) -> None:
     monkeypatch.setattr(poller_module, "PRUNE_BATCH", 3)
     old, recent = NOW - timedelta(days=31), NOW - timedelta(days=29)
-    add_history(parts.store, old, 7)
-    add_history(parts.store, recent, 2)
+    add_history(parts, old, 7)
+    add_history(parts, recent, 2)
     clock = FakeClock()
     poller = make_poller(parts, clock)
     pruned_before = gauge("scheduler_history_pruned_total") or 0.0
@@ -331,7 +338,7 @@ def test_history_is_pruned_a_batch_per_tick_and_at_most_once_an_hour(
         left.append(len(parts.history_times()))
     assert left == [6, 3, 2, 2]  # 3 per tick at most: never one big transaction
     assert gauge("scheduler_history_pruned_total") == pruned_before + 7
-    add_history(parts.store, old, 2)
+    add_history(parts, old, 2)
     clock.now += 3599
     poller.tick()
     assert len(parts.history_times()) == 4  # the hour is not up: nothing deleted
@@ -341,7 +348,7 @@ def test_history_is_pruned_a_batch_per_tick_and_at_most_once_an_hour(
 
 
 def test_retention_days_zero_keeps_history_forever(parts: Parts) -> None:
-    add_history(parts.store, NOW - timedelta(days=3650), 2)
+    add_history(parts, NOW - timedelta(days=3650), 2)
     make_poller(parts, FakeClock(), retention_days=0).tick()
     assert len(parts.history_times()) == 2
 
@@ -383,8 +390,8 @@ def test_a_row_paused_without_a_reason_counts_as_unknown(parts: Parts) -> None:
 
 def test_queue_gauges_follow_redis_and_the_diary_gauge_follows_mysql(parts: Parts) -> None:
     now = int(parts.index.now())
-    parts.index.schedule(5, now - 3600)  # overdue: the tick claims it before the gauges
-    parts.index.schedule(6, now + 3600)
+    parts.index.put_due(5, now - 3600)  # overdue: the tick claims it before the gauges
+    parts.index.put_due(6, now + 3600)
     finished = datetime(2026, 5, 31, 22, 5, tzinfo=UTC)
     parts.query(
         "INSERT INTO diary_runs (run_date, status, fire_time, finished_at)"

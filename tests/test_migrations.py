@@ -16,6 +16,7 @@ from pathlib import Path
 import pymysql
 import pytest
 
+from me2_devkit.testing.servers import MariaDBServer, RedisServer, free_port
 from me2_scheduler.config import Config, MysqlConf, MysqlDsn, RedisConf
 from me2_scheduler.errors import SchemaBehindError, StoreError
 from me2_scheduler.storage.migrations import (
@@ -34,7 +35,6 @@ from me2_scheduler.storage.migrations import (
 )
 from me2_scheduler.storage.mysql import MysqlStore
 from me2_scheduler.supervisor.preflight import preflight
-from me2_scheduler.testing.servers import MariaDBServer, RedisServer, free_port
 
 STORAGE = Path(__file__).resolve().parent.parent / "me2_scheduler" / "storage"
 

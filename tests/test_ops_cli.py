@@ -11,20 +11,20 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from me2_devkit.simulators import ActionSimulator, serve
+from me2_devkit.testing.servers import MariaDBServer, RedisServer, free_port
 from me2_scheduler.clients.action import ActionClient
 from me2_scheduler.config import PrometheusConf, RpcClientConf
+from me2_scheduler.dispatch import Dispatcher
 from me2_scheduler.ops import index_ops
 from me2_scheduler.ops.prune import cutoff, parse_age, prune
 from me2_scheduler.ops.status import SECTIONS
 from me2_scheduler.rpc_server.server import build_server
 from me2_scheduler.rpc_server.servicer import SchedulerServicer
-from me2_scheduler.simulators import ActionSimulator, serve
 from me2_scheduler.storage.index import DelayIndex
 from me2_scheduler.storage.mysql import MysqlStore
 from me2_scheduler.supervisor.http import StatusServer
-from me2_scheduler.testing.servers import MariaDBServer, RedisServer, free_port
 from me2_scheduler.timefmt import TIME_FORMAT
-from me2_scheduler.workers.executor import Dispatcher
 from tests.ops_fixtures import OpsEnv, assert_one_error_line, epoch, invoke, ops_env, run_cli
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")

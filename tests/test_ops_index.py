@@ -1,4 +1,7 @@
-"""``rebuild-index`` and ``verify-index [--repair]`` on real MariaDB and Redis."""
+"""Rebuilding, sweeping and verifying the index against MySQL on real MariaDB and Redis.
+
+``storage/reconcile`` and the ``rebuild-index`` / ``verify-index [--repair]`` commands.
+"""
 
 from __future__ import annotations
 
@@ -14,11 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
-from me2_scheduler.ops import index_ops
-from me2_scheduler.ops.index_ops import EXTRA, MISSING, WRONG_SCORE, Verifier, classify
-from me2_scheduler.testing.servers import MariaDBServer, RedisServer, free_port
-from me2_scheduler.testing.stack import cli_argv
+from me2_devkit.testing.servers import MariaDBServer, RedisServer, free_port
+from me2_devkit.testing.stack import cli_argv
+from me2_scheduler.clock import epoch
+from me2_scheduler.storage import reconcile
+from me2_scheduler.storage.reconcile import EXTRA, MISSING, WRONG_SCORE, Verifier, classify
+from me2_scheduler.workers import poller
 from tests.ops_fixtures import (
     OpsEnv,
     assert_one_error_line,
@@ -59,7 +65,7 @@ def schedule_rows(count: int, start: datetime, seed: int = 5) -> list[tuple]:
 
 def test_rebuild_index_of_100_000_rows_makes_due_equal_to_mysqls_active_set(ops: OpsEnv) -> None:
     ops.insert_schedules(schedule_rows(100_000, datetime.now(timezone.utc) + DAY))
-    ops.index.schedule_many([(999_999_999, 1), (10, 5)])  # stale: an unknown and a paused avatar
+    ops.index.put_due_many([(999_999_999, 1), (10, 5)])  # stale: an unknown and a paused avatar
     expected = ops.active_due()
 
     done = run_cli("rebuild-index", "-f", str(ops.config_path))
@@ -85,10 +91,10 @@ def test_rebuild_index_draws_a_progress_bar_when_stderr_is_a_terminal(ops: OpsEn
     ops.insert_schedules(schedule_rows(3_000, datetime.now(timezone.utc)))
     primary, secondary = pty.openpty()
     try:
+        argv = cli_argv("rebuild-index", "-f", str(ops.config_path), "--chunk", "1000")
         done = subprocess.run(
-            cli_argv("rebuild-index", "-f", str(ops.config_path), "--chunk", "1000"),
-            stdout=subprocess.PIPE, stderr=secondary, text=True, timeout=120, check=False,
-        )  # fmt: skip
+            argv, stdout=subprocess.PIPE, stderr=secondary, text=True, timeout=120, check=False
+        )
         os.close(secondary)
         drawn = read_all(primary)
     finally:
@@ -118,7 +124,7 @@ def test_rebuild_reports_progress_in_increments_adding_up_to_the_row_count(ops: 
     ops.insert_schedules(schedule_rows(2_500, datetime.now(timezone.utc)))
     steps: list[int] = []
 
-    rows = index_ops.rebuild(ops.store, ops.index, chunk=1000, progress=steps.append)
+    rows = reconcile.rebuild(ops.store, ops.index, chunk=1000, progress=steps.append)
 
     assert rows == len(ops.active_due())
     assert sum(steps) == rows
@@ -170,7 +176,7 @@ class Planted:
 def planted(ops: OpsEnv) -> Planted:
     """300 avatars indexed correctly, then 3 missing, 5 wrong-score and 5 extra members planted."""
     ops.insert_schedules(schedule_rows(300, datetime.now(timezone.utc) + DAY))
-    index_ops.rebuild(ops.store, ops.index)
+    reconcile.rebuild(ops.store, ops.index)
     client, keys = ops.index.client, ops.index.keys
     plant = Planted(missing=[3, 51, 299], wrong_score=[7, 8, 121, 122, 201], extra=[], leased=101)
     client.zrem(keys.due, *plant.missing)
@@ -246,7 +252,7 @@ def test_verify_counts_the_same_whatever_the_chunk_size(
 
 def test_a_clean_index_verifies_clean_with_exit_0(ops: OpsEnv) -> None:
     ops.insert_schedules(schedule_rows(500, datetime.now(timezone.utc)))
-    index_ops.rebuild(ops.store, ops.index)
+    reconcile.rebuild(ops.store, ops.index)
 
     result = invoke("verify-index", "-f", str(ops.config_path))
 
@@ -273,8 +279,8 @@ def test_repair_never_removes_a_member_that_mysql_shows_active_on_the_second_loo
     ops: OpsEnv,
 ) -> None:
     ops.insert_schedules(schedule_rows(30, datetime.now(timezone.utc) + DAY))
-    index_ops.rebuild(ops.store, ops.index)
-    ops.index.schedule(20, 1)  # a paused avatar: a real extra
+    reconcile.rebuild(ops.store, ops.index)
+    ops.index.put_due(20, 1)  # a paused avatar: a real extra
     store = StaleFirstRead(ops.store)
 
     verifier = Verifier(store, ops.index, repair=True)  # type: ignore[arg-type]
@@ -290,7 +296,7 @@ def test_repair_of_a_missing_avatar_leaves_one_that_went_in_flight_meanwhile(
     ops: OpsEnv,
 ) -> None:
     ops.insert_schedules(schedule_rows(30, datetime.now(timezone.utc) + DAY))
-    index_ops.rebuild(ops.store, ops.index)
+    reconcile.rebuild(ops.store, ops.index)
     ops.index.client.zrem(ops.index.keys.due, 1, 2)
     verifier = Verifier(ops.store, ops.index, repair=True)
     # Avatar 2 is claimed between the check and the repair: it must stay in flight only.
@@ -353,3 +359,80 @@ def test_a_bad_config_exits_2_with_the_config_error_line(ops: OpsEnv) -> None:
 
     assert result.exit_code == 2
     assert result.stderr.startswith("config error: Timezone")
+
+
+# -- sweep ------------------------------------------------------------------------------
+
+GRACE_S = 60.0
+
+
+def counted(name: str) -> float:
+    return REGISTRY.get_sample_value(name) or 0.0
+
+
+def test_sweep_re_adds_only_overdue_active_avatars_missing_from_both_sets(ops: OpsEnv) -> None:
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    ops.insert_schedules(
+        [
+            (1, "active", now - timedelta(days=1), None),  # lost: the one to repair
+            (2, "active", now - timedelta(days=1), None),  # in due at a newer time: kept there
+            (3, "active", now - timedelta(days=1), None),  # in flight: its worker settles it
+            (4, "active", now - timedelta(seconds=5), None),  # lost, but within the grace period
+            (5, "active", now + timedelta(days=1), None),  # lost, not due yet
+            (6, "paused", now - timedelta(days=1), "user"),
+        ]
+    )
+    reconcile.rebuild(ops.store, ops.index)
+    ops.index.client.zrem(ops.index.keys.due, 1, 4, 5)
+    newer = epoch(now) + 600
+    ops.index.put_due(2, newer)
+    assert ops.index.claim_one(3, lease_s=600) is not None
+    before = counted("scheduler_index_repaired_total")
+
+    repaired = poller.sweep(ops.store, ops.index, GRACE_S)
+
+    assert repaired == 1
+    assert ops.due_set() == {1: ops.active_due()[1], 2: newer}
+    assert ops.inflight_set() == {3}
+    assert counted("scheduler_index_repaired_total") == before + 1
+
+
+def test_sweep_pages_through_every_overdue_row(ops: OpsEnv) -> None:
+    overdue = datetime.now(timezone.utc) - timedelta(hours=1)
+    ops.insert_schedules((avatar_id, "active", overdue, None) for avatar_id in range(1, 12))
+    reconcile.rebuild(ops.store, ops.index)
+    ops.index.client.zrem(ops.index.keys.due, 2, 5, 6, 11)
+
+    swept = reconcile.sweep(ops.store, ops.index, GRACE_S, page=3)
+
+    assert swept == reconcile.Swept(repaired=[2, 5, 6, 11])
+    assert ops.due_set() == ops.active_due()
+
+
+def test_sweep_rebuilds_the_whole_index_when_its_meta_is_gone(ops: OpsEnv) -> None:
+    now = datetime.now(timezone.utc)
+    ops.insert_schedules(
+        [
+            (1, "active", now - timedelta(days=1), None),
+            (2, "active", now + timedelta(days=1), None),
+            (3, "disabled", now, None),
+        ]
+    )
+    ops.index.put_due(3, epoch(now))  # stale: the rebuild drops it
+    before = counted("scheduler_index_rebuilds_total")
+
+    rows = poller.sweep(ops.store, ops.index, GRACE_S)
+
+    assert rows == 2
+    assert ops.index.has_meta()
+    assert ops.due_set() == ops.active_due()
+    assert counted("scheduler_index_rebuilds_total") == before + 1
+
+
+def test_a_sweep_with_nothing_lost_writes_nothing(ops: OpsEnv) -> None:
+    overdue = datetime.now(timezone.utc) - timedelta(hours=1)
+    ops.insert_schedules((avatar_id, "active", overdue, None) for avatar_id in range(1, 6))
+    reconcile.rebuild(ops.store, ops.index)
+
+    assert reconcile.sweep(ops.store, ops.index, GRACE_S) == reconcile.Swept()
+    assert ops.due_set() == ops.active_due()

@@ -4,23 +4,17 @@ from __future__ import annotations
 
 import random
 from datetime import datetime, timedelta, timezone
+from types import SimpleNamespace
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from me2_scheduler import policy
-from me2_scheduler.policy import (
-    ACTIVE,
-    CONFLICT,
-    DISABLED,
-    NOT_FOUND,
-    OK,
-    PAUSED,
-    PAUSED_BY_USER,
-    Call,
-    decide,
-)
+from me2_scheduler.policy import CONFLICT, NOT_FOUND, OK, Call, Failure, Success, decide
+from me2_scheduler.states import PauseReason, Status, Trigger
+
+ACTIVE, PAUSED, DISABLED = "active", "paused", "disabled"
 
 instants = st.datetimes(
     min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(timezone.utc)
@@ -130,7 +124,7 @@ def test_the_table_covers_every_call_and_state():
 
 
 def test_a_user_pause_records_the_user_as_the_reason():
-    assert decide(Call.PAUSE, ACTIVE).pause_reason == PAUSED_BY_USER
+    assert decide(Call.PAUSE, ACTIVE).pause_reason == PauseReason.USER
 
 
 def test_an_unknown_status_is_refused():
@@ -141,3 +135,89 @@ def test_an_unknown_status_is_refused():
 def test_the_idempotency_key_is_avatar_and_planned_epoch_milliseconds():
     planned = datetime(2026, 11, 27, 10, 0, 0, tzinfo=timezone.utc)
     assert policy.idempotency_key(42, planned) == f"42:{int(planned.timestamp()) * 1000}"
+
+
+# -- what a dispatch writes (policy.after_dispatch) ---------------------------
+
+T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=timezone.utc)
+NEXT = T0 + timedelta(hours=3)
+RETRY = T0 + timedelta(minutes=5)
+
+
+def row_state(status: str = ACTIVE, version: int = 4, failed_count: int = 0) -> SimpleNamespace:
+    return SimpleNamespace(
+        status=status, version=version, schedule_count=7, failed_count=failed_count
+    )
+
+
+def slot(version: int = 4) -> dict:
+    return {
+        "avatar_id": 42,
+        "expected_version": version,
+        "trigger": Trigger.AUTO,
+        "planned_at": T0,
+        "started_at": T0 + timedelta(seconds=1),
+        "finished_at": T0 + timedelta(seconds=2),
+        "idempotency_key": "42:1",
+    }
+
+
+def success(version: int = 4) -> Success:
+    return Success(**slot(version), action_type="post", action_id=9, next_time=NEXT)
+
+
+def failure(version: int = 4, limit: int = 3) -> Failure:
+    return Failure(**slot(version), error="down", retry_time=RETRY, max_consecutive_failures=limit)
+
+
+SUCCESS_COLUMNS = {
+    "schedule_count": 8,
+    "last_schedule_time": T0 + timedelta(seconds=1),
+    "last_action_type": "post",
+    "failed_count": 0,
+    "last_error": None,
+}
+FAILURE_COLUMNS = {"last_failed_time": T0 + timedelta(seconds=2), "last_error": "down"}
+
+
+@pytest.mark.parametrize("status", [ACTIVE, PAUSED])
+def test_a_success_on_the_row_as_read_counts_and_moves_the_next_time(status):
+    after = policy.after_dispatch(row_state(status, failed_count=2), success())
+
+    assert after.changes == {**SUCCESS_COLUMNS, "next_schedule_time": NEXT}
+    assert after.applied and not after.auto_paused
+
+
+@pytest.mark.parametrize(("status", "version"), [(ACTIVE, 5), (PAUSED, 5), (DISABLED, 4)])
+def test_a_success_on_a_row_moved_meanwhile_counts_but_keeps_its_next_time(status, version):
+    after = policy.after_dispatch(row_state(status, version), success())
+
+    assert after.changes == SUCCESS_COLUMNS
+    assert not after.applied and not after.auto_paused
+
+
+def test_a_failure_below_the_limit_counts_and_plans_the_retry():
+    after = policy.after_dispatch(row_state(failed_count=1), failure(limit=3))
+
+    assert after.changes == {**FAILURE_COLUMNS, "failed_count": 2, "next_schedule_time": RETRY}
+    assert after.applied and not after.auto_paused
+
+
+def test_the_failure_that_reaches_the_limit_pauses_and_keeps_the_slot():
+    after = policy.after_dispatch(row_state(failed_count=2), failure(limit=3))
+
+    assert after.changes == {
+        **FAILURE_COLUMNS,
+        "failed_count": 3,
+        "status": Status.PAUSED,
+        "pause_reason": PauseReason.FAILURES,
+    }
+    assert after.applied and after.auto_paused
+
+
+@pytest.mark.parametrize(("status", "version"), [(PAUSED, 4), (ACTIVE, 5)])
+def test_a_failure_on_a_paused_or_moved_row_only_counts(status, version):
+    after = policy.after_dispatch(row_state(status, version, failed_count=2), failure(limit=3))
+
+    assert after.changes == {**FAILURE_COLUMNS, "failed_count": 3}
+    assert not after.applied and not after.auto_paused

@@ -34,14 +34,14 @@ import pymysql
 import pytest
 import yaml
 
+from me2_devkit.testing.prometheus import PrometheusServer, threshold_lhs
+from me2_devkit.testing.servers import MariaDBServer, RedisServer
+from me2_devkit.testing.stack import Simulator
 from me2_scheduler.config import MysqlConf, RedisConf
 from me2_scheduler.protos import scheduler_pb2
 from me2_scheduler.storage.index import DelayIndex
 from me2_scheduler.storage.migrations import apply_migrations
 from me2_scheduler.storage.mysql import MysqlStore
-from me2_scheduler.testing.prometheus import PrometheusServer, threshold_lhs
-from me2_scheduler.testing.servers import MariaDBServer, RedisServer
-from me2_scheduler.testing.stack import Simulator
 
 from .e2e import Running, start_service, wait_until
 from .test_store import mysql_conf

@@ -27,22 +27,23 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 )
 from prometheus_client import REGISTRY
 
+from me2_devkit.simulators import ActionSimulator, RunningSimulator, SimulatorControl, serve
+from me2_devkit.testing.servers import MariaDBServer, RedisServer, free_port, root_query
 from me2_scheduler.clients.action import ActionClient
+from me2_scheduler.clock import epoch
 from me2_scheduler.config import Config, MysqlConf, RedisConf, RpcClientConf
+from me2_scheduler.dispatch import Dispatcher
 from me2_scheduler.dsn import parse_dsn
 from me2_scheduler.protos import scheduler_pb2 as pb
 from me2_scheduler.protos import scheduler_pb2_grpc
 from me2_scheduler.rpc_server import server as rpc_server_module
 from me2_scheduler.rpc_server.server import RpcServer, build_server
 from me2_scheduler.rpc_server.servicer import SchedulerServicer
-from me2_scheduler.simulators import ActionSimulator, RunningSimulator, SimulatorControl, serve
 from me2_scheduler.storage.index import DelayIndex
 from me2_scheduler.storage.migrations import apply_migrations
 from me2_scheduler.storage.mysql import MysqlStore, ScheduleRow
 from me2_scheduler.supervisor.child import EXIT_CANNOT_BOOT, ChildContext
-from me2_scheduler.testing.servers import MariaDBServer, RedisServer, free_port, root_query
 from me2_scheduler.timefmt import Display
-from me2_scheduler.workers.executor import Dispatcher, epoch
 
 MIN_H, MAX_H = 2.0, 6.0
 CALL_TIMEOUT_S = 10
@@ -238,7 +239,7 @@ def put_in_state(rpc: Harness, avatar_id: int, state: str) -> ScheduleRow | None
         next_time.replace(tzinfo=None), avatar_id,
     )  # fmt: skip
     if state == "active":
-        rpc.index.schedule(avatar_id, epoch(next_time))
+        rpc.index.put_due(avatar_id, epoch(next_time))
     rpc.assert_index_matches_mysql()
     return rpc.store.get(avatar_id)
 
@@ -427,11 +428,13 @@ def auto_dispatch(rpc: Harness, avatar_id: int, due: datetime | None = None) -> 
             "UPDATE avatar_schedules SET next_schedule_time = %s WHERE avatar_id = %s",
             due.replace(tzinfo=None), avatar_id,
         )  # fmt: skip
-    rpc.index.schedule(avatar_id, epoch(due or datetime(2000, 1, 1, tzinfo=timezone.utc)))
+    rpc.index.put_due(avatar_id, epoch(due or datetime(2000, 1, 1, tzinfo=timezone.utc)))
     assert rpc.index.claim_due(batch=10, lease_s=30) == 1
-    claim = rpc.index.pop_ready(timeout_s=1)
-    assert claim is not None
-    return Dispatcher(rpc.config, rpc.store, rpc.index, rpc.action).run_claim(claim).result
+    claims = rpc.index.pop_ready_many(1, timeout_s=1).claims
+    assert len(claims) == 1
+    dispatcher = Dispatcher(rpc.config, rpc.store, rpc.index, rpc.action)
+    (dispatched,) = dispatcher.dispatch_batch(claims)
+    return dispatched.result
 
 
 def test_schedule_count_counts_successful_dispatches_automatic_and_manual_only(

@@ -5,21 +5,25 @@ from __future__ import annotations
 import gc
 import os
 import random
+import socket
 import threading
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pymysql
 import pytest
 
+from me2_devkit.testing.servers import MariaDBServer, free_port
 from me2_scheduler.config import MysqlConf, MysqlDsn
 from me2_scheduler.errors import StoreError
+from me2_scheduler.policy import Failure, Success
+from me2_scheduler.states import Trigger
 from me2_scheduler.storage.migrations import apply_migrations
-from me2_scheduler.storage.mysql import MysqlStore, ScheduleRow
+from me2_scheduler.storage.mysql import MysqlStore, Recorded, ScheduleRow
 from me2_scheduler.storage.mysql_conn import MysqlPool
 from me2_scheduler.storage.rows import from_db, to_db
-from me2_scheduler.testing.servers import MariaDBServer, free_port
 
 UTC = timezone.utc
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
@@ -69,25 +73,32 @@ def make(store: MysqlStore, avatar_id: int, next_time: datetime = T0) -> Schedul
     return row
 
 
-def success(store: MysqlStore, row: ScheduleRow, next_time: datetime, **over: object):
-    args = {
-        "expected_version": row.version, "trigger": "auto", "planned_at": T0,
-        "started_at": T0 + timedelta(seconds=2, milliseconds=500),
-        "finished_at": T0 + timedelta(seconds=3), "action_type": "post", "action_id": 99,
-        "next_time": next_time, "idempotency_key": f"{row.avatar_id}:1",
-    }  # fmt: skip
-    args.update(over)
-    return store.record_success(row.avatar_id, **args)
+def slot(row: ScheduleRow, started_at: datetime, finished_at: datetime) -> dict[str, Any]:
+    """What every recorded dispatch of ``row``'s avatar holds: an auto slot planned at T0."""
+    return {
+        "avatar_id": row.avatar_id,
+        "expected_version": row.version,
+        "trigger": Trigger.AUTO,
+        "planned_at": T0,
+        "started_at": started_at,
+        "finished_at": finished_at,
+    }
 
 
-def failure(store: MysqlStore, row: ScheduleRow, retry_time: datetime, **over: object):
-    args = {
-        "expected_version": row.version, "trigger": "auto", "planned_at": T0,
-        "started_at": T0, "finished_at": T0 + timedelta(seconds=1), "error": "action down",
-        "retry_time": retry_time, "max_consecutive_failures": 3, "idempotency_key": None,
-    }  # fmt: skip
-    args.update(over)
-    return store.record_failure(row.avatar_id, **args)
+def success(store: MysqlStore, row: ScheduleRow, next_time: datetime, **over: Any) -> Recorded:
+    """Record one successful dispatch of ``row``'s avatar, as a worker would."""
+    fields = slot(row, T0 + timedelta(seconds=2, milliseconds=500), T0 + timedelta(seconds=3))
+    fields |= {"idempotency_key": f"{row.avatar_id}:1", "action_type": "post", "action_id": 99}
+    (recorded,) = store.record_many([Success(**(fields | {"next_time": next_time} | over))])
+    return recorded
+
+
+def failure(store: MysqlStore, row: ScheduleRow, retry_time: datetime, **over: Any) -> Recorded:
+    """Record one failed dispatch of ``row``'s avatar, as a worker would."""
+    fields = slot(row, T0, T0 + timedelta(seconds=1))
+    fields |= {"idempotency_key": None, "error": "action down", "max_consecutive_failures": 3}
+    (recorded,) = store.record_many([Failure(**(fields | {"retry_time": retry_time} | over))])
+    return recorded
 
 
 # -- create / get / batch_get ------------------------------------------------
@@ -219,7 +230,7 @@ def test_a_transition_to_an_unknown_status_is_refused(store: MysqlStore) -> None
         store.transition(7, expected_status="active", expected_version=0, new_status="gone")
 
 
-# -- record_success / record_failure -------------------------------------------
+# -- recording dispatches ---------------------------------------------------------
 
 
 def test_a_success_counts_the_dispatch_reschedules_and_writes_history(
@@ -330,26 +341,16 @@ def test_recording_for_an_avatar_without_a_schedule_raises_store_error(
     assert store.history(404, limit=10) == []
 
 
-def test_a_skipped_pick_up_only_adds_a_history_row(store: MysqlStore) -> None:
-    row = make(store, 7)
-
-    store.record_skipped(7, trigger="auto", planned_at=T0, started_at=T0, reason="not due")
-
-    (entry,) = store.history(7, limit=10)
-    assert (entry.outcome, entry.error, entry.finished_time) == ("skipped", "not due", T0)
-    assert store.get(7) == row
-
-
 # -- history ---------------------------------------------------------------------
 
 
 def test_history_pages_newest_first_by_entry_id(store: MysqlStore) -> None:
-    for avatar_id in (7, 8):
-        make(store, avatar_id)
+    rows = {avatar_id: make(store, avatar_id) for avatar_id in (7, 8)}
     for minute in range(7):
         started = T0 + timedelta(minutes=minute)
-        store.record_skipped(7, trigger="manual", planned_at=None, started_at=started)
-        store.record_skipped(8, trigger="auto", planned_at=started, started_at=started)
+        manual = {"trigger": Trigger.MANUAL, "planned_at": None}
+        failure(store, rows[7], T0, started_at=started, finished_at=started, **manual)
+        failure(store, rows[8], T0, started_at=started, finished_at=started)
 
     first = store.history(7, limit=3)
     second = store.history(7, limit=3, before_id=first[-1].id)
@@ -364,10 +365,10 @@ def test_history_pages_newest_first_by_entry_id(store: MysqlStore) -> None:
 def test_prune_history_deletes_old_entries_in_batches_and_keeps_the_rest(
     store: MysqlStore,
 ) -> None:
-    make(store, 7)
+    row = make(store, 7)
     for day in range(14):
         started = T0 - timedelta(days=day)
-        store.record_skipped(7, trigger="auto", planned_at=started, started_at=started)
+        failure(store, row, T0, planned_at=started, started_at=started, finished_at=started)
     cutoff = T0 - timedelta(days=3, hours=12)
 
     deleted = store.prune_history(cutoff, batch=3)
@@ -401,14 +402,14 @@ def test_stream_active_yields_exactly_the_active_rows_in_avatar_id_order(
     assert 10_000 < len(streamed) < 14_000
 
 
-def test_iter_active_ids_pages_through_active_avatars_ascending(
+def test_active_ids_after_pages_through_active_avatars_ascending(
     store: MysqlStore, mariadb: MariaDBServer, database: str
 ) -> None:
     rows = [(i, "active" if i % 3 else "paused", datetime(2026, 1, 1)) for i in range(1, 21)]
     insert_rows(mariadb, database, rows)
 
     pages, after = [], 0
-    while page := store.iter_active_ids(after, limit=5):
+    while page := store.active_ids_after(after, limit=5):
         pages.append(page)
         after = page[-1]
 
@@ -496,7 +497,14 @@ def test_the_store_refuses_naive_datetimes(store: MysqlStore) -> None:
 
 
 def test_constructing_a_store_connects_to_nothing() -> None:
-    MysqlStore(MysqlConf(dsn=MysqlDsn(port=free_port(), database="me2")))
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.setblocking(False)
+        port = listener.getsockname()[1]
+
+        MysqlStore(MysqlConf(dsn=MysqlDsn(port=port, database="me2")))
+
+        with pytest.raises(BlockingIOError):  # no connection waits to be accepted
+            listener.accept()
 
 
 def test_an_unreachable_server_raises_store_error_without_the_password() -> None:

@@ -11,9 +11,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from me2_devkit.testing.servers import MariaDBServer
 from me2_scheduler.storage.migrations import apply_migrations
 from me2_scheduler.storage.mysql import MysqlStore
-from me2_scheduler.testing.servers import MariaDBServer
 
 from .test_store import failure, make, mysql_conf, success
 

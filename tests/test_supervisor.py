@@ -24,9 +24,16 @@ import pytest
 from me2_scheduler.config import Config, LogConf, ScheduleConf
 from me2_scheduler.errors import ConfigError
 from me2_scheduler.logs import JsonFormatter, PlainFormatter, setup_logging
-from me2_scheduler.supervisor.arbiter import Backoff, describe_status
 from me2_scheduler.supervisor.child import EXIT_CANNOT_BOOT
-from me2_scheduler.supervisor.roles import RoleSpec, check_unique, default_roles
+from me2_scheduler.supervisor.roles import (
+    STOP_DRAIN,
+    STOP_FIRST,
+    STOP_LAST,
+    RoleSpec,
+    check_unique,
+    default_roles,
+)
+from me2_scheduler.supervisor.slots import Backoff, SlotTable, describe_status, stop_stages
 
 FIXTURES = Path(__file__).with_name("supervisor_fixtures.py")
 DATA_DIR_ENV = "ME2_SUPERVISOR_TEST_DIR"
@@ -35,8 +42,8 @@ TS_RE = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d"
 
 
 def role(name: str, target: str, count: int = 1, stop_order: int = 1) -> dict:
-    return {"name": name, "target": f"supervisor_fixtures:{target}", "count": count,
-            "stop_order": stop_order}  # fmt: skip
+    target = f"supervisor_fixtures:{target}"
+    return {"name": name, "target": target, "count": count, "stop_order": stop_order}
 
 
 def wait_until(predicate: Callable[[], object], what: str, timeout: float = WAIT_S) -> object:
@@ -114,12 +121,11 @@ def start_service(tmp_path: Path) -> Iterator[Callable[..., Service]]:
         spec_path = data / "spec.json"
         spec_path.write_text(json.dumps({"roles": roles, **spec}))
         log_path = data / "supervisor.log"
+        argv = [sys.executable, str(FIXTURES), str(spec_path)]
+        env = {**os.environ, DATA_DIR_ENV: str(data)}
         with open(log_path, "wb") as log_file:
-            proc = subprocess.Popen(
-                [sys.executable, str(FIXTURES), str(spec_path)],
-                stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env={**os.environ, DATA_DIR_ENV: str(data)},
-            )  # fmt: skip
+            out = {"stdout": log_file, "stderr": subprocess.STDOUT, "stdin": subprocess.DEVNULL}
+            proc = subprocess.Popen(argv, env=env, **out)
         services.append(Service(proc, log_path, data))
         return services[-1]
 
@@ -177,6 +183,66 @@ def test_exit_status_is_described_by_code_or_signal_name() -> None:
     assert describe_status(status) == "killed by SIGKILL"
 
 
+def table(*roles: RoleSpec) -> SlotTable:
+    return SlotTable(roles, Backoff(initial=0.5, cap=30.0, healthy_after=60.0))
+
+
+def test_a_slot_table_has_one_slot_per_child_all_down_until_started() -> None:
+    slots = table(RoleSpec("poller", "m:f"), RoleSpec("worker", "m:f", 3))
+    assert [slot.label for slot in slots.slots] == [
+        "poller[0]",
+        "worker[0]",
+        "worker[1]",
+        "worker[2]",
+    ]
+    assert slots.down() == ["poller[0]", "worker[0]", "worker[1]", "worker[2]"]
+    slots.started(slots.slots[1], 101, now=5.0)
+    assert slots.down() == ["poller[0]", "worker[1]", "worker[2]"]
+    assert slots.live() == [slots.slots[1]]
+
+
+def test_an_exited_child_frees_its_slot_and_a_stranger_pid_is_ignored() -> None:
+    slots = table(RoleSpec("worker", "m:f", 2))
+    worker = slots.slots[0]
+    slots.started(worker, 101, now=5.0)
+    assert slots.exited(999, 0) is None
+    assert slots.exited(101, 256) is worker
+    assert (worker.pid, worker.status, slots.live()) == (None, 256, [])
+
+
+def test_a_restart_waits_out_the_backoff_and_shortens_the_loops_sleep() -> None:
+    slots = table(RoleSpec("worker", "m:f", 2))
+    worker = slots.slots[0]
+    slots.started(worker, 101, now=10.0)
+    slots.exited(101, 256)
+    assert slots.schedule_restart(worker, now=11.0) == 0.5
+    assert slots.next_timeout(11.0, tick=1.0) == 0.5
+    assert slots.due(11.4) == []
+    assert slots.due(11.5) == [worker]
+    slots.started(worker, 102, now=11.5)
+    slots.exited(102, 256)
+    assert slots.schedule_restart(worker, now=12.0) == 1.0  # died at once again: doubled
+    assert slots.restarts == {"worker": 2}
+    slots.started(worker, 103, now=13.0)
+    assert slots.next_timeout(13.0, tick=1.0) == 1.0  # nothing pending: the tick
+
+
+def test_stop_stages_go_by_stop_order_and_hold_only_live_children() -> None:
+    slots = table(
+        RoleSpec("rpc_server", "m:f", 1, STOP_LAST),
+        RoleSpec("worker", "m:f", 2, STOP_DRAIN),
+        RoleSpec("poller", "m:f", 1, STOP_FIRST),
+    )
+    for pid, slot in enumerate(slots.slots, start=100):
+        slots.started(slot, pid, now=0.0)
+    stages = stop_stages(slots.slots)
+    assert [s.label for s in next(stages)] == ["poller[0]"]
+    slots.exited(102, 0)  # worker[1] died while the poller stopped
+    assert [s.label for s in next(stages)] == ["worker[0]"]
+    assert [s.label for s in next(stages)] == ["rpc_server[0]"]
+    assert next(stages, None) is None
+
+
 def _spawn_exit(code: int) -> int:
     pid = os.fork()
     if pid == 0:
@@ -209,9 +275,8 @@ def test_plain_log_line_keeps_the_seed_content_verbatim_and_adds_role_fields() -
     fields = line.split("\t")
     assert re.fullmatch(TS_RE, fields[0])
     assert fields[1:3] == ["info", "[TaskExecutor] 开始调度分身: 42"]
-    assert fields[3:] == [
-        "role=worker[3]", f"pid={os.getpid()}", "avatar_id=42", "caller=executor.py:88"
-    ]  # fmt: skip
+    pid = f"pid={os.getpid()}"
+    assert fields[3:] == ["role=worker[3]", pid, "avatar_id=42", "caller=executor.py:88"]
 
 
 def test_plain_traceback_follows_the_fields_so_the_first_line_names_the_role() -> None:

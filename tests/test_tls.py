@@ -15,13 +15,13 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from me2_devkit.simulators import ActionSimulator
+from me2_devkit.testing.certs import Pair, Pki, make_pki
 from me2_scheduler.clients import ActionClient
 from me2_scheduler.config import Config, ConfigError, RpcClientConf, load_config
 from me2_scheduler.errors import DownstreamError
 from me2_scheduler.protos import scheduler_pb2_grpc
 from me2_scheduler.rpc_server.server import RpcServer, build_server
-from me2_scheduler.simulators import ActionSimulator
-from me2_scheduler.testing.certs import Pair, Pki, make_pki
 from me2_scheduler.tls import channel_credentials, server_credentials
 
 pytestmark = pytest.mark.timeout(120)

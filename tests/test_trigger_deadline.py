@@ -21,6 +21,9 @@ from typing import Any
 import grpc
 import pytest
 
+from me2_devkit.simulators import ActionSimulator, RunningSimulator, SimulatorControl, serve
+from me2_devkit.testing.servers import MariaDBServer, RedisServer
+from me2_devkit.testing.stack import Simulator
 from me2_scheduler.clients.action import ActionClient
 from me2_scheduler.clients.channels import Caller
 from me2_scheduler.config import Config, MysqlConf, RedisConf, RpcClientConf
@@ -28,11 +31,8 @@ from me2_scheduler.dsn import parse_dsn
 from me2_scheduler.errors import DownstreamError
 from me2_scheduler.protos import scheduler_pb2 as pb
 from me2_scheduler.rpc_server.servicer import MIN_ACTION_TIMEOUT_S, action_timeout_s
-from me2_scheduler.simulators import ActionSimulator, RunningSimulator, SimulatorControl, serve
 from me2_scheduler.storage.index import DelayIndex
 from me2_scheduler.storage.migrations import apply_migrations
-from me2_scheduler.testing.servers import MariaDBServer, RedisServer
-from me2_scheduler.testing.stack import Simulator
 
 from .e2e import start_service
 from .e2e import wait_until as wait_long

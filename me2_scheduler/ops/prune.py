@@ -8,8 +8,9 @@ backlog never becomes one giant transaction holding locks and undo log.
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
+from me2_scheduler.clock import utc_now
 from me2_scheduler.dsn import parse_go_duration
 from me2_scheduler.ops import Progress
 from me2_scheduler.storage.mysql import MysqlStore
@@ -36,13 +37,16 @@ def parse_age(text: str) -> timedelta:
 
 def cutoff(age: timedelta, now: datetime | None = None) -> datetime:
     """The instant ``age`` before ``now`` (default: the current time)."""
-    return (now or datetime.now(timezone.utc)) - age
+    return (now or utc_now()) - age
 
 
 def prune(
-    store: MysqlStore, before: datetime, *, batch: int = DEFAULT_BATCH,
+    store: MysqlStore,
+    before: datetime,
+    *,
+    batch: int = DEFAULT_BATCH,
     progress: Progress | None = None,
-) -> int:  # fmt: skip
+) -> int:
     """Delete history rows started before ``before``, ``batch`` per transaction.
 
     Returns how many were deleted; ``progress`` gets each committed batch's

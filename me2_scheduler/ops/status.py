@@ -11,9 +11,9 @@ from __future__ import annotations
 import http.client
 import urllib.error
 import urllib.request
-from datetime import datetime, timezone
 from typing import Any
 
+from me2_scheduler.clock import from_epoch
 from me2_scheduler.config import Config, PrometheusConf
 from me2_scheduler.storage.diary_runs import DiaryRun, DiaryRunStore
 from me2_scheduler.storage.index import DelayIndex
@@ -49,7 +49,11 @@ def collect(
         "index": {"built": index.has_meta()},
         "queues": index.sizes(config.schedule.sweep_grace_seconds),
         "next_due": [
-            {"avatar_id": avatar_id, "due_at": display.format(_utc(score)), "due_epoch": score}
+            {
+                "avatar_id": avatar_id,
+                "due_at": display.format(from_epoch(score)),
+                "due_epoch": score,
+            }
             for avatar_id, score in index.next_due(next_n)
         ],
         "diary_runs": [_run(run, display) for run in runs.latest(diary_n)],
@@ -57,16 +61,19 @@ def collect(
     }
 
 
+def _due(avatar_id: int, score: float, display: Display) -> dict[str, Any]:
+    return {"avatar_id": avatar_id, "due_at": display.format(from_epoch(score)), "due_epoch": score}
+
+
 def _run(run: DiaryRun, display: Display) -> dict[str, Any]:
     return {
-        "run_date": run.run_date.isoformat(), "fire_time": display.format(run.fire_time),
+        "run_date": run.run_date.isoformat(),
+        "fire_time": display.format(run.fire_time),
         "status": run.status,
-        "success": run.success_count, "failure": run.failure_count, "total": run.total,
-    }  # fmt: skip
-
-
-def _utc(epoch_s: float) -> datetime:
-    return datetime.fromtimestamp(epoch_s, timezone.utc)
+        "success": run.success_count,
+        "failure": run.failure_count,
+        "total": run.total,
+    }
 
 
 def health_url(conf: PrometheusConf) -> str | None:

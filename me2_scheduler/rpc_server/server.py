@@ -29,6 +29,7 @@ from me2_scheduler.clients.action import ActionClient
 from me2_scheduler.config import Config
 from me2_scheduler.discovery.etcd_client import EtcdError
 from me2_scheduler.discovery.registry import Publisher, publish_address
+from me2_scheduler.dispatch import Dispatcher
 from me2_scheduler.errors import SchedulerError
 from me2_scheduler.protos import scheduler_pb2, scheduler_pb2_grpc
 from me2_scheduler.rpc_server.auth import AuthInterceptor, redis_token_store
@@ -48,7 +49,6 @@ from me2_scheduler.storage.mysql import MysqlStore
 from me2_scheduler.supervisor.child import EXIT_CANNOT_BOOT, EXIT_OK, ChildContext
 from me2_scheduler.timefmt import Display
 from me2_scheduler.tls import server_credentials
-from me2_scheduler.workers.executor import Dispatcher
 
 log = logging.getLogger("me2_scheduler.rpc")
 

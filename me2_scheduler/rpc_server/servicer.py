@@ -23,16 +23,28 @@ import grpc
 
 from me2_scheduler import policy
 from me2_scheduler.clients.channels import Caller
+from me2_scheduler.clock import utc_now
 from me2_scheduler.config import Config
+from me2_scheduler.dispatch import Dispatched, Dispatcher
 from me2_scheduler.errors import RedisIndexError, SchedulerError, StoreError
-from me2_scheduler.policy import CONFLICT, INTERNAL, INVALID, OK, UNAVAILABLE, Call
+from me2_scheduler.policy import (
+    CONFLICT,
+    INTERNAL,
+    INVALID,
+    OK,
+    UNAVAILABLE,
+    Call,
+    Failure,
+    Success,
+)
 from me2_scheduler.protos import scheduler_pb2 as pb
 from me2_scheduler.protos import scheduler_pb2_grpc
 from me2_scheduler.rpc_server.convert import history_entry, schedule_info
-from me2_scheduler.storage.index import Claim, DelayIndex
+from me2_scheduler.states import Outcome, Trigger
+from me2_scheduler.storage.claim import Claim
+from me2_scheduler.storage.index import DelayIndex
 from me2_scheduler.storage.mysql import MysqlStore, ScheduleRow
 from me2_scheduler.timefmt import Display
-from me2_scheduler.workers.executor import Dispatcher, epoch, utc_now
 
 log = logging.getLogger("me2_scheduler.rpc")
 
@@ -102,6 +114,20 @@ def answers(response_type: type, *, with_context: bool = False) -> Callable[[_Ha
         return method  # type: ignore[return-value]
 
     return wrap
+
+
+def acted(dispatched: Dispatched) -> Success:
+    """The successful attempt of a manual dispatch; raise ``Refused`` for any other end.
+
+    A failure answers 503 when Action was unreachable or too slow, else 500.
+    """
+    attempt = dispatched.attempt
+    if dispatched.result == Outcome.SUCCESS and isinstance(attempt, Success):
+        return attempt
+    failure = attempt if isinstance(attempt, Failure) else None
+    code = UNAVAILABLE if failure is not None and failure.unavailable else INTERNAL
+    error = failure.error if failure is not None else ""
+    raise Refused(code, f"action failed: {one_sentence(error)}")
 
 
 def valid_avatar_id(avatar_id: int) -> int:
@@ -195,14 +221,13 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
             raise Refused(CONFLICT, IN_FLIGHT)
         row = self._still_dispatchable(claim)
         caller = self._caller(context, began)
-        outcome = self._dispatcher.dispatch(row, claim, trigger="manual", caller=caller)
-        if outcome.result != "success" or outcome.action is None:
-            code = UNAVAILABLE if outcome.unavailable else INTERNAL
-            raise Refused(code, f"action failed: {one_sentence(outcome.error)}")
+        success = acted(self._dispatcher.dispatch(row, claim, Trigger.MANUAL, caller=caller))
         return pb.TriggerScheduleResponse(
-            code=OK, message=SUCCESS,
-            action_type=outcome.action.action_type, action_id=outcome.action.action_id,
-        )  # fmt: skip
+            code=OK,
+            message=SUCCESS,
+            action_type=success.action_type,
+            action_id=success.action_id,
+        )
 
     @answers(pb.BatchGetScheduleStatusResponse)
     def BatchGetScheduleStatus(self, request: Any) -> Any:
@@ -226,9 +251,11 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
             self._decided(Call.GET, avatar_id)
         next_cursor = entries[-1].id if len(entries) == limit else 0
         return pb.GetAvatarScheduleHistoryResponse(
-            code=OK, message=SUCCESS, next_cursor=next_cursor,
+            code=OK,
+            message=SUCCESS,
+            next_cursor=next_cursor,
             entries=[history_entry(entry, self._display) for entry in entries],
-        )  # fmt: skip
+        )
 
     # -- state changes --------------------------------------------------------
 
@@ -263,10 +290,14 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
             return self._store.create(avatar_id, self._next_time())
         next_time = self._next_time() if decision.reschedule else None
         return self._store.transition(
-            avatar_id, expected_status=row.status, expected_version=row.version,
-            new_status=decision.new_status or row.status, next_time=next_time,
-            reset_failures=decision.reschedule, pause_reason=decision.pause_reason,
-        )  # fmt: skip
+            avatar_id,
+            expected_status=row.status,
+            expected_version=row.version,
+            new_status=decision.new_status or row.status,
+            next_time=next_time,
+            reset_failures=decision.reschedule,
+            pause_reason=decision.pause_reason,
+        )
 
     def _mirror(self, row: ScheduleRow, *, takeover: bool = False) -> None:
         """Put the avatar where MySQL says: in due at its next time, or nowhere.
@@ -279,8 +310,9 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
         """
         if takeover:
             self._index.remove(row.avatar_id)
-        if row.status == policy.ACTIVE:
-            self._index.schedule(row.avatar_id, epoch(row.next_schedule_time))
+        due = row.due_epoch
+        if due is not None:
+            self._index.put_due(row.avatar_id, due)
         else:
             self._index.remove(row.avatar_id)
 
@@ -293,8 +325,7 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
         decision = policy.decide(Call.TRIGGER, row.status if row else None)
         if row is not None and decision.dispatch:
             return row
-        active = row is not None and row.status == policy.ACTIVE
-        self._index.ack(claim, epoch(row.next_schedule_time) if active else None)
+        self._index.ack(claim, row.due_epoch if row else None)
         if decision.code == OK:  # a table without a dispatch here is a bug, not a race
             raise Refused(INTERNAL, "internal error")
         raise Refused(decision.code, decision.message)

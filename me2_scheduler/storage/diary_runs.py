@@ -28,11 +28,10 @@ from typing import Any
 
 from me2_scheduler.config import MysqlConf
 from me2_scheduler.errors import StoreError
+from me2_scheduler.states import DiaryRunStatus
 from me2_scheduler.storage.mysql_conn import MysqlPool, where, zone
 from me2_scheduler.storage.rows import Cursor, from_db, to_db
 
-RUNNING, DONE, FAILED = "running", "done", "failed"
-STATUSES = (RUNNING, DONE, FAILED)
 OWNER_MAX_CHARS = 128
 DATE_LOCK_TIMEOUT_S = 30  # how long a manual claim waits for another one of its date
 
@@ -65,7 +64,7 @@ class DiaryRun:
     """One ``diary_runs`` row."""
 
     run_date: date
-    status: str
+    status: DiaryRunStatus
     checkpoint_avatar_id: int
     success_count: int
     failure_count: int
@@ -89,7 +88,7 @@ class DiaryRun:
     def summary(self) -> str:
         """One phrase for logs and the CLI: ``done (success 950, failure 50)``."""
         counts = f"success {self.success_count}, failure {self.failure_count}"
-        if self.status == RUNNING:
+        if self.status == DiaryRunStatus.RUNNING:
             where = f"{self.owner or 'nobody'} at avatar {self.checkpoint_avatar_id} ({counts})"
             released = self.heartbeat_at is None
             return f"running, released by {where}" if released else f"running on {where}"
@@ -97,17 +96,17 @@ class DiaryRun:
 
     def is_stale(self, stale_before: datetime) -> bool:
         """True for a running row nobody heartbeats any more (or that its owner released)."""
-        if self.status != RUNNING:
+        if self.status != DiaryRunStatus.RUNNING:
             return False
         return self.heartbeat_at is None or self.heartbeat_at < stale_before
 
     def can_take_over(self, stale_before: datetime) -> bool:
         """True when another process may resume this run: it failed, or it is stale."""
-        return self.status == FAILED or self.is_stale(stale_before)
+        return self.status == DiaryRunStatus.FAILED or self.is_stale(stale_before)
 
 
 @dataclass(frozen=True)
-class Claim:
+class RunClaim:
     """A run this process now owns: the row as claimed, and whether it continues an earlier one."""
 
     run: DiaryRun
@@ -125,6 +124,7 @@ def _run_from_db(raw: tuple[Any, ...], loc: tzinfo) -> DiaryRun:
     values = dict(zip(_COLUMNS, raw, strict=True))
     for name in _DATETIMES:
         values[name] = from_db(values[name], loc)
+    values["status"] = DiaryRunStatus(values["status"])  # the column is an ENUM of these
     return DiaryRun(**values)
 
 
@@ -167,11 +167,13 @@ class DiaryRunStore:
         Raises StoreError.
         """
         with self._pool.cursor("looking for an abandoned diary run") as cur:
+            stale = (DiaryRunStatus.RUNNING, to_db(stale_before, self._loc))
+            failed = (DiaryRunStatus.FAILED, to_db(failed_since, self._loc))
             cur.execute(
                 f"SELECT {_SELECT} FROM diary_runs WHERE (status = %s AND"
                 " (heartbeat_at IS NULL OR heartbeat_at < %s)) OR (status = %s AND fire_time >= %s)"
                 f" {_NEWEST_FIRST} LIMIT 1",
-                (RUNNING, to_db(stale_before, self._loc), FAILED, to_db(failed_since, self._loc)),
+                (*stale, *failed),
             )
             raw = cur.fetchone()
         return None if raw is None else _run_from_db(raw, self._loc)
@@ -195,7 +197,7 @@ class DiaryRunStore:
 
     def claim(
         self, key: RunKey, owner: str, now: datetime, stale_before: datetime
-    ) -> tuple[Claim | None, DiaryRun | None]:
+    ) -> tuple[RunClaim | None, DiaryRun | None]:
         """Claim the run of ``key`` (a cron fire time) for ``owner``; return ``(claim, row)``.
 
         ``claim`` is None when the run is not ours: ``row`` then says why
@@ -208,14 +210,14 @@ class DiaryRunStore:
             inserted = self._insert(cur, key, owner, now)
             row = self._select(cur, key)
         if inserted and row is not None:
-            return Claim(row, resumed=False), row
+            return RunClaim(row, resumed=False), row
         if row is None or not row.can_take_over(stale_before):
             return None, row
         return self._take_over(row, owner, now), row
 
     def claim_manual(
         self, run_date: date, owner: str, now: datetime, stale_before: datetime
-    ) -> tuple[Claim | None, DiaryRun | None]:
+    ) -> tuple[RunClaim | None, DiaryRun | None]:
         """Claim a manual run of ``run_date``, keyed by ``now``; return ``(claim, row)``.
 
         Manual runs keep one run per date: ``claim`` is None, with ``row`` the
@@ -228,7 +230,7 @@ class DiaryRunStore:
         owner = owner[:OWNER_MAX_CHARS]
         rows, inserted = self._first_of_date(run_date, owner, now)
         if inserted and rows:
-            return Claim(rows[0], resumed=False), rows[0]
+            return RunClaim(rows[0], resumed=False), rows[0]
         blocking = next((row for row in rows if not row.can_take_over(stale_before)), None)
         if blocking is not None or not rows:
             return None, blocking
@@ -278,28 +280,29 @@ class DiaryRunStore:
             "INSERT IGNORE INTO diary_runs (run_date, fire_time, status, checkpoint_avatar_id,"
             " success_count, failure_count, owner, started_at, heartbeat_at)"
             " VALUES (%s, %s, %s, 0, 0, 0, %s, %s, %s)",
-            (*self._key_args(key), RUNNING, owner, stamp, stamp),
+            (*self._key_args(key), DiaryRunStatus.RUNNING, owner, stamp, stamp),
         )
         return cur.rowcount == 1
 
-    def _take_over(self, row: DiaryRun, owner: str, now: datetime) -> Claim | None:
+    def _take_over(self, row: DiaryRun, owner: str, now: datetime) -> RunClaim | None:
         """Become the owner of ``row`` unless someone changed it since it was read."""
         stamp = to_db(now, self._loc)
         old_heartbeat = None if row.heartbeat_at is None else to_db(row.heartbeat_at, self._loc)
+        new = (DiaryRunStatus.RUNNING, owner, stamp)
+        as_read = (*self._key_args(row.key), row.status, row.owner, old_heartbeat)
         with self._pool.cursor("taking over a diary run", write=True) as cur:
             cur.execute(
                 "UPDATE diary_runs SET status = %s, owner = %s, heartbeat_at = %s,"
                 f" finished_at = NULL WHERE {_KEY} AND status = %s AND owner <=> %s"
                 " AND heartbeat_at <=> %s",
-                (RUNNING, owner, stamp, *self._key_args(row.key), row.status, row.owner,
-                 old_heartbeat),
-            )  # fmt: skip
+                (*new, *as_read),
+            )
             # Without CLIENT_FOUND_ROWS an UPDATE that changes nothing counts 0: read back.
             taken = self._select(cur, row.key)
-        ours = taken is not None and taken.owner == owner and taken.status == RUNNING
-        if not ours or taken.heartbeat_at != from_db(stamp, self._loc):
+        expected = (DiaryRunStatus.RUNNING, owner, from_db(stamp, self._loc))
+        if taken is None or (taken.status, taken.owner, taken.heartbeat_at) != expected:
             return None
-        return Claim(taken, resumed=True)
+        return RunClaim(taken, resumed=True)
 
     # -- the owner's writes ----------------------------------------------------
 
@@ -308,40 +311,29 @@ class DiaryRunStore:
 
         Raises StoreError.
         """
-        return self._update(key, owner, "saving a diary checkpoint", {
-            **self._progress(checkpoint), "heartbeat_at": now,
-        })  # fmt: skip
+        changes = {**_progress(checkpoint), "heartbeat_at": now}
+        return self._update(key, owner, "saving a diary checkpoint", changes)
 
     def finish(self, key: RunKey, owner: str, checkpoint: Checkpoint, now: datetime) -> bool:
         """Mark the run done with its final counts; False if not owned. Raises StoreError."""
-        return self._update(key, owner, "finishing a diary run", {
-            **self._progress(checkpoint), "status": DONE, "heartbeat_at": now,
-            "finished_at": now, "total": checkpoint.success + checkpoint.failure,
-        })  # fmt: skip
+        changes = {
+            **_ended(checkpoint, DiaryRunStatus.DONE, now),
+            "total": checkpoint.success + checkpoint.failure,
+        }
+        return self._update(key, owner, "finishing a diary run", changes)
 
     def fail(self, key: RunKey, owner: str, checkpoint: Checkpoint, now: datetime) -> bool:
         """Mark the run failed (it may be resumed); False if not owned. Raises StoreError."""
-        return self._update(key, owner, "marking a diary run failed", {
-            **self._progress(checkpoint), "status": FAILED, "heartbeat_at": now,
-            "finished_at": now,
-        })  # fmt: skip
+        changes = _ended(checkpoint, DiaryRunStatus.FAILED, now)
+        return self._update(key, owner, "marking a diary run failed", changes)
 
     def release(self, key: RunKey, owner: str, checkpoint: Checkpoint) -> bool:
         """Save progress and clear the heartbeat, so a restart resumes the run at once.
 
         Used at shutdown. False if not owned. Raises StoreError.
         """
-        return self._update(key, owner, "releasing a diary run", {
-            **self._progress(checkpoint), "heartbeat_at": None,
-        })  # fmt: skip
-
-    @staticmethod
-    def _progress(checkpoint: Checkpoint) -> dict[str, Any]:
-        return {
-            "checkpoint_avatar_id": checkpoint.avatar_id,
-            "success_count": checkpoint.success,
-            "failure_count": checkpoint.failure,
-        }
+        changes = {**_progress(checkpoint), "heartbeat_at": None}
+        return self._update(key, owner, "releasing a diary run", changes)
 
     def _update(self, key: RunKey, owner: str, action: str, changes: dict[str, Any]) -> bool:
         """UPDATE the run while ``owner`` holds it running (column names from code only)."""
@@ -349,7 +341,7 @@ class DiaryRunStore:
         assignments = ", ".join(f"`{name}` = %s" for name in changes)
         values = [to_db(v, self._loc) if isinstance(v, datetime) else v for v in changes.values()]
         guard = f" WHERE {_KEY} AND owner = %s AND status = %s"
-        guard_args = [*self._key_args(key), owner, RUNNING]
+        guard_args = [*self._key_args(key), owner, DiaryRunStatus.RUNNING]
         with self._pool.cursor(action, write=True) as cur:
             cur.execute(f"UPDATE diary_runs SET {assignments}{guard}", [*values, *guard_args])
             if cur.rowcount == 1:
@@ -357,3 +349,17 @@ class DiaryRunStore:
             # 0 rows: either not ours any more, or the row already held these values.
             cur.execute(f"SELECT 1 FROM diary_runs{guard}", guard_args)
             return cur.fetchone() is not None
+
+
+def _progress(checkpoint: Checkpoint) -> dict[str, Any]:
+    """The columns of a checkpoint."""
+    return {
+        "checkpoint_avatar_id": checkpoint.avatar_id,
+        "success_count": checkpoint.success,
+        "failure_count": checkpoint.failure,
+    }
+
+
+def _ended(checkpoint: Checkpoint, status: DiaryRunStatus, now: datetime) -> dict[str, Any]:
+    """The columns of a run that ended at ``now`` with ``status``."""
+    return {**_progress(checkpoint), "status": status, "heartbeat_at": now, "finished_at": now}

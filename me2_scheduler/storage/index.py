@@ -9,102 +9,39 @@ atomic and is a lease with an expiry, and Redis ``TIME`` is the one clock.
 Invariant kept by the scripts: an avatar is in at most one of ``due`` and
 ``inflight``; an in-flight avatar has exactly one current claim token, and
 only that token can settle it. Redis failures surface as ``RedisIndexError``.
+Rebuilding, sweeping and verifying the index against MySQL is
+``storage/reconcile.py``.
 """
 
 from __future__ import annotations
 
-import functools
-import itertools
 import logging
 import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
-from importlib import resources
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, NamedTuple
 
-from redis.exceptions import RedisClusterException, RedisError
-
+from me2_scheduler.chunking import chunks
 from me2_scheduler.config import RedisConf
 from me2_scheduler.errors import RedisIndexError
+from me2_scheduler.storage.claim import Claim
 from me2_scheduler.storage.keys import Keys
 from me2_scheduler.storage.redis_conn import RedisClient, make_redis
+from me2_scheduler.storage.scripts import redis_errors, script_sources, translated
 
 log = logging.getLogger(__name__)
 
 INDEX_VERSION = 1
-SCRIPT_CHUNK = 1000  # avatars per schedule/absent script call: keeps each call ~1 ms
+SCRIPT_CHUNK = 1000  # avatars per put_due/absent script call: keeps each call ~1 ms
 REBUILD_TTL_S = 3600  # a crashed rebuild's temporary set cleans itself up
-
-_P = ParamSpec("_P")
-_R = TypeVar("_R")
+SCAN_COUNT = 5000  # ZSCAN's COUNT hint when listing members
 
 
-@dataclass(frozen=True)
-class Claim:
-    """One dispatch slot of one avatar, held under a lease until acked."""
+class Popped(NamedTuple):
+    """What one ``pop_ready_many`` took: the claims, and how many entries were malformed."""
 
-    avatar_id: int
-    # epoch seconds: the due time that was claimed, whole for an auto slot; for a
-    # trigger Redis TIME with milliseconds, never whole (see claim_one.lua)
-    planned_at: int | float
-    token: str
-
-    @property
-    def idempotency_key(self) -> str:
-        """``"<avatar_id>:<planned epoch ms>"``, the same for every re-dispatch of this slot."""
-        return f"{self.avatar_id}:{round(self.planned_at * 1000)}"
-
-    @property
-    def entry(self) -> str:
-        """The ready-list entry of this claim, as ``claim_due.lua`` writes it."""
-        planned = self.planned_at
-        text = str(planned) if isinstance(planned, int) else f"{planned:.3f}"
-        return f"{self.avatar_id}:{text}:{self.token}"
-
-    @classmethod
-    def parse(cls, entry: str) -> Claim:
-        """Read a ready-list entry ``"<avatar_id>:<planned>:<token>"``; raise ``ValueError``."""
-        avatar_id, planned_at, token = entry.split(":", 2)
-        return cls(int(avatar_id), seconds(planned_at), token)
-
-
-def seconds(text: str) -> int | float:
-    """A planned time from a script: ``"1700000000"`` (an int) or ``"1700000000.123"``.
-
-    Raises ``ValueError`` for anything else.
-    """
-    return int(text) if text.isdigit() else float(text)
-
-
-@functools.cache
-def script_sources() -> dict[str, str]:
-    """The Lua sources shipped in ``storage/lua``, by file stem (read once per process)."""
-    folder = resources.files("me2_scheduler.storage").joinpath("lua")
-    return {
-        entry.name.removesuffix(".lua"): entry.read_text(encoding="utf-8")
-        for entry in folder.iterdir()
-        if entry.name.endswith(".lua")
-    }
-
-
-def _translated(func: Callable[_P, _R]) -> Callable[_P, _R]:
-    """Turn redis-py errors into ``RedisIndexError`` at the boundary of the index."""
-
-    @functools.wraps(func)
-    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
-        try:
-            return func(*args, **kwargs)
-        except (RedisError, RedisClusterException) as exc:
-            raise RedisIndexError(f"redis {func.__name__}: {exc}") from None
-
-    return wrapper
-
-
-def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
-    iterator = iter(items)
-    while batch := list(itertools.islice(iterator, size)):
-        yield batch
+    claims: list[Claim]
+    malformed: int
 
 
 def _check_lease(lease_s: float) -> None:
@@ -145,7 +82,7 @@ class DelayIndex:
 
     # -- the dispatch path --------------------------------------------------
 
-    @_translated
+    @translated
     def claim_due(self, batch: int, lease_s: float, *, max_ready: int = 0) -> int:
         """Move up to ``batch`` due avatars to the ready list under a ``lease_s`` lease.
 
@@ -164,15 +101,15 @@ class DelayIndex:
         )
         return int(claimed)
 
-    @_translated
+    @translated
     def pop_ready(self, timeout_s: float = 1.0, *, lease_s: float | None = None) -> Claim | None:
         """Take the next current claim from the ready list, waiting up to ``timeout_s``.
 
         Stale entries (lease released or avatar removed since the claim) are
-        dropped. With ``lease_s`` the lease restarts from now (see ``begin``).
-        ``timeout_s <= 0`` never blocks. Returns None when nothing current
-        arrived in time. Raises ``RedisIndexError`` also for a malformed entry
-        (it is dropped), ``ValueError`` for lease_s < 0.
+        dropped. With ``lease_s`` the lease restarts from now (see
+        ``renew_leases``). ``timeout_s <= 0`` never blocks. Returns None when
+        nothing current arrived in time. Raises ``RedisIndexError`` also for a
+        malformed entry (it is dropped), ``ValueError`` for lease_s < 0.
         """
         if lease_s is not None:
             _check_lease(lease_s)
@@ -193,14 +130,15 @@ class DelayIndex:
         popped = self.client.blpop([self.keys.ready], timeout=remaining_s)
         return popped[1] if popped else None
 
-    @_translated
-    def pop_ready_many(self, limit: int, timeout_s: float = 1.0) -> list[Claim]:
+    @translated
+    def pop_ready_many(self, limit: int, timeout_s: float = 1.0) -> Popped:
         """Take up to ``limit`` claims from the ready list, waiting up to ``timeout_s`` for one.
 
         One round trip while the list has entries (``LPOP`` with a count); when
         it is empty, a blocking pop waits for the first. Entries are not checked
-        here: ``begin_many`` drops the stale ones before Action. A malformed
-        entry is logged and dropped. Returns [] when nothing arrived in time.
+        here: ``renew_leases`` drops the stale ones before Action. A malformed
+        entry is logged, dropped and counted in ``Popped.malformed`` (the
+        caller counts the error). No claims when nothing arrived in time.
         Raises ``ValueError`` for limit < 1.
         """
         if limit < 1:
@@ -217,38 +155,28 @@ class DelayIndex:
             try:
                 claims.append(Claim.parse(entry))
             except ValueError:
-                # Imported here: only a worker pops, and prometheus_client must
-                # not be imported by the supervisor before its multiprocess dir.
-                from me2_scheduler import metrics
-
                 log.error("dropped a malformed ready entry %r", entry)
-                metrics.ERRORS.labels(role="worker", kind="MalformedClaim").inc()
-        return claims
+        return Popped(claims, len(entries) - len(claims))
 
-    @_translated
+    @translated
     def requeue(self, claims: list[Claim]) -> None:
         """Put claims back at the head of the ready list, in order, leases untouched.
 
         For a worker that stops, or hands back the rest of a batch that ran
-        long, before dispatching them: the next worker to pop them begins them
-        as usual (a stale one is dropped then).
+        long, before dispatching them: the next worker to pop them renews
+        their leases as usual (a stale one is dropped then).
         """
         if claims:
             self.client.lpush(self.keys.ready, *[claim.entry for claim in reversed(claims)])
 
-    @_translated
-    def begin(self, claim: Claim, lease_s: float) -> bool:
-        """Confirm ``claim`` is still current and restart its lease from now.
+    @translated
+    def renew_leases(self, claims: list[Claim], lease_s: float) -> list[bool]:
+        """Confirm each claim is still current and restart its lease from now, in one call.
 
         A claim may wait in the ready list, so its worker starts a full lease
-        before dispatching. Returns False when the claim is stale: do not
-        dispatch. Raises ``ValueError`` for lease_s < 0.
+        before dispatching. Returns one flag per claim: False when it is stale
+        (do not dispatch it). Raises ``ValueError`` for lease_s < 0.
         """
-        return self.begin_many([claim], lease_s) == [True]
-
-    @_translated
-    def begin_many(self, claims: list[Claim], lease_s: float) -> list[bool]:
-        """``begin`` for many claims in one script call: which of them are current."""
         _check_lease(lease_s)
         return self._pickup(claims, lease_s)
 
@@ -261,7 +189,7 @@ class DelayIndex:
         current = self._run("pickup", [self.keys.inflight, self.keys.leases], args)
         return [flag == 1 for flag in current]
 
-    @_translated
+    @translated
     def ack(self, claim: Claim, next_due: int | None) -> bool:
         """End ``claim``'s lease; with ``next_due`` (epoch s) put the avatar back in due.
 
@@ -270,7 +198,7 @@ class DelayIndex:
         """
         return self.ack_many([(claim, next_due)]) == [True]
 
-    @_translated
+    @translated
     def ack_many(self, settled: list[tuple[Claim, int | None]]) -> list[bool]:
         """``ack`` for many ``(claim, next_due)`` in one script call: which were applied."""
         if not settled:
@@ -282,7 +210,7 @@ class DelayIndex:
         applied = self._run("ack", [k.inflight, k.leases, k.due], args)
         return [flag == 1 for flag in applied]
 
-    @_translated
+    @translated
     def release_expired(self, limit: int = 1000) -> list[int]:
         """Return up to ``limit`` avatars with expired leases to due at their planned time.
 
@@ -294,7 +222,7 @@ class DelayIndex:
         released = self._run("release_expired", [k.inflight, k.leases, k.due], [limit])
         return [int(avatar_id) for avatar_id in released]
 
-    @_translated
+    @translated
     def claim_one(self, avatar_id: int, lease_s: float) -> Claim | None:
         """Claim one avatar now (manual trigger), planned at Redis TIME in milliseconds.
 
@@ -307,23 +235,20 @@ class DelayIndex:
         k = self.keys
         token = secrets.token_hex(8)
         held = self._run("claim_one", [k.due, k.inflight, k.leases], [avatar_id, lease_s, token])
-        if held is None:
-            return None
-        planned_at, token = held.split(":", 1)
-        return Claim(int(avatar_id), seconds(planned_at), token)
+        return None if held is None else Claim.held(avatar_id, held)
 
     # -- keeping the index in step with MySQL ------------------------------
 
-    @_translated
-    def schedule(self, avatar_id: int, due_epoch: int, *, only_if_absent: bool = False) -> bool:
+    @translated
+    def put_due(self, avatar_id: int, due_epoch: int, *, only_if_absent: bool = False) -> bool:
         """Add or move one avatar in due; False (nothing written) when it is in flight.
 
         With ``only_if_absent`` an avatar already in due keeps its score (the sweep).
         """
-        return self.schedule_many([(avatar_id, due_epoch)], only_if_absent=only_if_absent) == 1
+        return self.put_due_many([(avatar_id, due_epoch)], only_if_absent=only_if_absent) == 1
 
-    @_translated
-    def schedule_many(
+    @translated
+    def put_due_many(
         self, pairs: Iterable[tuple[int, int]], *, only_if_absent: bool = False
     ) -> int:
         """Add or move many ``(avatar_id, due_epoch)``; in-flight avatars are skipped.
@@ -332,13 +257,13 @@ class DelayIndex:
         Returns how many were written. Sent in chunks of ``SCRIPT_CHUNK``.
         """
         written = 0
-        for batch in _chunks(pairs, SCRIPT_CHUNK):
+        for batch in chunks(pairs, SCRIPT_CHUNK):
             args = ["1" if only_if_absent else ""]
             args += [value for avatar_id, due in batch for value in (avatar_id, int(due))]
-            written += int(self._run("schedule", [self.keys.due, self.keys.inflight], args))
+            written += int(self._run("put_due", [self.keys.due, self.keys.inflight], args))
         return written
 
-    @_translated
+    @translated
     def remove(self, avatar_id: int) -> bool:
         """Take an avatar out of due and inflight and drop its lease (pause/disable wins).
 
@@ -347,40 +272,73 @@ class DelayIndex:
         k = self.keys
         return int(self._run("remove", [k.due, k.inflight, k.leases], [avatar_id])) > 0
 
-    @_translated
+    @translated
     def absent(self, avatar_ids: Iterable[int]) -> list[int]:
         """The given avatars that are in neither due nor inflight (for the sweep)."""
         missing: list[int] = []
-        for batch in _chunks(avatar_ids, SCRIPT_CHUNK):
+        for batch in chunks(avatar_ids, SCRIPT_CHUNK):
             found = self._run("absent", [self.keys.due, self.keys.inflight], batch)
             missing.extend(int(avatar_id) for avatar_id in found)
         return missing
 
     # -- reading ----------------------------------------------------------
 
-    @_translated
+    @translated
     def sizes(self, grace_s: float = 0.0) -> dict[str, int]:
         """Queue sizes at one instant: due, overdue (due over ``grace_s`` ago), inflight, ready."""
         k = self.keys
         due, overdue, inflight, ready = self._run("sizes", [k.due, k.inflight, k.ready], [grace_s])
         return {"due": due, "overdue": overdue, "inflight": inflight, "ready": ready}
 
-    @_translated
+    @translated
     def ready_length(self) -> int:
         """How many claims wait in the ready list (stale ones included)."""
         return int(self.client.llen(self.keys.ready))
 
-    @_translated
+    @translated
     def due_score(self, avatar_id: int) -> float | None:
         """The avatar's due epoch seconds, or None when it is not in due."""
         return self.client.zscore(self.keys.due, avatar_id)
 
-    @_translated
+    @translated
     def is_inflight(self, avatar_id: int) -> bool:
         """Whether the avatar holds a lease right now."""
         return self.client.zscore(self.keys.inflight, avatar_id) is not None
 
-    @_translated
+    @translated
+    def places(self, avatar_ids: list[int]) -> list[tuple[float | None, bool]]:
+        """Each avatar's ``(due score or None, whether in flight)``, read at one instant.
+
+        Both sets are read in one MULTI, so an avatar moving between them is
+        never seen in neither.
+        """
+        pipe = self.client.pipeline(transaction=True)
+        pipe.zmscore(self.keys.due, avatar_ids)
+        pipe.zmscore(self.keys.inflight, avatar_ids)
+        due, inflight = pipe.execute()
+        return [(score, lease is not None) for score, lease in zip(due, inflight, strict=True)]
+
+    def members(self) -> Iterator[int]:
+        """Every avatar_id in due, then in inflight, scanned in pages (one may come twice).
+
+        Raises ``RedisIndexError`` also for a member that is not an avatar_id.
+        """
+        for key in (self.keys.due, self.keys.inflight):
+            with redis_errors(f"scanning {key}"):
+                for member, _score in self.client.zscan_iter(key, count=SCAN_COUNT):
+                    if not member.isdigit():  # only a foreign writer could have put it there
+                        raise RedisIndexError(f"{key} holds {member!r}, which is not an avatar_id")
+                    yield int(member)
+
+    @translated
+    def member_count(self) -> int:
+        """How many members due and inflight hold together, now."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zcard(self.keys.due)
+        pipe.zcard(self.keys.inflight)
+        return sum(pipe.execute())
+
+    @translated
     def next_due(self, n: int) -> list[tuple[int, float]]:
         """The ``n`` earliest ``(avatar_id, due epoch seconds)``."""
         if n < 1:
@@ -388,30 +346,25 @@ class DelayIndex:
         pairs = self.client.zrange(self.keys.due, 0, n - 1, withscores=True)
         return [(int(avatar_id), float(score)) for avatar_id, score in pairs]
 
-    @_translated
+    @translated
     def now(self) -> float:
         """Redis ``TIME`` in epoch seconds: the index's one clock."""
         seconds, micros = self.client.time()
         return seconds + micros / 1_000_000
 
-    @_translated
+    @translated
     def ping(self) -> bool:
         """True when Redis answers."""
         return bool(self.client.ping())
 
-    # -- rebuild from MySQL -----------------------------------------------
+    # -- rebuild ------------------------------------------------------------
 
-    @_translated
+    @translated
     def has_meta(self) -> bool:
         """Whether the index was built; False means it must be rebuilt from MySQL."""
         return self.client.exists(self.keys.meta) == 1
 
-    @_translated
-    def drop_meta(self) -> None:
-        """Forget that the index was built (tests; an operator forcing a rebuild)."""
-        self.client.delete(self.keys.meta)
-
-    @_translated
+    @translated
     def rebuild(
         self,
         rows: Iterable[tuple[int, int]],
@@ -425,20 +378,20 @@ class DelayIndex:
         by one script, so no reader ever sees half an index; avatars in flight
         are left to their workers. Updates made to due while streaming are
         replaced by the rows' values; the worker's pick-up check and the sweep
-        repair those (DESIGN §2.3). ``progress`` gets the running row count.
-        Errors raised by ``rows`` (e.g. ``StoreError``) pass through.
+        repair those (DESIGN §2.3). ``progress`` gets how many rows were just
+        streamed. Errors raised by ``rows`` (e.g. ``StoreError``) pass through.
         """
         k = self.keys
         run_key = k.rebuild_run(secrets.token_hex(6))
         total = 0
-        for batch in _chunks(rows, chunk):
+        for batch in chunks(rows, chunk):
             pipe = self.client.pipeline(transaction=False)
             pipe.zadd(run_key, {str(avatar_id): int(due) for avatar_id, due in batch})
             pipe.expire(run_key, REBUILD_TTL_S)
             pipe.execute()
             total += len(batch)
             if progress is not None:
-                progress(total)
+                progress(len(batch))
         self._run("swap_rebuild", [run_key, k.due, k.inflight, k.meta], [INDEX_VERSION, total])
         log.info("rebuilt the Redis index: %d rows", total)
         return total

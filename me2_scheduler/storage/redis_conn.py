@@ -16,7 +16,7 @@ from me2_scheduler.config import RedisConf
 from me2_scheduler.errors import ConfigError, RedisIndexError
 
 DEFAULT_PORT = 6379
-# Above the longest blocking call (pop_ready's BLPOP, 1 s by default), so a
+# Above the longest blocking call (a worker's BLPOP on ready, 1 s), so a
 # healthy but idle server is never taken for a dead one.
 SOCKET_TIMEOUT_S = 10.0
 CONNECT_TIMEOUT_S = 5.0

@@ -18,9 +18,11 @@ from typing import Any, overload
 
 import pymysql
 
+from me2_scheduler.clock import epoch
+from me2_scheduler.states import Status, Trigger
+
 Cursor = pymysql.cursors.Cursor
 ERROR_MAX_CHARS = 512  # avatar_schedules.last_error / history.error are VARCHAR(512)
-TRIGGERS = ("auto", "manual")
 _INT_MAX = 2**31 - 1
 
 
@@ -42,6 +44,12 @@ class ScheduleRow:
     pause_reason: str | None
     version: int
     id: int
+
+    @property
+    def due_epoch(self) -> int | None:
+        """Where this row puts its avatar in the index's ``due`` set: at its next time
+        (whole epoch seconds) while active, nowhere (None) otherwise."""
+        return epoch(self.next_schedule_time) if self.status == Status.ACTIVE else None
 
 
 @dataclass(frozen=True)
@@ -241,10 +249,15 @@ def update_schedules(cur: Cursor, loc: tzinfo, updates: dict[int, dict[str, Any]
     )
 
 
-HISTORY_INSERT = (
-    "avatar_id", "trigger", "planned_time", "started_time", "finished_time", "outcome",
-    "action_type", "action_id", "error", "idempotency_key", "lag_ms",
-)  # fmt: skip
+HISTORY_INSERT = tuple(name for name in HISTORY_COLUMNS if name != "id")  # id: AUTO_INCREMENT
+
+
+def known_trigger(trigger: str) -> Trigger:
+    """``trigger`` as a ``Trigger``; raise ValueError for one other than auto/manual."""
+    try:
+        return Trigger(trigger)
+    except ValueError:
+        raise ValueError(f"unknown trigger {trigger!r}") from None
 
 
 def insert_history(cur: Cursor, loc: tzinfo, entries: list[dict[str, Any]]) -> None:
@@ -257,9 +270,11 @@ def insert_history(cur: Cursor, loc: tzinfo, entries: list[dict[str, Any]]) -> N
         return
     values: list[Any] = []
     for entry in entries:
-        if entry["trigger"] not in TRIGGERS:
-            raise ValueError(f"unknown trigger {entry['trigger']!r}")
-        entry = {**entry, "lag_ms": lag_ms(entry.get("planned_time"), entry["started_time"])}
+        entry = {
+            **entry,
+            "trigger": known_trigger(entry["trigger"]),
+            "lag_ms": lag_ms(entry.get("planned_time"), entry["started_time"]),
+        }
         if entry.get("error") is not None:
             entry["error"] = entry["error"][:ERROR_MAX_CHARS]
         values += _params((entry.get(name) for name in HISTORY_INSERT), loc)

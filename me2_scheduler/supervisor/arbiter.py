@@ -10,7 +10,8 @@ loop. No gRPC, Redis or MySQL object is ever created in this process.
 
 ``run_service`` exports ``PROMETHEUS_MULTIPROC_DIR`` before anything imports
 prometheus_client; ``supervisor.http`` counts restarts, marks reaped children
-dead and serves ``/metrics`` and ``/healthz``.
+dead and serves ``/metrics`` and ``/healthz``. Which slot holds which pid,
+the backoff and the stop stages are plain bookkeeping in ``supervisor.slots``.
 
 Exit codes: 0 after a shutdown asked for by a signal; the preflight's own code
 (1 unreachable, 2 config, 3 cannot boot) when it fails; 3 when a child exits
@@ -27,7 +28,6 @@ import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
 
 from setproctitle import setproctitle
 
@@ -44,60 +44,14 @@ from me2_scheduler.supervisor.child import (
 )
 from me2_scheduler.supervisor.http import MetricsDir, SupervisorMetrics
 from me2_scheduler.supervisor.roles import RoleSpec, check_unique, default_roles
+from me2_scheduler.supervisor.slots import Backoff, Slot, SlotTable, describe_status, stop_stages
 
 DEFAULT_PREFLIGHT = "me2_scheduler.supervisor.preflight:preflight"
-RESTART_DELAY_INITIAL = 0.5  # seconds before the first restart of a slot
-RESTART_DELAY_MAX = 30.0  # the doubling stops here
-RESTART_HEALTHY_AFTER = 60.0  # a child that ran this long restarts at the initial delay again
 LOOP_TICK = 1.0  # longest sleep of the main loop without a signal
 PREFLIGHT_CODES = frozenset({1, 2, EXIT_CANNOT_BOOT})  # passed through as the service's exit
 QUEUED_SIGNALS_MAX = 5
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Backoff:
-    """Per-slot restart delay: ``initial`` doubling up to ``cap``; reset after a healthy run."""
-
-    initial: float = RESTART_DELAY_INITIAL
-    cap: float = RESTART_DELAY_MAX
-    healthy_after: float = RESTART_HEALTHY_AFTER
-
-    def next_delay(self, previous: float | None, ran_for: float) -> float:
-        """The delay before the next restart of a slot whose last delay was ``previous``."""
-        if previous is None or ran_for >= self.healthy_after:
-            return self.initial
-        return min(previous * 2, self.cap)
-
-
-@dataclass
-class _Slot:
-    """One child position (``worker[3]``) and the state of its current process."""
-
-    role: RoleSpec
-    index: int
-    with_context: bool = True
-    pid: int | None = None
-    started_at: float = 0.0
-    delay: float | None = None  # the last restart delay used
-    restart_at: float | None = None  # monotonic time of the pending restart
-    status: int | None = None  # the last wait status
-
-    @property
-    def label(self) -> str:
-        return f"{self.role.name}[{self.index}]"
-
-
-def describe_status(status: int) -> str:
-    """``exited with code N`` or ``killed by SIGNAME`` for a ``waitpid`` status."""
-    if os.WIFSIGNALED(status):
-        signum = os.WTERMSIG(status)
-        try:
-            return f"killed by {signal.Signals(signum).name}"
-        except ValueError:
-            return f"killed by signal {signum}"
-    return f"exited with code {os.waitstatus_to_exitcode(status)}"
 
 
 @contextmanager
@@ -129,11 +83,8 @@ class Arbiter:
     ) -> None:
         check_unique(roles)
         self.config = config
-        self.backoff = backoff or Backoff()
         self.tick = tick
-        self.restarts: Counter[str] = Counter()
-        self._slots = [_Slot(role, i) for role in roles for i in range(role.count)]
-        self._by_pid: dict[int, _Slot] = {}
+        self._table = SlotTable(roles, backoff or Backoff())
         self._signals: list[int] = []
         self._respawn = False  # True only while serving: children that die are restarted
         self._halt_code: int | None = None
@@ -148,24 +99,29 @@ class Arbiter:
         setproctitle(f"{TITLE_PREFIX}supervisor")
         self._install_signals()
         try:
-            roles = {slot.role.name for slot in self._slots}
+            roles = self._table.role_names
             if not self.observer.start(self.config.prometheus, roles, self.health_problems):
                 return EXIT_CANNOT_BOOT
             if preflight is not None:
                 code = self._run_preflight(preflight)
                 if code is not None:
                     return code
-            for slot in self._slots:
+            for slot in self._table.slots:
                 self._spawn(slot)
             self._respawn = True
             return self._serve()
         except BaseException:
-            self._kill(list(self._by_pid.values()), signal.SIGKILL)
+            self._kill(self._table.live(), signal.SIGKILL)
             self._final_reap()
             raise
         finally:
             self.observer.close()
             self._restore_signals()
+
+    @property
+    def restarts(self) -> Counter[str]:
+        """Restarts so far, per role name."""
+        return self._table.restarts
 
     # --- metrics and health ---------------------------------------------------
 
@@ -173,7 +129,7 @@ class Arbiter:
         """What makes ``/healthz`` answer 503: starting, stopping, or the slots that are down."""
         if not self._respawn:
             return ["stopping" if self._stopping else "starting"]
-        down = [slot.label for slot in list(self._slots) if slot.pid is None]
+        down = self._table.down()
         return [f"down: {', '.join(down)}"] if down else []
 
     def _on_child_restart(self, role: str) -> None:
@@ -225,7 +181,7 @@ class Arbiter:
 
     # --- children ------------------------------------------------------------
 
-    def _spawn(self, slot: _Slot) -> None:
+    def _spawn(self, slot: Slot) -> None:
         """Fork the child for ``slot``; on fork failure schedule a retry with backoff."""
         parent_pid = os.getpid()
         with _signals_blocked():
@@ -243,8 +199,7 @@ class Arbiter:
                     inherited_fds=self._pipe,
                     with_context=slot.with_context,
                 )
-        slot.pid, slot.started_at, slot.restart_at = pid, time.monotonic(), None
-        self._by_pid[pid] = slot
+        self._table.started(slot, pid, time.monotonic())
         log.info("started %s pid %d", slot.label, pid)
 
     def _reap(self) -> None:
@@ -256,12 +211,13 @@ class Arbiter:
                 return
             if pid == 0:
                 return
-            slot = self._by_pid.pop(pid, None)
-            if slot is not None:
-                self._on_exit(slot, pid, status)
+            self._on_exit(pid, status)
 
-    def _on_exit(self, slot: _Slot, pid: int, status: int) -> None:
-        slot.pid, slot.status = None, status
+    def _on_exit(self, pid: int, status: int) -> None:
+        """Log a reaped child; restart its slot with backoff, or halt when it cannot boot."""
+        slot = self._table.exited(pid, status)
+        if slot is None:
+            return
         self._on_child_reaped(pid)
         what = describe_status(status)
         if not self._respawn:
@@ -272,30 +228,16 @@ class Arbiter:
         else:
             self._schedule_restart(slot, f"pid {pid} {what}")
 
-    def _schedule_restart(self, slot: _Slot, reason: str) -> None:
-        now = time.monotonic()
-        slot.delay = self.backoff.next_delay(slot.delay, now - slot.started_at)
-        slot.restart_at = now + slot.delay
-        self.restarts[slot.role.name] += 1
-        log.error("%s %s; restarting in %gs", slot.label, reason, slot.delay)
+    def _schedule_restart(self, slot: Slot, reason: str) -> None:
+        delay = self._table.schedule_restart(slot, time.monotonic())
+        log.error("%s %s; restarting in %gs", slot.label, reason, delay)
         self._on_child_restart(slot.role.name)
-
-    def _respawn_due(self) -> None:
-        now = time.monotonic()
-        for slot in self._slots:
-            if slot.pid is None and slot.restart_at is not None and slot.restart_at <= now:
-                self._spawn(slot)
-
-    def _next_timeout(self) -> float:
-        now = time.monotonic()
-        pending = [s.restart_at - now for s in self._slots if s.restart_at is not None]
-        return min([self.tick, *pending])
 
     # --- phases ------------------------------------------------------------
 
     def _run_preflight(self, target: str) -> int | None:
         """Run the preflight child to its end; None means go on, else the exit code."""
-        slot = _Slot(RoleSpec("preflight", target, 1), 0, with_context=False)
+        slot = Slot(RoleSpec("preflight", target, 1), 0, with_context=False)
         self._spawn(slot)
         while slot.pid is not None:
             if self._pop_signal() is not None:
@@ -315,15 +257,16 @@ class Arbiter:
         while True:
             signum = self._pop_signal()
             if signum is not None:
-                return self._shutdown(self._slots, quick=signum == signal.SIGQUIT)
+                return self._shutdown(self._table.slots, quick=signum == signal.SIGQUIT)
             self._reap()
             if self._halt_code is not None:
-                self._shutdown(self._slots, quick=False)
+                self._shutdown(self._table.slots, quick=False)
                 return self._halt_code
-            self._respawn_due()
-            self._sleep(self._next_timeout())
+            for slot in self._table.due(time.monotonic()):
+                self._spawn(slot)
+            self._sleep(self._table.next_timeout(time.monotonic(), self.tick))
 
-    def _shutdown(self, slots: Sequence[_Slot], *, quick: bool) -> int:
+    def _shutdown(self, slots: Sequence[Slot], *, quick: bool) -> int:
         """Stop ``slots`` (TERM by stage, or KILL at once if ``quick``), reap all; return 0."""
         self._respawn, self._stopping = False, True
         log.info("shutting down%s", " now" if quick else "")
@@ -337,16 +280,15 @@ class Arbiter:
         log.info("stopped")
         return EXIT_OK
 
-    def _drain(self, slots: Sequence[_Slot]) -> None:
+    def _drain(self, slots: Sequence[Slot]) -> None:
         """SIGTERM each stop stage in turn and wait for it, within the one shutdown budget."""
         deadline = time.monotonic() + self.config.schedule.shutdown_timeout_seconds
-        for order in sorted({s.role.stop_order for s in slots}):
-            stage = [s for s in slots if s.role.stop_order == order and s.pid is not None]
+        for stage in stop_stages(slots):
             self._kill(stage, signal.SIGTERM)
             if not self._wait_stopped(stage, deadline):
                 return
 
-    def _wait_stopped(self, stage: list[_Slot], deadline: float) -> bool:
+    def _wait_stopped(self, stage: list[Slot], deadline: float) -> bool:
         """Reap until ``stage`` is gone (True), the deadline passes or a second signal (False)."""
         while True:
             self._reap()
@@ -362,7 +304,7 @@ class Arbiter:
                 return False
             self._sleep(min(remaining, self.tick))
 
-    def _kill(self, slots: Sequence[_Slot], signum: int) -> None:
+    def _kill(self, slots: Sequence[Slot], signum: int) -> None:
         for slot in slots:
             if slot.pid is not None:
                 with suppress(ProcessLookupError):
@@ -370,15 +312,13 @@ class Arbiter:
 
     def _final_reap(self) -> None:
         """Wait (blocking) for every child still known; they have all been signalled."""
-        while self._by_pid:
+        while self._table.live():
             try:
                 pid, status = os.waitpid(-1, 0)
             except ChildProcessError:
                 break
-            slot = self._by_pid.pop(pid, None)
-            if slot is not None:
-                self._on_exit(slot, pid, status)
-        self._by_pid.clear()
+            self._on_exit(pid, status)
+        self._table.forget_all()
 
 
 def run_service(

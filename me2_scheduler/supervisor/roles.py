@@ -41,7 +41,7 @@ def default_roles(config: Config) -> list[RoleSpec]:
     return [
         RoleSpec("poller", "me2_scheduler.workers.poller:main", 1, STOP_FIRST),
         RoleSpec(
-            "worker", "me2_scheduler.workers.executor:main", config.schedule.max_workers, STOP_DRAIN
+            "worker", "me2_scheduler.workers.worker:main", config.schedule.max_workers, STOP_DRAIN
         ),
         RoleSpec("diary", "me2_scheduler.workers.diary:main", 1, STOP_DRAIN),
         RoleSpec("rpc_server", "me2_scheduler.rpc_server.server:main", 1, STOP_LAST),

@@ -14,9 +14,10 @@ fire time missed while the service was down runs (or resumes) on start when it
 is at most ``MisfireGraceSeconds`` old and its run is not finished.
 
 The clock is injectable: ``DiaryScheduler.run_due(now)`` does what is due at
-``now``, so tests never wait for wall-clock fire times. It runs in its own
-process (the ``diary`` role), so a slow or failing Diary never touches
-dispatching.
+``now``, so tests never wait for wall-clock fire times. Which fire time is due
+(``diary_timing``) and how far a run got (``diary_progress``) are plain values
+apart from this module's MySQL and gRPC calls. It runs in its own process (the
+``diary`` role), so a slow or failing Diary never touches dispatching.
 """
 
 from __future__ import annotations
@@ -26,32 +27,29 @@ import os
 import socket
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 
-from me2_scheduler import metrics, policy
+from me2_scheduler import metrics
 from me2_scheduler.clients.channels import resolve_target
 from me2_scheduler.clients.diary import DiaryClient
 from me2_scheduler.clock import utc_now
 from me2_scheduler.config import Config, rpc_source, service_timezone
-from me2_scheduler.cron import ConstantDelaySchedule, Schedule, fire_times_between, parse
+from me2_scheduler.cron import Schedule, parse
 from me2_scheduler.errors import SchedulerError, StoreError
-from me2_scheduler.storage.diary_runs import Checkpoint, Claim, DiaryRun, DiaryRunStore, RunKey
+from me2_scheduler.states import DiaryRunResult, Status
+from me2_scheduler.storage.diary_runs import DiaryRun, DiaryRunStore, RunClaim, RunKey
 from me2_scheduler.storage.mysql import MysqlStore
 from me2_scheduler.supervisor.child import EXIT_CANNOT_BOOT, EXIT_OK, ChildContext
+from me2_scheduler.workers.diary_progress import RunResult, RunState
+from me2_scheduler.workers.diary_timing import FireTimes, Intervals
 
 log = logging.getLogger("me2_scheduler.diary")
 
-CHECKPOINT_EVERY = 100  # avatars between saved checkpoints: the most a crash repeats
 ID_PAGE = 500  # active avatar_ids read per query
-WAKE_SLACK_S = 60.0  # a fire time this late is still run (slow wake-up, a long previous run)
-MAX_RECHECK_S = 30.0  # the loop looks for abandoned runs at least this often
 
 Clock = Callable[[], datetime]
-DONE, SKIPPED, STOPPED, LOST, FAILED = "done", "skipped", "stopped", "lost", "failed"
 
 
 def default_owner() -> str:
@@ -62,82 +60,6 @@ def default_owner() -> str:
 def parse_schedule(config: Config) -> Schedule:
     """The diary cron, in its ``CRON_TZ`` or the service zone. Raises ValueError if invalid."""
     return parse(config.diary_schedule.cron_expression, service_timezone(config))
-
-
-class Progress:
-    """Which avatars are done while calls finish out of order.
-
-    ``checkpoint`` covers only avatars below which every started one is done,
-    with their counts, so a resumed run neither skips an avatar nor counts
-    one twice.
-    """
-
-    def __init__(self, start: Checkpoint) -> None:
-        self.checkpoint = start
-        self.unsaved = 0  # avatars the checkpoint moved past since it was last saved
-        self._pending: deque[int] = deque()  # started, ascending
-        self._outcomes: dict[int, bool] = {}  # finished but not yet under the checkpoint
-
-    def started(self, avatar_id: int) -> None:
-        """Note a call started; ids must come in ascending order."""
-        self._pending.append(avatar_id)
-
-    def finished(self, avatar_id: int, ok: bool) -> None:
-        """Note a call's outcome and move the checkpoint over every leading finished id."""
-        self._outcomes[avatar_id] = ok
-        cp = self.checkpoint
-        success, failure, last = cp.success, cp.failure, cp.avatar_id
-        while self._pending and self._pending[0] in self._outcomes:
-            last = self._pending.popleft()
-            if self._outcomes.pop(last):
-                success += 1
-            else:
-                failure += 1
-            self.unsaved += 1
-        self.checkpoint = Checkpoint(last, success, failure)
-
-
-@dataclass(frozen=True)
-class RunResult:
-    """What one claimed run did here: ``result`` is done/skipped/stopped/lost/failed."""
-
-    key: RunKey
-    result: str
-    checkpoint: Checkpoint
-    resumed: bool
-
-    @property
-    def run_date(self) -> date:
-        """The diary date the run generated."""
-        return self.key.run_date
-
-    @property
-    def fire_time(self) -> datetime:
-        """The fire time (or manual request time) that identifies the run."""
-        return self.key.fire_time
-
-
-@dataclass
-class _Run:
-    """State of the run this process is driving."""
-
-    claim: Claim
-    progress: Progress
-    next_heartbeat: float
-    skipped: bool = False
-    exhausted: bool = False  # every active avatar was started
-    lost: bool = False  # another process took the run over
-    query_error: StoreError | None = None
-    key: RunKey = field(init=False)
-    date_text: str = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.key = self.claim.run.key
-        self.date_text = self.key.run_date.isoformat()
-
-    @property
-    def can_start(self) -> bool:
-        return not (self.exhausted or self.lost or self.query_error)
 
 
 class DiaryScheduler:
@@ -159,20 +81,16 @@ class DiaryScheduler:
         owner: str | None = None,
     ) -> None:
         self.schedule = parse_schedule(config)
-        conf = config.diary_schedule
-        self._conf = conf
+        self._conf = config.diary_schedule
+        self._intervals = Intervals.of(self._conf)
+        self._fires = FireTimes(self.schedule, self._intervals)
+        self.recheck_s = self._intervals.recheck_s
         self._store = store or MysqlStore(config.mysql)
         self._runs = runs or DiaryRunStore(config.mysql)
         self._client = client or DiaryClient(config.diary_rpc)
         self._clock = clock
         self._stop = stop or threading.Event()
         self.owner = owner or default_owner()
-        self._handled: datetime | None = None  # fire times up to here are dealt with
-        self._grace = timedelta(seconds=conf.misfire_grace_seconds)
-        self._tolerance = timedelta(seconds=max(conf.misfire_grace_seconds, WAKE_SLACK_S))
-        self._stale = timedelta(seconds=conf.stale_run_seconds)
-        self._heartbeat_s = max(0.05, conf.stale_run_seconds / 4)
-        self.recheck_s = max(0.1, min(MAX_RECHECK_S, conf.stale_run_seconds / 2))
 
     def close(self) -> None:
         """Close this process's connections and channel."""
@@ -201,39 +119,24 @@ class DiaryScheduler:
         ``MisfireGraceSeconds`` before ``now`` is due. Returns None when
         nothing ran here. Raises StoreError when a run cannot be claimed.
         """
-        due = self._due_fire(now)
-        if due is None:
+        due = self._fires.due(now)
+        if due.missed is not None:
+            log.warning(
+                "[DiaryScheduler] fire time %s was missed for too long; skipped", due.missed
+            )
+        if due.fire is None:
             return self.resume_abandoned(now)
-        result = self.run_for(due)
-        self._handled = due
+        result = self.run_for(due.fire)
+        self._fires.dealt_with(due.fire)
         return result
 
     def seconds_to_wait(self, now: datetime) -> float:
         """Seconds until the next fire time, at most the recheck interval."""
-        upcoming = self.schedule.next(self._handled or now)
-        if upcoming is None:
-            return self.recheck_s
-        return max(0.0, min((upcoming - now).total_seconds(), self.recheck_s))
-
-    def _due_fire(self, now: datetime) -> datetime | None:
-        """The latest fire time after the last handled one and at or before ``now``."""
-        if self._handled is None:  # first look: catch up within the grace
-            # @every has no fixed fire times, so it never misses one (robfig).
-            is_every = isinstance(self.schedule, ConstantDelaySchedule)
-            self._handled = now if is_every else now - self._grace
-        floor = now - self._tolerance
-        if self._handled < floor:
-            missed = next(fire_times_between(self.schedule, self._handled, floor), None)
-            if missed is not None:
-                log.warning(
-                    "[DiaryScheduler] fire time %s was missed for too long; skipped", missed
-                )
-            self._handled = floor
-        return max(fire_times_between(self.schedule, self._handled, now), default=None)
+        return self._fires.seconds_to_wait(now)
 
     def resume_abandoned(self, now: datetime) -> RunResult | None:
         """Take over the newest stale or recently failed run, if any. Raises StoreError."""
-        row = self._runs.resumable(now - self._stale, now - self._tolerance)
+        row = self._runs.resumable(now - self._intervals.stale, now - self._intervals.tolerance)
         if row is None:
             return None
         log.warning(
@@ -245,23 +148,24 @@ class DiaryScheduler:
 
     def run_date_of(self, fire_time: datetime) -> date:
         """The diary date of a fire time: its date in the cron's zone."""
-        return fire_time.astimezone(self.schedule.tz).date()
+        return self._fires.run_date_of(fire_time)
 
-    def claim(self, key: RunKey) -> tuple[Claim | None, DiaryRun | None]:
+    def claim(self, key: RunKey) -> tuple[RunClaim | None, DiaryRun | None]:
         """Claim the run of ``key`` for this process (see ``DiaryRunStore.claim``).
 
         Raises StoreError.
         """
         now = self._clock()
-        return self._runs.claim(key, self.owner, now, now - self._stale)
+        return self._runs.claim(key, self.owner, now, now - self._intervals.stale)
 
-    def claim_manual(self, run_date: date) -> tuple[Claim | None, DiaryRun | None]:
+    def claim_manual(self, run_date: date) -> tuple[RunClaim | None, DiaryRun | None]:
         """Claim a manual run of ``run_date``, keyed by the clock's whole second.
 
         See ``DiaryRunStore.claim_manual``. Raises StoreError.
         """
         now = self._clock().replace(microsecond=0)
-        return self._runs.claim_manual(run_date, self.owner, now, now - self._stale)
+        stale_before = now - self._intervals.stale
+        return self._runs.claim_manual(run_date, self.owner, now, stale_before)
 
     def run_for(self, fire_time: datetime, run_date: date | None = None) -> RunResult | None:
         """Claim and run the fire time ``fire_time`` (of its date, or ``run_date``).
@@ -279,14 +183,15 @@ class DiaryScheduler:
 
     # -- the run -------------------------------------------------------------
 
-    def execute(self, claim: Claim) -> RunResult:
+    def execute(self, claim: RunClaim) -> RunResult:
         """Generate the diary of every active avatar after the claim's checkpoint."""
-        start = claim.run.checkpoint
-        run = _Run(claim, Progress(start), time.monotonic() + self._heartbeat_s)
+        run = RunState.begin(claim, self._intervals.heartbeat_s, time.monotonic())
         if claim.resumed:
-            log.info("[DiaryScheduler] diary run for %s resumes after %s", run.key, start)
+            log.info(
+                "[DiaryScheduler] diary run for %s resumes after %s", run.key, claim.run.checkpoint
+            )
         try:
-            count = self._store.counts_by_status()[policy.ACTIVE]
+            count = self._store.counts_by_status()[Status.ACTIVE]
         except StoreError as exc:
             run.query_error = exc
         else:
@@ -302,11 +207,11 @@ class DiaryScheduler:
 
     def _active_ids(self, after_id: int) -> Iterator[int]:
         """Active avatar_ids above ``after_id``, ascending, one page in memory at a time."""
-        while page := self._store.iter_active_ids(after_id, ID_PAGE):
+        while page := self._store.active_ids_after(after_id, ID_PAGE):
             yield from page
             after_id = page[-1]
 
-    def _call_all(self, run: _Run) -> None:
+    def _call_all(self, run: RunState) -> None:
         """Keep ``Concurrency`` calls going until every avatar started, or the run must end."""
         ids = self._active_ids(run.progress.checkpoint.avatar_id)
         in_flight: dict[Future[bool], int] = {}
@@ -315,14 +220,14 @@ class DiaryScheduler:
                 self._fill(run, ids, pool, in_flight)
                 if not in_flight:
                     return
-                finished, _ = wait(in_flight, self._heartbeat_s, return_when=FIRST_COMPLETED)
+                finished, _ = wait(in_flight, run.heartbeat_s, return_when=FIRST_COMPLETED)
                 for future in finished:
                     run.progress.finished(in_flight.pop(future), future.result())
                 self._keep_alive(run)
 
     def _fill(
         self,
-        run: _Run,
+        run: RunState,
         ids: Iterator[int],
         pool: ThreadPoolExecutor,
         in_flight: dict[Future[bool], int],
@@ -360,21 +265,18 @@ class DiaryScheduler:
         metrics.DIARY_AVATARS.labels(result="success").inc()
         return True
 
-    def _keep_alive(self, run: _Run) -> None:
+    def _keep_alive(self, run: RunState) -> None:
         """Save the checkpoint every ``CHECKPOINT_EVERY`` avatars, heartbeat on time."""
-        due = run.progress.unsaved >= CHECKPOINT_EVERY or time.monotonic() >= run.next_heartbeat
-        if not due:
+        if not run.save_due(time.monotonic()):
             return
-        run.next_heartbeat = time.monotonic() + self._heartbeat_s
         owned = self._write(run, self._runs.save, self._clock())
         if owned is None:
             return  # MySQL failed: tried again at the next heartbeat
-        run.progress.unsaved = 0
+        run.saved(owned)
         if not owned:
-            run.lost = True
             log.warning("[DiaryScheduler] diary run for %s was taken over; stopping", run.key)
 
-    def _write(self, run: _Run, method: Callable[..., bool], *args: object) -> bool | None:
+    def _write(self, run: RunState, method: Callable[..., bool], *args: object) -> bool | None:
         """Call an owner write of ``DiaryRunStore``; None (logged) when MySQL failed."""
         try:
             return method(run.key, self.owner, run.progress.checkpoint, *args)
@@ -383,28 +285,32 @@ class DiaryScheduler:
             metrics.ERRORS.labels(role="diary", kind=type(exc).__name__).inc()
             return None
 
-    def _conclude(self, run: _Run) -> str:
+    def _conclude(self, run: RunState) -> DiaryRunResult:
         """Record how the run ended; return the result."""
-        cp = run.progress.checkpoint
-        if run.lost:
-            return LOST
-        if run.query_error is not None:
+        ending = run.ending()
+        if ending is DiaryRunResult.FAILED:
             log.error("[DiaryScheduler] 查询启用的分身失败: %s", run.query_error)
             self._write(run, self._runs.fail, self._clock())
-            return FAILED
-        if not run.exhausted:  # stopped by SIGTERM: a restart resumes at once
+        elif ending is DiaryRunResult.STOPPED:
             self._write(run, self._runs.release)
+            cp = run.progress.checkpoint
             log.info("[DiaryScheduler] diary run for %s stopped after %s", run.key, cp)
-            return STOPPED
+        elif ending is not DiaryRunResult.LOST:
+            return self._finish(run, ending)
+        return ending
+
+    def _finish(self, run: RunState, ending: DiaryRunResult) -> DiaryRunResult:
+        """Mark the run done; ``ending`` unless that write fails or finds the run not ours."""
         now = self._clock()
         if not self._write(run, self._runs.finish, now):
-            return LOST if run.lost else FAILED
+            return DiaryRunResult.FAILED
+        cp = run.progress.checkpoint
         log.info("[DiaryScheduler] 日记生成完成，成功: %d，失败: %d", cp.success, cp.failure)
         if run.claim.run.started_at is not None:
             elapsed = (now - run.claim.run.started_at).total_seconds()
             metrics.DIARY_RUN_DURATION.observe(max(0.0, elapsed))
         metrics.DIARY_LAST_SUCCESS.set(now.timestamp())
-        return SKIPPED if run.skipped else DONE
+        return ending
 
 
 def rpc_problem(config: Config) -> str | None:

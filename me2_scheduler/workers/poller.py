@@ -20,19 +20,21 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 from me2_scheduler import metrics
+from me2_scheduler.clock import utc_now
 from me2_scheduler.config import Config
 from me2_scheduler.errors import RedisIndexError, StoreError
-from me2_scheduler.storage.diary_runs import DONE, DiaryRunStore
+from me2_scheduler.states import DiaryRunStatus
+from me2_scheduler.storage import reconcile
+from me2_scheduler.storage.diary_runs import DiaryRunStore
 from me2_scheduler.storage.index import DelayIndex
 from me2_scheduler.storage.mysql import MysqlStore
 from me2_scheduler.supervisor.child import ChildContext
 
 log = logging.getLogger("me2_scheduler.poller")
 
-SWEEP_PAGE = 1000
 QUEUE_GAUGE_INTERVAL_S = 2.0
 COUNT_GAUGE_INTERVAL_S = 15.0
 PRUNE_INTERVAL_S = 3600.0
@@ -52,10 +54,6 @@ BUSY_POLL_S = 0.05
 Clock = Callable[[], float]
 
 
-def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
 def next_tick_delay(now: float, interval: float, after: float = ALIGN_AFTER_S) -> float:
     """Seconds from ``now`` (epoch s) to the next multiple of ``interval``, plus ``after``.
 
@@ -68,35 +66,31 @@ def next_tick_delay(now: float, interval: float, after: float = ALIGN_AFTER_S) -
 
 
 def rebuild_index(store: MysqlStore, index: DelayIndex) -> int:
-    """Rebuild the whole Redis index from MySQL's active rows; return the row count."""
-    rows = ((avatar_id, int(due.timestamp())) for avatar_id, due in store.stream_active())
-    count = index.rebuild(rows)
+    """Rebuild the whole Redis index from MySQL's active rows, counted; return the row count.
+
+    Raises StoreError or RedisIndexError.
+    """
+    count = reconcile.rebuild(store, index)
     metrics.INDEX_REBUILDS.inc()
     log.info("index rebuilt from MySQL: %d active avatars", count)
     return count
 
 
 def sweep(store: MysqlStore, index: DelayIndex, grace_s: float) -> int:
-    """Re-add active avatars overdue by more than ``grace_s`` and absent from Redis.
+    """The safety-net sweep (``reconcile.sweep``), counted and logged.
 
     Returns how many were repaired (a full rebuild counts its rows). Raises
     StoreError or RedisIndexError.
     """
-    if not index.has_meta():
-        return rebuild_index(store, index)
-    before = datetime.fromtimestamp(index.now() - grace_s, timezone.utc)
-    repaired, after_id = 0, 0
-    while True:
-        page = store.overdue(before, limit=SWEEP_PAGE, after_id=after_id)
-        if not page:
-            return repaired
-        due_by_id = {avatar_id: int(due.timestamp()) for avatar_id, due in page}
-        for avatar_id in index.absent(list(due_by_id)):
-            if index.schedule(avatar_id, due_by_id[avatar_id], only_if_absent=True):
-                repaired += 1
-                metrics.INDEX_REPAIRED.inc()
-                log.warning("sweep: avatar %d was missing from the index; re-added", avatar_id)
-        after_id = page[-1][0]
+    swept = reconcile.sweep(store, index, grace_s)
+    if swept.rebuilt is not None:
+        metrics.INDEX_REBUILDS.inc()
+        log.info("index rebuilt from MySQL: %d active avatars", swept.rebuilt)
+        return swept.rebuilt
+    for avatar_id in swept.repaired:
+        log.warning("sweep: avatar %d was missing from the index; re-added", avatar_id)
+    metrics.INDEX_REPAIRED.inc(len(swept.repaired))
+    return len(swept.repaired)
 
 
 class Every:
@@ -174,7 +168,7 @@ class Poller:
         *,
         diary_runs: DiaryRunStore | None = None,
         clock: Clock = time.monotonic,
-        wall: Callable[[], datetime] = _utcnow,
+        wall: Callable[[], datetime] = utc_now,
     ) -> None:
         self._config = config
         self._store = store
@@ -259,7 +253,8 @@ class Poller:
         metrics.AUTO_PAUSED.set(paused["failures"])
         if self._diary_runs is not None:
             runs = self._diary_runs.latest(DIARY_RUNS_LOOKED_AT)
-            finished = [r.finished_at for r in runs if r.status == DONE and r.finished_at]
+            done = [r for r in runs if r.status == DiaryRunStatus.DONE]
+            finished = [r.finished_at for r in done if r.finished_at]
             if finished:  # MySQL knows runs of other hosts and of before a restart
                 metrics.DIARY_LAST_SUCCESS.set(max(finished).timestamp())
 

@@ -1,0 +1,121 @@
+"""``me2-dev bench``: the benchmark (see ``me2_devkit.bench``).
+
+It needs no config: it starts its own MariaDB, Redis and Action simulator on
+free ports, runs the scenarios, prints the targets table and writes the
+Markdown report (``docs/BENCHMARKS.md`` by default). Exit 0 when it ran
+(targets missed included: the report says what bounds them), 1 when a part
+failed to run, 2 for bad options.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import click
+
+from me2_scheduler.cli.common import EXIT_FAILURE, fail
+
+DEFAULT_REPORT = "docs/BENCHMARKS.md"
+
+
+def _scenario_list(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
+    from me2_devkit.bench.runner import SCENARIOS
+
+    chosen = tuple(part.strip() for part in value.split(",") if part.strip())
+    unknown = [name for name in chosen if name not in SCENARIOS]
+    if unknown or not chosen:
+        raise click.BadParameter(f"choose from {','.join(SCENARIOS)}; got {value!r}")
+    return chosen
+
+
+@click.command("bench")
+@click.option(
+    "--runs",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    help="Runs per figure (the report shows medians).",
+)
+@click.option("--quick", is_flag=True, help="One run, smaller sizes, no 1 M scale.")
+@click.option(
+    "--scenarios",
+    "scenario_names",
+    default="burst,steady,scale,footprint,limits",
+    show_default=True,
+    callback=_scenario_list,
+    help="Comma-separated scenarios.",
+)
+@click.option(
+    "--report",
+    "report_path",
+    default=DEFAULT_REPORT,
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="Where to write the Markdown report.",
+)
+@click.option(
+    "--max-avatars",
+    type=click.IntRange(min=1000),
+    default=1_000_000,
+    show_default=True,
+    help="Largest scale size.",
+)
+@click.option("--no-profile", is_flag=True, help="Skip the py-spy run.")
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A Schedule key for the service, e.g. --set PollInterval=0.2.",
+)
+def bench(
+    runs: int,
+    quick: bool,
+    scenario_names: tuple[str, ...],
+    report_path: str,
+    max_avatars: int,
+    no_profile: bool,
+    overrides: tuple[str, ...],
+) -> None:
+    """Benchmark the service on this box and write the report."""  # fmt: skip
+    from me2_devkit.bench import report, runner, scenarios
+    from me2_scheduler.errors import SchedulerError
+
+    sizes = scenarios.QUICK if quick else scenarios.FULL
+    counts = tuple(n for n in sizes.scale_counts if n <= max_avatars) or (max_avatars,)
+    plan = runner.Plan(
+        runs=1 if quick else runs,
+        sizes=dataclasses.replace(sizes, scale_counts=counts),
+        scenarios=scenario_names,
+        schedule=_parse_overrides(overrides),
+        profile=not no_profile,
+        echo=lambda line: click.echo(line, err=True),
+    )
+    try:
+        results = runner.run(plan)
+    except SchedulerError as exc:
+        fail(exc, EXIT_FAILURE)
+    text = report.render(results)
+    path = Path(report_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    click.echo(report.tables.markdown(
+        report.TARGET_HEADER, report.target_rows(results)
+    ))  # fmt: skip
+    click.echo(f"report written to {path}")
+
+
+def _parse_overrides(pairs: tuple[str, ...]) -> dict[str, str]:
+    parsed = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--set")
+        parsed[key.strip()] = value.strip()
+    return parsed
+
+
+def register(cli_group: click.Group) -> None:
+    """Add ``bench`` to ``cli_group``."""
+    cli_group.add_command(bench)

@@ -1,0 +1,95 @@
+"""The values the audit reads: history rows, schedules, the index, the run's timing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from me2_devkit.chaos.injector import FaultWindow
+from me2_devkit.chaos.journal import RpcCall
+
+
+@dataclass(frozen=True)
+class Dispatch:
+    """One history row; times are epoch seconds (whole seconds, as stored)."""
+
+    id: int
+    avatar_id: int
+    trigger: str
+    planned: float | None
+    started: float
+    finished: float
+    outcome: str
+    key: str | None
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """One ``avatar_schedules`` row, as the audit needs it."""
+
+    avatar_id: int
+    status: str
+    pause_reason: str | None
+    schedule_count: int
+    failed_count: int
+    next_due: int  # epoch seconds
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """The run's timing, from its config."""
+
+    max_interval_s: float
+    lease_s: float
+    scan_interval_s: float
+    sweep_grace_s: float
+    poll_interval_s: float
+    action_timeout_s: float
+    max_failures: int
+
+    @property
+    def recovery_s(self) -> float:
+        return (
+            self.scan_interval_s + self.sweep_grace_s + 4 * self.poll_interval_s
+            + self.action_timeout_s + 1.0
+        )  # fmt: skip
+
+    @property
+    def gap_s(self) -> float:
+        """The longest allowed gap between two dispatches of an active avatar."""
+        return self.max_interval_s + self.lease_s + self.recovery_s
+
+
+@dataclass(frozen=True)
+class IndexSnapshot:
+    """The Redis index at the end: due scores and in-flight members."""
+
+    due: dict[int, float]
+    inflight: frozenset[int]
+
+
+@dataclass
+class AuditInput:
+    """Everything the audit reads, loaded after the run."""
+
+    dispatches: list[Dispatch]
+    schedules: dict[int, Schedule]
+    calls_per_key: dict[str, int]
+    journal: list[RpcCall]
+    windows: list[FaultWindow]
+    index: IndexSnapshot
+    bounds: Bounds
+    t_end: float  # the end of observation (epoch seconds)
+
+
+@dataclass
+class Finding:
+    """One invariant's figure and violations."""
+
+    key: str
+    title: str
+    figure: str
+    violations: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations

@@ -1,0 +1,65 @@
+"""``me2-dev chaos``: the reliability proof, from the command line.
+
+Exit codes: 0 every invariant held, 1 a violation (or a fault could not be
+carried out), 2 usage; a stack that cannot start prints one ``error:`` line
+and exits 1.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from pathlib import Path
+
+import click
+
+
+def register(group: click.Group) -> None:
+    """Add ``chaos`` to ``group``."""
+
+    @group.command("chaos")
+    @click.option("--duration", type=click.FloatRange(min=40), default=300.0, show_default=True,
+                  help="Seconds of faults (then a settle window and the audit).")  # fmt: skip
+    @click.option("--seed", type=int, default=1, show_default=True, help="Seed of the fault plan.")
+    @click.option("--avatars", type=click.IntRange(min=1), default=2000, show_default=True)
+    @click.option("--workers", type=click.IntRange(min=1), default=10, show_default=True)
+    @click.option("--report", "report_path", type=click.Path(dir_okay=False), default=None,
+                  help="Write the Markdown report here (e.g. docs/RELIABILITY.md).")  # fmt: skip
+    @click.option("--keep", "keep_dir", type=click.Path(file_okay=False), default=None,
+                  help="Run in this directory and keep its logs and data.")  # fmt: skip
+    @click.option("--no-faults", is_flag=True, help="Run and audit without injecting faults.")
+    def chaos(
+        duration: float,
+        seed: int,
+        avatars: int,
+        workers: int,
+        report_path: str | None,
+        keep_dir: str | None,
+        no_faults: bool,
+    ) -> None:
+        """Run the service under a seeded fault plan and audit DESIGN §2.3's invariants."""
+        from me2_devkit.chaos.report import render_markdown, render_text
+        from me2_devkit.chaos.runner import ChaosOptions, run_chaos
+        from me2_scheduler.errors import SchedulerError
+
+        logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
+        # SIGTERM stops the run like Ctrl-C: every server it started is stopped first.
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
+        options = ChaosOptions(
+            duration_s=duration, seed=seed, avatars=avatars, workers=workers,
+            faults=not no_faults, root=Path(keep_dir) if keep_dir else None,
+        )  # fmt: skip
+        try:
+            result = run_chaos(options)
+        except (SchedulerError, ValueError) as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+        click.echo(render_text(result.summary), nl=False)
+        if not result.summary.ok:
+            click.echo(f"logs and data kept in {result.root}")
+        if report_path:
+            Path(report_path).parent.mkdir(parents=True, exist_ok=True)
+            Path(report_path).write_text(render_markdown(result.summary), encoding="utf-8")
+            click.echo(f"report written to {report_path}")
+        sys.exit(0 if result.summary.ok else 1)

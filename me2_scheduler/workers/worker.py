@@ -1,0 +1,38 @@
+"""The worker role: dispatches the claimed avatars it pops from ``ready`` (the seed's TaskExecutor).
+
+Each worker process runs ``main``: it pops up to ``Schedule.DispatchBatch``
+claims at a time and hands them to a ``dispatch.Dispatcher``, which checks,
+calls Action, records and settles them.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from me2_scheduler import metrics
+from me2_scheduler.config import Config
+from me2_scheduler.dispatch import make_dispatcher
+from me2_scheduler.errors import RedisIndexError, StoreError
+from me2_scheduler.supervisor.child import ChildContext
+
+log = logging.getLogger("me2_scheduler.worker")
+
+
+def main(config: Config, ctx: ChildContext) -> int:
+    """Worker process: pop batches of claims until told to stop; a dispatch in hand is
+    finished first, and the rest of its batch goes back to ``ready``."""
+    dispatcher = make_dispatcher(config)
+    batch = config.schedule.dispatch_batch
+    while not ctx.stopping:
+        try:
+            popped = dispatcher.index.pop_ready_many(batch, timeout_s=1.0)
+            if popped.malformed:
+                metrics.ERRORS.labels(role="worker", kind="MalformedClaim").inc(popped.malformed)
+            if popped.claims:
+                dispatcher.dispatch_batch(popped.claims, stopping=lambda: ctx.stopping)
+        except (StoreError, RedisIndexError) as exc:
+            # The leases bring the claims back; pause so a down server is not hammered.
+            log.error("[TaskExecutor] dispatch interrupted: %s", exc)
+            metrics.ERRORS.labels(role="worker", kind=type(exc).__name__).inc()
+            ctx.wait(1.0)
+    return 0
