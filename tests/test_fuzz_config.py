@@ -26,10 +26,10 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from me2_devkit.testing.stack import cli_argv
 from me2_scheduler import policy
 from me2_scheduler.config import Config, describe, load_config, service_timezone
 from me2_scheduler.errors import ConfigError
-from me2_scheduler.testing.stack import cli_argv
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = ("scheduler-dev.yaml", "scheduler-test.yaml", "scheduler-demo.yaml")

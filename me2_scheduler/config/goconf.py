@@ -17,19 +17,20 @@ or the file path for whole-file problems (unreadable, empty, not YAML).
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
 import typing
 from collections.abc import Callable, Mapping
-from dataclasses import fields, is_dataclass
+from dataclasses import Field, fields, is_dataclass
 from typing import Any
 
 import yaml
 
 from me2_scheduler.errors import ConfigError
 
-KeyOf = Callable[[str], "str | None"]  # field name → go-zero key, None when not read from YAML
+KeyOf = Callable[[Field], "str | None"]  # a field's go-zero key, None when not read from YAML
 
 _ENV_REF = re.compile(r"\$(?:\{([^}]*)\}|(\{)|([*#$@!?\-0-9])|(\w+))", re.ASCII)
 
@@ -65,6 +66,22 @@ def parse_yaml(text: str) -> Any:
     return yaml.load(text, Loader=_Yaml12Loader)  # a SafeLoader subclass: safe
 
 
+def scalar(value: Any) -> str:
+    """A YAML scalar that reads back as ``value`` (quoted only when it must be)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        text = str(int(value)) if value.is_integer() else repr(value)
+        return f"{value:.20f}".rstrip("0") if "e" in text else text
+    if not isinstance(value, str):
+        return str(value)
+    try:
+        plain = parse_yaml(value) == value
+    except Exception:  # any YAML error means the plain form is unusable
+        plain = False
+    return value if plain and value.strip() == value else json.dumps(value, ensure_ascii=False)
+
+
 def read_yaml(path: str) -> dict[Any, Any]:
     """The file's top-level mapping, env-expanded; raise ``ConfigError`` keyed by the path."""
     try:
@@ -89,10 +106,18 @@ def read_yaml(path: str) -> dict[Any, Any]:
     return data
 
 
+_KINDS = (
+    (bool, "a boolean"),  # before int: a bool is an int
+    (dict, "a mapping"),
+    (list, "a list"),
+    (str, "a string"),
+    ((int, float), "a number"),
+)
+
+
 def _kind(value: Any) -> str:
-    kinds = ((bool, "a boolean"), (dict, "a mapping"), (list, "a list"), (str, "a string"))
-    kinds += (((int, float), "a number"),)
-    return next((name for t, name in kinds if isinstance(value, t)), type(value).__name__)
+    """What a YAML value is, for a message that must not quote it."""
+    return next((name for t, name in _KINDS if isinstance(value, t)), type(value).__name__)
 
 
 def _expect(path: str, wanted: str, value: Any, hint: str = "") -> ConfigError:
@@ -103,8 +128,8 @@ def _expect(path: str, wanted: str, value: Any, hint: str = "") -> ConfigError:
 def _as_str(value: Any, path: str) -> str:
     if isinstance(value, str):
         return value
-    scalar = not isinstance(value, (dict, list))
-    raise _expect(path, "a string", value, " (quote it)" if scalar else "")
+    quotable = not isinstance(value, (dict, list))
+    raise _expect(path, "a string", value, " (quote it)" if quotable else "")
 
 
 def _as_int(value: Any, path: str) -> int:
@@ -132,8 +157,12 @@ def _as_strings(value: Any, path: str) -> tuple[str, ...]:
 
 
 _CONVERTERS: dict[Any, Callable[[Any, str], Any]] = {
-    str: _as_str, int: _as_int, float: _as_float, bool: _as_bool, tuple[str, ...]: _as_strings,
-}  # fmt: skip
+    str: _as_str,
+    int: _as_int,
+    float: _as_float,
+    bool: _as_bool,
+    tuple[str, ...]: _as_strings,
+}
 
 
 def _join(path: str, key: str) -> str:
@@ -160,7 +189,7 @@ def build(cls: type, raw: Any, key_of: KeyOf, path: str = "") -> Any:
     hints = typing.get_type_hints(cls)
     values = {}
     for f in fields(cls):
-        key = key_of(f.name)
+        key = key_of(f)
         if key is None or given.get(key.lower()) is None:
             continue
         hint, value, where = hints[f.name], given[key.lower()], _join(path, key)
