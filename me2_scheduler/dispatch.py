@@ -13,17 +13,21 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from me2_scheduler import metrics, policy
 from me2_scheduler.clients.action import ActionClient, ActionResult
 from me2_scheduler.clients.channels import Caller
+from me2_scheduler.clients.limiter import Signal, signal_for
 from me2_scheduler.clock import from_epoch, utc_now
 from me2_scheduler.config import Config
 from me2_scheduler.errors import DownstreamError
+from me2_scheduler.inflight import InFlight
 from me2_scheduler.policy import Attempt, Failure, Success
 from me2_scheduler.states import Outcome, Trigger
 from me2_scheduler.storage.claim import Claim
@@ -67,10 +71,11 @@ class Dispatcher:
 
     A worker hands over the claims it popped together (``dispatch_batch``):
     their rows are read in one query, their leases renewed in one script call,
-    Action is called for each in turn (at most one call in flight per worker,
-    so ``MaxWorkers`` bounds the calls to Action as in the seed), then every
-    attempt is recorded in one MySQL transaction and settled in Redis in one
-    script call. The round trips are paid once per batch, not per dispatch.
+    Action is called for them with up to ``max_in_flight`` calls at once (the
+    worker's share of ``Schedule.MaxInFlight``; one, the seed's semaphore, by
+    default), then every attempt is recorded in one MySQL transaction and
+    settled in Redis in one script call. The round trips are paid once per
+    batch, not per dispatch.
     """
 
     def __init__(
@@ -84,6 +89,7 @@ class Dispatcher:
         rng: random.Random | None = None,
         display: Callable[[datetime | None], str] = str,
         budget_s: float = BATCH_BUDGET_S,
+        max_in_flight: int = 1,
     ) -> None:
         self._config = config
         self._store = store
@@ -93,6 +99,7 @@ class Dispatcher:
         self._rng = rng or random.Random()
         self._display = display
         self._budget_s = budget_s
+        self._in_flight: InFlight[Claim] = InFlight(max_in_flight)
 
     def dispatch_batch(
         self, claims: Sequence[Claim], *, stopping: Callable[[], bool] = lambda: False
@@ -175,7 +182,8 @@ class Dispatcher:
     def _call_in_turn(
         self, picked: list[Picked], trigger: Trigger, stopping: Callable[[], bool]
     ) -> list[Called]:
-        """Call Action for each claim in turn; hand back the rest when told to stop or late."""
+        """Call Action for the claims, up to the in-flight limit at once; hand back the
+        claims not yet called when told to stop or once the batch is late."""
         lease_s = self._config.schedule.lease_seconds
         timeout_s = self._config.action_rpc.timeout_ms / 1000
         # Renew every lease of the batch before a call that could otherwise end
@@ -184,28 +192,37 @@ class Dispatcher:
         renew_after_s = (lease_s - timeout_s) / 2
         began = renewed = time.monotonic()
         called: list[Called] = []
-        pending = list(picked)
-        while pending:
+        in_flight = self._in_flight
+        pending = deque(picked)
+        call = partial(self._call_action, trigger=trigger)
+        while pending or in_flight.running:
             now = time.monotonic()
-            if called and (stopping() or now - began > self._budget_s):
+            started = bool(called or in_flight.running)
+            if pending and started and (stopping() or now - began > self._budget_s):
                 self.index.requeue([claim for _, claim in pending])
-                break
-            if called and now - renewed > renew_after_s:
+                pending.clear()
+            elif pending and started and now - renewed > renew_after_s:
                 pending = self._renew_leases(called, pending, lease_s)
                 renewed = now
-                if not pending:
-                    break
-            row, claim = pending.pop(0)
-            called.append((claim, self._call_action(row, claim, trigger)))
+            in_flight.start(pending, call)
+            called += in_flight.finished()
         return called
 
     def _renew_leases(
-        self, called: list[Called], pending: list[Picked], lease_s: float
-    ) -> list[Picked]:
-        """Restart the leases of the whole batch; the pending claims still held."""
-        claims = [claim for claim, _ in called] + [claim for _, claim in pending]
-        held = self.index.renew_leases(claims, lease_s)[len(called) :]
-        kept = [pair for pair, ok in zip(pending, held, strict=True) if ok]
+        self,
+        called: list[Called],
+        pending: deque[Picked],
+        lease_s: float,
+    ) -> deque[Picked]:
+        """Restart the leases of the whole batch; the pending claims still held.
+
+        A call in flight whose claim is gone goes on (it cannot be recalled);
+        its record is guarded by the row's version, its ack by the lease token.
+        """
+        settled = [claim for claim, _ in called] + self._in_flight.tags()
+        claims = settled + [claim for _, claim in pending]
+        held = self.index.renew_leases(claims, lease_s)[len(settled) :]
+        kept = deque(pair for pair, ok in zip(pending, held, strict=True) if ok)
         # Gone meanwhile (paused, or released while this worker stalled): not called.
         metrics.DISPATCHES.labels(result=Outcome.SKIPPED).inc(len(pending) - len(kept))
         return kept
@@ -269,6 +286,7 @@ class Dispatcher:
             retry_time=policy.retry_due(finished_at, schedule.retry_delay_seconds),
             max_consecutive_failures=schedule.max_consecutive_failures,
             unavailable=exc.unavailable,
+            overloaded=signal_for(exc.code) is Signal.OVERLOAD,
         )
 
     # -- recording ------------------------------------------------------------
@@ -325,7 +343,7 @@ def _wants_slot(row: ScheduleRow, claim: Claim) -> bool:
     return due is not None and due <= claim.planned_at
 
 
-def make_dispatcher(config: Config) -> Dispatcher:
+def make_dispatcher(config: Config, max_in_flight: int = 1) -> Dispatcher:
     """Build a Dispatcher with its own connections (call in the process that uses it)."""
     from me2_scheduler.timefmt import Display
 
@@ -335,4 +353,5 @@ def make_dispatcher(config: Config) -> Dispatcher:
         DelayIndex(config.redis),
         ActionClient(config.action_rpc),
         display=Display(config.timezone).format,
+        max_in_flight=max_in_flight,
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import grpc
+
 
 class SchedulerError(Exception):
     """Base of every error this package raises on purpose."""
@@ -32,8 +34,16 @@ class RedisIndexError(SchedulerError):
 
 
 class DownstreamError(SchedulerError):
-    """The Action or Diary service failed or did not answer in time."""
+    """The Action or Diary service failed or did not answer in time.
 
-    def __init__(self, message: str, *, unavailable: bool = False) -> None:
+    ``unavailable``: the service could not be reached or answered too late
+    (503, retried later). ``code``: the gRPC status of a failed call, None
+    when the service answered with an error result of its own.
+    """
+
+    def __init__(
+        self, message: str, *, unavailable: bool = False, code: grpc.StatusCode | None = None
+    ) -> None:
         super().__init__(message)
         self.unavailable = unavailable
+        self.code = code

@@ -82,6 +82,21 @@ RPC_DURATION = Histogram(
 # Diary runs (DESIGN §5): from a second to a day.
 DIARY_RUN_BUCKETS = (1, 5, 15, 60, 300, 900, 1800, 3600, 7200, 14400, 28800, 43200, 86400)
 
+BREAKER_REJECTIONS = Counter(
+    "scheduler_breaker_rejections_total",
+    "Calls dropped locally by the adaptive breaker (go-zero's Google SRE throttling).",
+    ["service"],
+)
+ACTION_INFLIGHT = Gauge(
+    "scheduler_action_inflight",
+    "Action calls in flight, summed over live workers.",
+    multiprocess_mode="livesum",
+)
+ACTION_INFLIGHT_LIMIT = Gauge(
+    "scheduler_action_inflight_limit",
+    "Action calls allowed in flight (the AIMD limit), summed over live workers.",
+    multiprocess_mode="livesum",
+)
 DIARY_RUNS = Counter(
     "scheduler_diary_runs_total",
     "Diary runs (or this process's part of one) by result: done, skipped, stopped, lost, failed.",
@@ -107,3 +122,5 @@ for _run_result in DiaryRunResult:
     DIARY_RUNS.labels(result=_run_result)
 for _outcome in (Outcome.SUCCESS, Outcome.FAILURE):
     DIARY_AVATARS.labels(result=_outcome)
+for _service in ("Action", "Diary"):
+    BREAKER_REJECTIONS.labels(service=_service)

@@ -194,13 +194,16 @@ class Failure(_Attempt):
     """Action failed; ``retry_time`` is when to try again, unless this pauses the avatar.
 
     ``unavailable``: Action was unreachable or too slow (not stored; a
-    TriggerSchedule answers 503 for it).
+    TriggerSchedule answers 503 for it). ``overloaded``: Action said it has no
+    room (RESOURCE_EXHAUSTED or UNAVAILABLE): the worker holds fewer calls in
+    flight for a while.
     """
 
     error: str
     retry_time: datetime
     max_consecutive_failures: int
     unavailable: bool = False
+    overloaded: bool = False
 
 
 Attempt = Success | Failure

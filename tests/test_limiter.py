@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from me2_scheduler.clients.limiter import AimdLimiter, Outcome, Permit, outcome_for
+from me2_scheduler.clients.limiter import AimdLimiter, Signal, Permit, signal_for
 
 
 def fill(limiter: AimdLimiter) -> list[Permit]:
@@ -54,7 +54,7 @@ def test_each_success_at_the_limit_adds_one_over_the_limit() -> None:
     permits = fill(limiter)
     expected = 4.0
     for _ in range(60):
-        permits.pop().release(Outcome.SUCCESS)
+        permits.pop().release(Signal.SUCCESS)
         expected = min(20.0, expected + 1 / expected)
         assert limiter.limit == int(expected)
         permits.extend(fill(limiter))  # keep the limit fully used
@@ -65,7 +65,7 @@ def test_the_limit_never_grows_past_the_maximum() -> None:
     limiter = AimdLimiter(6, initial=5)
     permits = fill(limiter)
     for _ in range(200):
-        permits.pop().release(Outcome.SUCCESS)
+        permits.pop().release(Signal.SUCCESS)
         permits.extend(fill(limiter))
     assert limiter.limit == 6
     assert limiter.in_flight == 6
@@ -74,7 +74,7 @@ def test_the_limit_never_grows_past_the_maximum() -> None:
 def test_the_limit_does_not_grow_while_less_than_half_is_used() -> None:
     limiter = AimdLimiter(100, initial=10)
     for _ in range(500):
-        limiter.acquire(0).release(Outcome.SUCCESS)  # type: ignore[union-attr]
+        limiter.acquire(0).release(Signal.SUCCESS)  # type: ignore[union-attr]
     assert limiter.limit == 10
 
 
@@ -83,10 +83,10 @@ def test_an_overload_halves_the_limit_and_the_floor_is_one() -> None:
     limiter = AimdLimiter(10, on_limit=seen.append)
     for expected in (5, 2, 1, 1):
         permits = fill(limiter)
-        permits[0].release(Outcome.OVERLOAD)
+        permits[0].release(Signal.OVERLOAD)
         assert limiter.limit == expected
         for permit in permits[1:]:
-            permit.release(Outcome.IGNORED)
+            permit.release(Signal.IGNORED)
     assert seen == [5, 2, 1]
     assert limiter.in_flight == 0
 
@@ -95,22 +95,22 @@ def test_one_burst_of_overload_answers_halves_the_limit_once() -> None:
     limiter = AimdLimiter(16)
     burst = fill(limiter)
     for permit in burst[:10]:
-        permit.release(Outcome.OVERLOAD)
+        permit.release(Signal.OVERLOAD)
     assert limiter.limit == 8
     # A call started after the decrease is a new round trip: it may halve again.
     later = fill(limiter)
     assert len(later) == 8 - 6  # 6 of the burst are still in flight
     for permit in burst[10:]:
-        permit.release(Outcome.OVERLOAD)
+        permit.release(Signal.OVERLOAD)
     assert limiter.limit == 8
-    later[0].release(Outcome.OVERLOAD)
+    later[0].release(Signal.OVERLOAD)
     assert limiter.limit == 4
 
 
 def test_other_failures_leave_the_limit_alone() -> None:
     limiter = AimdLimiter(8, initial=4)
     for permit in fill(limiter):
-        permit.release(Outcome.IGNORED)
+        permit.release(Signal.IGNORED)
     assert limiter.limit == 4
     assert limiter.in_flight == 0
 
@@ -119,8 +119,8 @@ def test_a_permit_is_released_once() -> None:
     limiter = AimdLimiter(4)
     permit = limiter.acquire(0)
     assert permit is not None
-    permit.release(Outcome.OVERLOAD)
-    permit.release(Outcome.OVERLOAD)
+    permit.release(Signal.OVERLOAD)
+    permit.release(Signal.OVERLOAD)
     assert limiter.in_flight == 0
     assert limiter.limit == 2
 
@@ -128,15 +128,15 @@ def test_a_permit_is_released_once() -> None:
 @pytest.mark.parametrize("code", list(grpc.StatusCode), ids=lambda c: c.name)
 def test_only_resource_exhausted_and_unavailable_mean_overload(code: grpc.StatusCode) -> None:
     if code is grpc.StatusCode.OK:
-        assert outcome_for(code) is Outcome.SUCCESS
+        assert signal_for(code) is Signal.SUCCESS
     elif code.name in ("RESOURCE_EXHAUSTED", "UNAVAILABLE"):
-        assert outcome_for(code) is Outcome.OVERLOAD
+        assert signal_for(code) is Signal.OVERLOAD
     else:
-        assert outcome_for(code) is Outcome.IGNORED
+        assert signal_for(code) is Signal.IGNORED
 
 
 def test_a_response_is_a_success() -> None:
-    assert outcome_for(None) is Outcome.SUCCESS
+    assert signal_for(None) is Signal.SUCCESS
 
 
 def test_a_blocked_acquire_gets_the_slot_a_release_frees() -> None:
@@ -152,7 +152,7 @@ def test_a_blocked_acquire_gets_the_slot_a_release_frees() -> None:
     thread.start()
     assert waiting.wait(timeout=10)
     assert not got  # still blocked: no slot yet
-    held[0].release(Outcome.SUCCESS)
+    held[0].release(Signal.SUCCESS)
     thread.join(timeout=60)
     assert not thread.is_alive()
     assert isinstance(got[0], Permit)
@@ -170,17 +170,17 @@ def test_an_acquire_gives_up_at_its_deadline() -> None:
 def test_a_lowered_limit_keeps_waiters_out_until_in_flight_drops_below_it() -> None:
     limiter = AimdLimiter(4)
     held = fill(limiter)
-    held[0].release(Outcome.OVERLOAD)  # limit 2, three still in flight
-    held[1].release(Outcome.IGNORED)
+    held[0].release(Signal.OVERLOAD)  # limit 2, three still in flight
+    held[1].release(Signal.IGNORED)
     assert limiter.acquire(0) is None  # two in flight, limit two
-    held[2].release(Outcome.IGNORED)
+    held[2].release(Signal.IGNORED)
     assert limiter.acquire(0) is not None
 
 
 ops = st.lists(
     st.one_of(
-        st.just(("acquire", 0, Outcome.SUCCESS)),
-        st.tuples(st.just("release"), st.integers(0, 63), st.sampled_from(list(Outcome))),
+        st.just(("acquire", 0, Signal.SUCCESS)),
+        st.tuples(st.just("release"), st.integers(0, 63), st.sampled_from(list(Signal))),
     ),
     max_size=300,
 )
@@ -189,18 +189,18 @@ ops = st.lists(
 @settings(max_examples=300, deadline=None)
 @given(max_limit=st.integers(1, 24), ops=ops)
 def test_in_flight_never_exceeds_the_limit_when_a_permit_is_given(
-    max_limit: int, ops: list[tuple[str, int, Outcome]]
+    max_limit: int, ops: list[tuple[str, int, Signal]]
 ) -> None:
     limiter = AimdLimiter(max_limit)
     held: list[Permit] = []
-    for op, index, outcome in ops:
+    for op, index, signal in ops:
         if op == "acquire":
             permit = limiter.acquire(0)
             if permit is not None:
                 held.append(permit)
                 assert limiter.in_flight <= limiter.limit
         elif held:
-            held.pop(index % len(held)).release(outcome)
+            held.pop(index % len(held)).release(signal)
         assert limiter.in_flight == len(held) <= max_limit
         assert 1 <= limiter.limit <= max_limit
 
@@ -218,7 +218,7 @@ def test_many_threads_never_hold_more_than_the_limit() -> None:
                 peak[0] = max(peak[0], holding[0])
             with lock:
                 holding[0] -= 1
-            permit.release(Outcome.SUCCESS)
+            permit.release(Signal.SUCCESS)
 
     threads = [threading.Thread(target=calls) for _ in range(12)]
     for thread in threads:

@@ -22,6 +22,8 @@ from typing import Any
 
 import grpc
 
+from me2_scheduler import metrics
+from me2_scheduler.clients.breaker import AdaptiveBreaker
 from me2_scheduler.config import EtcdConf, RpcClientConf
 from me2_scheduler.discovery.addresses import address_list_target
 from me2_scheduler.discovery.resolver import (
@@ -138,6 +140,7 @@ class RpcClient:
         self._pid = 0
         self._pool: EndpointPool | None = None
         self._watcher: EndpointWatcher | None = None
+        self._breaker_state: tuple[int, AdaptiveBreaker] | None = None  # (pid, breaker)
 
     def _make_stub(self, channel: grpc.Channel) -> Any:
         raise NotImplementedError
@@ -199,14 +202,32 @@ class RpcClient:
     def call(
         self, method: str, request: Any, timeout_s: float | None, caller: Caller | None = None
     ) -> Any:
-        """Invoke ``method`` on a picked endpoint; return the response.
+        """Invoke ``method`` on a picked endpoint through the adaptive breaker; the response.
 
         ``timeout_s`` None means the config's ``Timeout``; a ``caller`` brings
         its own timeout instead, and cancels the call when it goes away.
-        Raises ``DownstreamError`` for a gRPC error, a call cancelled that
-        way (``unavailable``), or when no endpoint can be picked;
+        Raises ``BreakerOpen`` (a ``DownstreamError``, unavailable) when the
+        breaker drops the call here, as go-zero's zrpc client does;
+        ``DownstreamError`` for a gRPC error, a call cancelled that way
+        (``unavailable``), or when no endpoint can be picked;
         ``SchedulerError`` when the config resolves to nothing.
         """
+        ticket = self._breaker().allow()
+        try:
+            response = self._invoke(method, request, timeout_s, caller)
+        except DownstreamError as exc:
+            # No endpoint to call counts as UNAVAILABLE, as in go-zero.
+            ticket.record(exc.code or grpc.StatusCode.UNAVAILABLE)
+            raise
+        except BaseException:
+            ticket.reject()
+            raise
+        ticket.accept()
+        return response
+
+    def _invoke(
+        self, method: str, request: Any, timeout_s: float | None, caller: Caller | None
+    ) -> Any:
         if caller is not None:
             timeout_s = caller.timeout_s
         timeout = self.conf.timeout_ms / 1000 if timeout_s is None else timeout_s
@@ -229,7 +250,19 @@ class RpcClient:
                 f"{self.service} call cancelled: the caller went away (its deadline passed"
                 f" or it cancelled) before {self.service} answered",
                 unavailable=True,
+                code=grpc.StatusCode.CANCELLED,
             ) from None
+
+    def _breaker(self) -> AdaptiveBreaker:
+        """This process's breaker (a lock inherited through fork could deadlock: start afresh)."""
+        with self._lock:
+            if self._breaker_state is None or self._breaker_state[0] != os.getpid():
+                rejected = metrics.BREAKER_REJECTIONS.labels(service=self.service).inc
+                self._breaker_state = (
+                    os.getpid(),
+                    AdaptiveBreaker(self.service, on_reject=rejected),
+                )
+            return self._breaker_state[1]
 
     def _auth(self) -> tuple[tuple[str, str], ...] | None:
         # go-zero's App/Token authentication travels as "app" and "token" metadata.
@@ -264,4 +297,5 @@ def rpc_error(service: str, exc: grpc.RpcError) -> DownstreamError:
     return DownstreamError(
         f"{service} call failed with {code.name}: {details}",
         unavailable=code in _UNAVAILABLE_CODES,
+        code=code,
     )

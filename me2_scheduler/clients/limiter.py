@@ -1,6 +1,6 @@
 """An in-flight limit on Action calls that backs off when Action says it is overloaded (AIMD).
 
-Each call takes a permit (``acquire``) and gives it back with its outcome
+Each call takes a permit (``acquire``) and gives it back with its signal
 (``Permit.release``). The limit grows by ``1 / limit`` per successful call,
 about one more call per round trip, up to ``max_limit``; an overload signal
 (``RESOURCE_EXHAUSTED`` or ``UNAVAILABLE``) halves it, floor ``min_limit``.
@@ -38,7 +38,7 @@ OVERLOAD_CODES = frozenset({grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.
 BACKOFF = 0.5
 
 
-class Outcome(enum.Enum):
+class Signal(enum.Enum):
     """How a call ended, as far as the limit is concerned."""
 
     SUCCESS = "success"  # the service answered: the limit may grow
@@ -46,13 +46,13 @@ class Outcome(enum.Enum):
     IGNORED = "ignored"  # anything else (a caller error, a timeout, a dropped call)
 
 
-def outcome_for(code: grpc.StatusCode | None) -> Outcome:
-    """The outcome of a call that ended with ``code`` (None or OK: a response)."""
+def signal_for(code: grpc.StatusCode | None) -> Signal:
+    """The signal of a call that ended with ``code`` (None or OK: a response)."""
     if code is None or code == grpc.StatusCode.OK:
-        return Outcome.SUCCESS
+        return Signal.SUCCESS
     if code in OVERLOAD_CODES:
-        return Outcome.OVERLOAD
-    return Outcome.IGNORED
+        return Signal.OVERLOAD
+    return Signal.IGNORED
 
 
 class Permit:
@@ -65,9 +65,9 @@ class Permit:
         self._generation = generation
         self._released = False
 
-    def release(self, outcome: Outcome) -> None:
-        """Give the slot back and adapt the limit to ``outcome``."""
-        self._limiter._release(self, outcome)
+    def release(self, signal: Signal) -> None:
+        """Give the slot back and adapt the limit to ``signal``."""
+        self._limiter._release(self, signal)
 
 
 class AimdLimiter:
@@ -130,15 +130,15 @@ class AimdLimiter:
             self._in_flight += 1
             return Permit(self, self._generation)
 
-    def _release(self, permit: Permit, outcome: Outcome) -> None:
+    def _release(self, permit: Permit, signal: Signal) -> None:
         with self._cond:
             if permit._released:
                 return
             permit._released = True
             before = self.limit
-            if outcome is Outcome.OVERLOAD:
+            if signal is Signal.OVERLOAD:
                 self._decrease(permit._generation)
-            elif outcome is Outcome.SUCCESS:
+            elif signal is Signal.SUCCESS:
                 self._increase()
             self._in_flight -= 1
             if self.limit != before and self._on_limit is not None:

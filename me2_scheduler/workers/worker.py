@@ -1,8 +1,9 @@
 """The worker role: dispatches the claimed avatars it pops from ``ready`` (the seed's TaskExecutor).
 
 Each worker process runs ``main``: it pops up to ``Schedule.DispatchBatch``
-claims at a time and hands them to a ``dispatch.Dispatcher``, which checks,
-calls Action, records and settles them.
+claims at a time (at least its share of ``Schedule.MaxInFlight``) and hands
+them to a ``dispatch.Dispatcher``, which checks, calls Action with up to that
+share of calls in flight, records and settles them.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from me2_scheduler import metrics
 from me2_scheduler.config import Config
 from me2_scheduler.dispatch import make_dispatcher
 from me2_scheduler.errors import RedisIndexError, StoreError
+from me2_scheduler.inflight import share_of
 from me2_scheduler.supervisor.child import ChildContext
 
 log = logging.getLogger("me2_scheduler.worker")
@@ -21,8 +23,10 @@ log = logging.getLogger("me2_scheduler.worker")
 def main(config: Config, ctx: ChildContext) -> int:
     """Worker process: pop batches of claims until told to stop; a dispatch in hand is
     finished first, and the rest of its batch goes back to ``ready``."""
-    dispatcher = make_dispatcher(config)
-    batch = config.schedule.dispatch_batch
+    schedule = config.schedule
+    share = share_of(schedule.max_in_flight, schedule.max_workers, ctx.index)
+    dispatcher = make_dispatcher(config, max_in_flight=share)
+    batch = max(schedule.dispatch_batch, share)
     while not ctx.stopping:
         try:
             popped = dispatcher.index.pop_ready_many(batch, timeout_s=1.0)

@@ -1,0 +1,106 @@
+"""Action calls in flight for one worker: up to its share of ``Schedule.MaxInFlight`` at once.
+
+A worker's calls run on a small thread pool (one synchronous gRPC call per
+thread, all on the worker's one channel per endpoint); with a share of one
+the call runs on the worker's own thread, exactly as the seed's one call per
+worker. An AIMD limit (``clients.limiter``) lowers the calls in flight while
+Action answers RESOURCE_EXHAUSTED or UNAVAILABLE and lets them grow back as
+it answers again, so the service pushes as hard as Action can take.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from typing import Any, Generic, Protocol, TypeVar
+
+from me2_scheduler import metrics
+from me2_scheduler.clients.limiter import AimdLimiter, Permit, Signal
+from me2_scheduler.policy import Attempt, Success
+
+# How long a batch with calls in flight waits for one to finish before it
+# looks again at its budget and leases.
+FINISH_POLL_S = 0.05
+
+T = TypeVar("T")  # what the caller tracks with each call (a claim)
+
+
+def share_of(max_in_flight: int, max_workers: int, worker_index: int) -> int:
+    """The calls worker ``worker_index`` may hold: ``max_in_flight`` spread over the workers.
+
+    The shares add up to ``max_in_flight``; each is at least 1 (config makes
+    ``MaxInFlight`` at least ``MaxWorkers``).
+    """
+    base, extra = divmod(max_in_flight, max_workers)
+    return max(1, base + (1 if worker_index % max_workers < extra else 0))
+
+
+def signal_of(attempt: Attempt) -> Signal:
+    """What an attempt tells the in-flight limit: Action answered, had no room, or neither."""
+    if isinstance(attempt, Success):
+        return Signal.SUCCESS
+    return Signal.OVERLOAD if attempt.overloaded else Signal.IGNORED
+
+
+class _Executor(Protocol):
+    def submit(self, fn: Callable[..., Attempt], /, *args: Any) -> Future[Attempt]: ...
+
+
+class _Inline:
+    """One call at a time, on the caller's own thread."""
+
+    def submit(self, fn: Callable[..., Attempt], /, *args: Any) -> Future[Attempt]:
+        future: Future[Attempt] = Future()
+        future.set_result(fn(*args))
+        return future
+
+
+class InFlight(Generic[T]):
+    """Starts calls while the limit has room and collects those that finished."""
+
+    def __init__(self, max_in_flight: int) -> None:
+        if max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be at least 1, not {max_in_flight}")
+        self.max_in_flight = max_in_flight
+        self._limiter = AimdLimiter(max_in_flight, on_limit=metrics.ACTION_INFLIGHT_LIMIT.set)
+        metrics.ACTION_INFLIGHT_LIMIT.set(max_in_flight)
+        self._executor: _Executor = (
+            ThreadPoolExecutor(max_in_flight, thread_name_prefix="action")
+            if max_in_flight > 1
+            else _Inline()
+        )
+        self.running: dict[Future[Attempt], tuple[T, Permit]] = {}
+
+    @property
+    def limit(self) -> int:
+        """The calls allowed in flight now (the AIMD limit)."""
+        return self._limiter.limit
+
+    def start(self, pending: deque[tuple[Any, T]], call: Callable[[Any, T], Attempt]) -> None:
+        """Start ``call(item, tag)`` for pending pairs while there is room (one when none runs)."""
+        while pending:
+            permit = self._limiter.acquire(0 if self.running else None)
+            if permit is None:
+                return
+            item, tag = pending.popleft()
+            self.running[self._executor.submit(call, item, tag)] = (tag, permit)
+            metrics.ACTION_INFLIGHT.inc()
+
+    def finished(self, wait_s: float = FINISH_POLL_S) -> list[tuple[T, Attempt]]:
+        """The calls that end within ``wait_s``, with their attempts; their room given back."""
+        if not self.running:
+            return []
+        done, _ = wait(self.running, timeout=wait_s, return_when=FIRST_COMPLETED)
+        finished: list[tuple[T, Attempt]] = []
+        for future in done:
+            tag, permit = self.running.pop(future)
+            attempt = future.result()  # the call turns every Action error into an attempt
+            metrics.ACTION_INFLIGHT.dec()
+            permit.release(signal_of(attempt))
+            finished.append((tag, attempt))
+        return finished
+
+    def tags(self) -> list[T]:
+        """What the calls in flight track, e.g. their claims."""
+        return [tag for tag, _ in self.running.values()]
