@@ -7,23 +7,25 @@ load asked (every avatar dispatched once, the index verified clean).
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from me2_devkit.bench import profile
 from me2_devkit.bench.env import Servers
+from me2_devkit.bench.latency import burst_size, ideal_rate, steady_rate
 from me2_devkit.bench.report import Results, render, target_rows
 from me2_devkit.bench.runner import Plan, run
-from me2_devkit.bench.scenarios import SMOKE
+from me2_devkit.bench.scenarios import FULL, SMOKE
 from me2_devkit.bench.seed import percentile
-from me2_devkit.bench.tables import scale_value
+from me2_devkit.bench.tables import latency_cells, scale_value
 from me2_devkit.testing.servers import MariaDBServer, RedisServer
 
 
-@pytest.fixture
-def smoke_results(mariadb: MariaDBServer, redis_server: RedisServer, tmp_path: Path) -> Results:
-    servers = Servers.around(tmp_path, mariadb, redis_server)
+@pytest.fixture(scope="module")
+def smoke_results(
+    mariadb: MariaDBServer, redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
+) -> Results:
+    # One tiny run for every test that reads it: the run is the slow part.
+    servers = Servers.around(tmp_path_factory.mktemp("bench"), mariadb, redis_server)
     try:
         return run(Plan(runs=1, sizes=SMOKE, profile=False, echo=lambda _: None), servers)
     finally:
@@ -46,6 +48,27 @@ def test_a_tiny_benchmark_measures_every_scenario(smoke_results: Results) -> Non
     assert results.get("footprint.rss.supervisor") > 0
     for limit in ("limits.grpc_calls", "limits.mysql_txns", "limits.redis_claims"):
         assert results.get(limit) > 0, limit
+
+
+@pytest.mark.timeout(180)
+def test_the_latency_table_dispatches_every_cell_within_max_in_flight(
+    smoke_results: Results,
+) -> None:
+    results = smoke_results
+    (max_in_flight,) = SMOKE.latency_in_flight
+    for latency_ms in SMOKE.latency_ms:
+        burst = f"inflight{max_in_flight}.burst.{latency_ms}ms"
+        assert results.get(f"{burst}.dispatched") >= SMOKE.latency_burst_min, burst
+        assert results.get(f"{burst}.missing") == 0, burst
+        assert results.get(f"{burst}.repeated_keys") == 0, burst
+        assert 1 <= results.get(f"{burst}.peak_in_flight") <= max_in_flight, burst
+        steady = f"inflight{max_in_flight}.steady.{latency_ms}ms"
+        assert results.get(f"{steady}.missing") == 0, steady
+        assert results.get(f"{steady}.peak_in_flight") <= max_in_flight, steady
+    assert results.get(f"inflight{max_in_flight}.rss_worker_max") > 0
+    assert latency_cells(results, "burst") == [(max_in_flight, ms) for ms in SMOKE.latency_ms]
+    text = render(results)
+    assert "## Action latency" in text and "of ideal" in text
 
 
 @pytest.mark.timeout(180)
@@ -73,6 +96,27 @@ def test_a_missed_target_is_marked_as_missed() -> None:
     results.add({"steady.lag_p99_ms": 1500.0})
     (row,) = [r for r in target_rows(results) if r[0].startswith("steady")]
     assert row[3] == "✗"
+
+
+def test_latency_cells_are_sized_to_their_ideal_rate_and_offered_what_they_sustain() -> None:
+    sizes = FULL
+    assert ideal_rate(400, 200) == 2000 and ideal_rate(10, 0) is None
+    assert burst_size(sizes, 10, 1000, 1200) == sizes.latency_burst_min  # 10/s × 12 s < 200
+    assert burst_size(sizes, 400, 1000, 1200) == 400 * 12
+    assert burst_size(sizes, 400, 200, 1200) == sizes.latency_burst_max  # the box binds
+    assert steady_rate(sizes, 400, 200) == 500
+    assert steady_rate(sizes, 10, 200) == 25  # half of 50/s
+    assert steady_rate(sizes, 400, 0) == 500
+
+
+def test_a_missed_latency_target_names_its_ideal_and_peak() -> None:
+    results = Results(machine={"cores": "2"})
+    results.add({"inflight400.burst.200ms.rate": 800.0, "inflight400.burst.200ms.cpu_ms": 1.6,
+                 "inflight400.burst.200ms.peak_in_flight": 400.0})  # fmt: skip
+    (row,) = [r for r in target_rows(results) if r[0] == "MaxInFlight 400, Action 200 ms: burst"]
+    assert row[3] == "✗"
+    assert "0.40 of the ideal 400 in flight / 200 ms (2,000/s)" in row[4]
+    assert "0.64 of the CPU ceiling" in row[4] and "peak 400 calls" in row[4]
 
 
 def test_percentile_is_nearest_rank() -> None:

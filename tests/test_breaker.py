@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 import threading
-from collections.abc import Callable
 
 import grpc
 import pytest
@@ -19,20 +18,9 @@ from me2_scheduler.clients.breaker import (
 )
 from me2_scheduler.errors import DownstreamError
 
+from .support import FakeClock, run_together
+
 BUCKET_S = 10.0 / BUCKETS
-
-
-class FakeClock:
-    """Seconds that move only when a test says so."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 class FixedRng(random.Random):
@@ -70,10 +58,35 @@ def record(breaker: AdaptiveBreaker, successes: int = 0, failures: int = 0) -> N
         breaker.allow().reject()
 
 
-def breaker_at(requests: int, accepts: int, rng: FixedRng) -> tuple[AdaptiveBreaker, FakeClock]:
+def record_buckets(
+    breaker: AdaptiveBreaker, clock: FakeClock[float], buckets: int, **calls: int
+) -> None:
+    """``record`` the same ``calls`` in each of ``buckets`` consecutive buckets."""
+    for _ in range(buckets):
+        record(breaker, **calls)
+        clock.advance(BUCKET_S)
+
+
+def assert_holds_and_drops_as_gozero(breaker: AdaptiveBreaker, stats: WindowStats) -> None:
+    """The window holds ``stats``, and the drop ratio is go-zero's for them."""
+    assert breaker.stats() == stats
+    expected = gozero_ratio(
+        stats.total, stats.accepts, stats.failing_buckets, stats.working_buckets
+    )
+    assert breaker.drop_ratio() == expected
+
+
+def action_breaker(rng: random.Random | None = None) -> tuple[AdaptiveBreaker, FakeClock[float]]:
+    """An Action breaker on a clock of its own; it never drops unless ``rng`` says so."""
+    clock = FakeClock(1000.0)
+    return AdaptiveBreaker("Action", clock=clock, rng=rng or never_drop()), clock
+
+
+def breaker_at(
+    requests: int, accepts: int, rng: FixedRng
+) -> tuple[AdaptiveBreaker, FakeClock[float]]:
     """A breaker whose one bucket holds ``accepts`` successes among ``requests`` calls."""
-    clock = FakeClock()
-    breaker = AdaptiveBreaker("Action", clock=clock, rng=rng)
+    breaker, clock = action_breaker(rng)
     saved, rng.value = rng.value, 1.0
     record(breaker, successes=accepts, failures=requests - accepts)
     rng.value = saved
@@ -117,36 +130,23 @@ def test_a_call_is_dropped_exactly_when_the_draw_is_below_the_ratio(
 
 
 def test_sliding_k_weights_accepts_less_as_failing_buckets_pile_up() -> None:
-    clock = FakeClock()
-    breaker = AdaptiveBreaker("Action", clock=clock, rng=never_drop())
-    for _ in range(10):
-        record(breaker, successes=20)
-        clock.advance(BUCKET_S)
-    for _ in range(10):
-        record(breaker, failures=30)
-        clock.advance(BUCKET_S)
-    assert breaker.stats() == WindowStats(200, 500, 10, 0)
-    assert breaker.drop_ratio() == gozero_ratio(500, 200, 10, 0)
+    breaker, clock = action_breaker()
+    record_buckets(breaker, clock, 10, successes=20)
+    record_buckets(breaker, clock, 10, failures=30)
+    assert_holds_and_drops_as_gozero(breaker, WindowStats(200, 500, 10, 0))
     assert breaker.drop_ratio() > sre_ratio(500, 200)  # K 1.4 < 1.5: harder
 
 
 def test_a_run_of_clean_buckets_eases_the_drop() -> None:
-    clock = FakeClock()
-    breaker = AdaptiveBreaker("Action", clock=clock, rng=never_drop())
-    for _ in range(5):
-        record(breaker, failures=100)
-        clock.advance(BUCKET_S)
-    for _ in range(3):
-        record(breaker, successes=1)
-        clock.advance(BUCKET_S)
-    assert breaker.stats() == WindowStats(3, 503, 0, 3)
-    assert breaker.drop_ratio() == gozero_ratio(503, 3, 0, 3)
+    breaker, clock = action_breaker()
+    record_buckets(breaker, clock, 5, failures=100)
+    record_buckets(breaker, clock, 3, successes=1)
+    assert_holds_and_drops_as_gozero(breaker, WindowStats(3, 503, 0, 3))
     assert breaker.drop_ratio() < sre_ratio(503, 3)
 
 
 def test_empty_buckets_neither_break_nor_extend_a_failing_run() -> None:
-    clock = FakeClock()
-    breaker = AdaptiveBreaker("Action", clock=clock, rng=never_drop())
+    breaker, clock = action_breaker()
     record(breaker, failures=10)
     clock.advance(5 * BUCKET_S)
     record(breaker, failures=10)
@@ -154,8 +154,7 @@ def test_empty_buckets_neither_break_nor_extend_a_failing_run() -> None:
 
 
 def test_calls_older_than_the_ten_second_window_are_forgotten() -> None:
-    clock = FakeClock()
-    breaker = AdaptiveBreaker("Action", clock=clock, rng=never_drop())
+    breaker, clock = action_breaker()
     clock.advance(0.125)  # inside the first bucket (binary-exact steps throughout)
     record(breaker, failures=100)
     clock.advance(2.0)
@@ -170,8 +169,7 @@ def test_calls_older_than_the_ten_second_window_are_forgotten() -> None:
 
 
 def test_a_bucket_slot_reused_after_ten_seconds_starts_empty() -> None:
-    clock = FakeClock()
-    breaker = AdaptiveBreaker("Action", clock=clock, rng=never_drop())
+    breaker, clock = action_breaker()
     record(breaker, failures=50)
     clock.advance(10.0)  # the same slot of the ring, one window later
     record(breaker, successes=1)
@@ -206,8 +204,7 @@ def test_after_a_second_without_a_pass_one_call_passes_as_a_probe() -> None:
 
 def test_no_probe_before_any_call_passed_while_throttling() -> None:
     # go-zero notes a pass only once the ratio is positive; before that, no probe.
-    clock = FakeClock()
-    breaker = AdaptiveBreaker("Action", clock=clock, rng=FixedRng(0.0))
+    breaker, clock = action_breaker(FixedRng(0.0))
     record(breaker, failures=5)  # the protection: ratio still <= 0, all pass
     breaker.allow().reject()  # ratio 0 before this call: passes without a draw
     clock.advance(2.0)
@@ -216,7 +213,7 @@ def test_no_probe_before_any_call_passed_while_throttling() -> None:
 
 
 def simulate(
-    breaker: AdaptiveBreaker, clock: FakeClock, seconds: float, healthy: bool
+    breaker: AdaptiveBreaker, clock: FakeClock[float], seconds: float, healthy: bool
 ) -> list[tuple[int, int]]:
     """Offer 20 calls every 50 ms; per second, (calls made, calls that reached the service)."""
     per_second = []
@@ -237,7 +234,7 @@ def simulate(
 
 
 def test_it_opens_under_a_failing_service_and_closes_once_calls_succeed() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     rejections = []
     breaker = AdaptiveBreaker(
         "Action", clock=clock, rng=random.Random(7), on_reject=lambda: rejections.append(1)
@@ -263,7 +260,7 @@ def test_codes_are_classified_as_go_zero_does(code: grpc.StatusCode) -> None:
     failures = {"DEADLINE_EXCEEDED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNIMPLEMENTED"}
     failures.add("RESOURCE_EXHAUSTED")
     assert acceptable(code) is (code.name not in failures)
-    breaker = AdaptiveBreaker("Action", clock=FakeClock(), rng=never_drop())
+    breaker = AdaptiveBreaker("Action", clock=FakeClock(1000.0), rng=never_drop())
     breaker.allow().record(code)
     assert breaker.stats().accepts == int(code not in FAILURE_CODES)
 
@@ -285,7 +282,7 @@ def test_breaker_open_is_action_unavailable_with_a_clear_reason() -> None:
 
 
 def test_a_ticket_counts_only_its_first_settlement() -> None:
-    breaker = AdaptiveBreaker("Diary", clock=FakeClock(), rng=never_drop())
+    breaker = AdaptiveBreaker("Diary", clock=FakeClock(1000.0), rng=never_drop())
     ticket = breaker.allow()
     ticket.accept()
     ticket.reject()
@@ -293,17 +290,8 @@ def test_a_ticket_counts_only_its_first_settlement() -> None:
     assert breaker.stats() == WindowStats(1, 1, 0, 1)
 
 
-def run_threads(count: int, target: Callable[[], None]) -> None:
-    threads = [threading.Thread(target=target) for _ in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-        assert not thread.is_alive()
-
-
 def test_counts_stay_exact_under_many_threads() -> None:
-    breaker = AdaptiveBreaker("Action", clock=FakeClock(), rng=never_drop())
+    breaker = AdaptiveBreaker("Action", clock=FakeClock(1000.0), rng=never_drop())
 
     def calls() -> None:
         for i in range(2000):
@@ -313,7 +301,7 @@ def test_counts_stay_exact_under_many_threads() -> None:
             else:
                 ticket.reject()
 
-    run_threads(16, calls)
+    assert len(run_together(*[calls] * 16, deadline_s=60)) == 16
     assert breaker.stats() == WindowStats(16_000, 32_000, 0, 0)
 
 
@@ -325,7 +313,7 @@ def test_every_drop_is_counted_once_under_many_threads() -> None:
             rejections[0] += 1
 
     rng = FixedRng(1.0)
-    breaker = AdaptiveBreaker("Action", clock=FakeClock(), rng=rng, on_reject=on_reject)
+    breaker = AdaptiveBreaker("Action", clock=FakeClock(1000.0), rng=rng, on_reject=on_reject)
     record(breaker, failures=100)
     rng.value = 0.0  # from here every call is dropped
 
@@ -337,7 +325,7 @@ def test_every_drop_is_counted_once_under_many_threads() -> None:
                 with lock:
                     raised[0] += 1
 
-    run_threads(8, calls)
+    assert len(run_together(*[calls] * 8, deadline_s=60)) == 8
     assert raised[0] == rejections[0] == 8000
     assert breaker.stats().total == 100 + 8000
 

@@ -9,6 +9,7 @@ stale index) before the short run shows that the service has none of them.
 from __future__ import annotations
 
 import itertools
+import time
 from pathlib import Path
 
 import click
@@ -18,12 +19,18 @@ from click.testing import CliRunner
 from me2_devkit import chaos_cli
 from me2_devkit.chaos import plan as kinds
 from me2_devkit.chaos.audit import AuditInput, Bounds, Finding, IndexSnapshot, audit
+from me2_devkit.chaos.breaker_watch import Sample, breaker_finding
 from me2_devkit.chaos.data import Dispatch, Schedule
+from me2_devkit.chaos.gate import Gate
 from me2_devkit.chaos.injector import FaultWindow
 from me2_devkit.chaos.journal import ENABLE, PAUSE, RESUME, TRIGGER, RpcCall
-from me2_devkit.chaos.plan import OUTAGES, Scale, make_plan
+from me2_devkit.chaos.plan import OUTAGES, Scale, make_inflight_plan, make_plan
 from me2_devkit.chaos.report import render_markdown, render_text
-from me2_devkit.chaos.runner import ChaosOptions, run_chaos
+from me2_devkit.chaos.runner import ChaosOptions, inflight_options, run_chaos
+from me2_devkit.simulators import ActionSimulator, SimulatorControl, serve
+from me2_scheduler.clients import ActionClient
+from me2_scheduler.config import RpcClientConf
+from me2_scheduler.errors import DownstreamError
 
 T0 = 1_700_000_000.0
 BOUNDS = Bounds(
@@ -277,3 +284,80 @@ def test_a_short_chaos_run_keeps_every_invariant(tmp_path: Path) -> None:
     assert summary.outcomes["success"] > 300 and summary.outcomes["failure"] > 0, text
     markdown = render_markdown(summary)
     assert "zero violations" in markdown and "## Machine" in markdown
+
+
+# -- the in-flight scenario (issue 14) ------------------------------------------------
+
+
+def test_the_inflight_plan_is_slow_then_half_failing_then_down_with_kills_under_load() -> None:
+    plan = make_inflight_plan(3, 300)
+    phases = [f for f in plan.faults if f.kind in OUTAGES]
+    assert [f.kind for f in phases] == [
+        kinds.ACTION_LAGGING, kinds.ACTION_HALF_FAILING, kinds.ACTION_DOWN,
+    ]  # fmt: skip
+    for first, second in itertools.pairwise(phases):
+        assert second.at_s == first.end_s
+    kills = plan.of(kinds.WORKER_KILL)
+    assert any(phases[0].at_s < k.at_s < phases[0].end_s for k in kills)
+    assert phases[-1].end_s <= 300 - 16  # room to see the breaker close
+    with pytest.raises(ValueError, match="too short"):
+        make_inflight_plan(3, 30)
+
+
+def samples(points: list[tuple[float, float]]) -> list[Sample]:
+    return [Sample(T0 + at, rejected, 0.0, 40.0) for at, rejected in points]
+
+
+def test_the_breaker_check_wants_rejections_while_down_and_none_soon_after() -> None:
+    down = [(T0 + 10, T0 + 20)]
+    good = samples([(5, 0), (12, 30), (19, 90), (24, 95), (30, 95), (40, 95)])
+    assert breaker_finding(good, down, 400, 400).ok
+    never = samples([(5, 0), (12, 0), (19, 0), (40, 0)])
+    assert "rejected nothing" in breaker_finding(never, down, 400, 400).violations[0]
+    late = samples([(5, 0), (19, 90), (38, 120), (40, 120)])
+    assert "still rose" in breaker_finding(late, down, 400, 400).violations[0]
+    assert not breaker_finding([], down, 400, 400).ok
+
+
+def test_a_shut_gate_makes_action_unavailable_and_an_open_one_reaches_it_again() -> None:
+    sim = serve(ActionSimulator(), "127.0.0.1:0")
+    gate = Gate(sim.address).start()
+    client = ActionClient(RpcClientConf(endpoints=(gate.address,), timeout_ms=2000))
+    try:
+        assert client.schedule_action(1, "1:1", "auto").action_id > 0
+        gate.shut()
+        with pytest.raises(DownstreamError) as failed:
+            client.schedule_action(1, "1:2", "auto")
+        assert failed.value.unavailable
+        gate.open()
+        deadline = time.monotonic() + 15
+        while True:  # the channel reconnects after its backoff
+            try:
+                client.schedule_action(1, "1:3", "auto")
+                break
+            except DownstreamError:
+                assert time.monotonic() < deadline, "Action never reached again"
+                time.sleep(0.2)
+        with SimulatorControl(sim.address) as control:
+            assert control.stats().calls_per_key["1:1"] == 1
+    finally:
+        client.close()
+        gate.stop()
+        sim.stop(grace=0)
+
+
+@pytest.mark.timeout(300)
+def test_a_short_inflight_run_keeps_every_invariant_and_the_breaker_opens_and_closes() -> None:
+    options = inflight_options(duration_s=44, seed=5, avatars=300, workers=4, settle_s=8)
+
+    result = run_chaos(options)
+
+    summary = result.summary
+    text = render_text(summary)
+    assert not summary.injector_errors, text
+    assert {w.kind for w in summary.windows} >= {
+        kinds.ACTION_LAGGING, kinds.ACTION_HALF_FAILING, kinds.ACTION_DOWN, kinds.WORKER_KILL,
+    }, text  # fmt: skip
+    assert [f.key for f in summary.findings] == list("abcdefg"), text
+    assert all(f.ok for f in summary.findings), text
+    assert summary.outcomes["success"] > 300 and summary.outcomes["failure"] > 0, text

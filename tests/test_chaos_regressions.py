@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from me2_devkit.simulators import ActionSimulator, RunningSimulator, serve
+from me2_devkit.simulators import RunningSimulator
 from me2_scheduler.clients.action import ActionClient
 from me2_scheduler.clock import epoch
-from me2_scheduler.config import Config, RedisConf, load_config
+from me2_scheduler.config import Config, load_config
 from me2_scheduler.dispatch import Dispatcher
 from me2_scheduler.errors import ConfigError
 from me2_scheduler.policy import Failure, Success
@@ -36,21 +36,8 @@ LONG_LEASE = 600.0
 
 
 @pytest.fixture
-def index(redis_server, redis_key: str) -> Iterator[DelayIndex]:
-    with DelayIndex(RedisConf(host=redis_server.address, key=redis_key)) as made:
-        yield made
-
-
-@pytest.fixture
-def simulator() -> Iterator[RunningSimulator]:
-    running = serve(ActionSimulator(seed=1), "127.0.0.1:0")
-    yield running
-    running.stop(grace=0)
-
-
-@pytest.fixture
-def config(dispatch_config, simulator: RunningSimulator) -> Config:
-    return dispatch_config(simulator.address)
+def config(dispatch_config, action_simulator: RunningSimulator) -> Config:
+    return dispatch_config(action_simulator.address)
 
 
 @pytest.fixture
@@ -75,7 +62,7 @@ def test_a_trigger_is_never_planned_on_a_whole_second_so_its_key_is_no_auto_slot
 
 
 def test_two_triggers_in_a_row_reach_action_under_two_keys(
-    dispatcher: Dispatcher, simulator: RunningSimulator
+    dispatcher: Dispatcher, action_simulator: RunningSimulator
 ) -> None:
     due_now(dispatcher, 5)
     for _ in range(2):  # as TriggerSchedule does: claim now, dispatch, settle
@@ -84,7 +71,7 @@ def test_two_triggers_in_a_row_reach_action_under_two_keys(
         outcome = dispatcher.dispatch(dispatcher._store.get(5), claim, Trigger.MANUAL)
         assert outcome.result == "success"
 
-    keys = simulator.servicer.Stats(None, None).calls_per_key
+    keys = action_simulator.servicer.Stats(None, None).calls_per_key
     assert len(keys) == 2 and set(keys.values()) == {1}, keys
     assert dispatcher._store.get(5).schedule_count == 2
 
@@ -109,7 +96,7 @@ def due_now(dispatcher: Dispatcher, avatar_id: int) -> None:
 
 
 def test_a_worker_whose_lease_ran_out_after_pick_up_does_not_call_action(
-    dispatcher: Dispatcher, simulator: RunningSimulator
+    dispatcher: Dispatcher, action_simulator: RunningSimulator
 ) -> None:
     index = dispatcher.index
     due_now(dispatcher, 7)
@@ -125,7 +112,7 @@ def test_a_worker_whose_lease_ran_out_after_pick_up_does_not_call_action(
     (on_time,) = dispatcher.dispatch_batch([taker])
 
     assert (late.result, on_time.result) == ("skipped", "success")
-    assert simulator.servicer.Stats(None, None).calls_per_key == {taker.idempotency_key: 1}
+    assert action_simulator.servicer.Stats(None, None).calls_per_key == {taker.idempotency_key: 1}
     assert dispatcher._store.get(7).schedule_count == 1
 
 

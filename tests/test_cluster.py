@@ -20,16 +20,14 @@ from me2_devkit.testing.servers import temp_root
 from me2_scheduler.config import RedisConf
 from me2_scheduler.storage.index import DelayIndex
 
+from .support import serving
+
 pytestmark = pytest.mark.timeout(420)
 
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[RedisClusterServers]:
-    servers = RedisClusterServers(root=temp_root("me2-redis-cluster-")).start()
-    try:
-        yield servers
-    finally:
-        servers.stop()
+    yield from serving(RedisClusterServers(root=temp_root("me2-redis-cluster-")))
 
 
 def test_the_cluster_serves_every_slot_from_three_masters(cluster: RedisClusterServers) -> None:
@@ -48,8 +46,9 @@ def test_the_index_keys_share_one_slot_so_scripts_run_on_the_cluster(
     with DelayIndex(conf) as index:
         index.put_due(1, int(index.now()) - 1)
         assert index.claim_due(batch=10, lease_s=30) == 1
-        claim = index.pop_ready(timeout_s=1)
-        assert claim is not None and claim.avatar_id == 1
+        [claim] = index.pop_ready_many(1, timeout_s=1).claims
+        assert claim.avatar_id == 1
+        assert index.renew_leases([claim], lease_s=30) == [True]
         assert index.ack(claim, next_due=int(index.now()) + 60) is True
         assert index.sizes()["due"] == 1
         slots = {index.client.keyslot(key) for key in index.keys.all()}

@@ -18,7 +18,8 @@ from me2_devkit.simulators import SimulatorControl
 from me2_devkit.testing.stack import Simulator, pid_alive
 from me2_scheduler.protos import scheduler_pb2
 
-from .e2e import Running, start_service, wait_until
+from .fixtures_service import Running, start_service
+from .support import wait_until
 
 pytestmark = pytest.mark.timeout(240)
 

@@ -12,14 +12,10 @@ only 500 allowed is the contract's: Trigger when Action answers a failure.
 
 from __future__ import annotations
 
-import random
-from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from datetime import timezone
 from typing import Any
 
-import grpc
-import pymysql
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -31,22 +27,13 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from me2_devkit.simulators import ActionSimulator, serve
+from me2_devkit.simulators import RunningSimulator, SimulatorControl
 from me2_scheduler import policy
-from me2_scheduler.clients.action import ActionClient
 from me2_scheduler.clock import epoch
-from me2_scheduler.config import Config, MysqlConf, RedisConf, RpcClientConf
-from me2_scheduler.dispatch import Dispatcher
-from me2_scheduler.dsn import parse_dsn
 from me2_scheduler.policy import Call
-from me2_scheduler.protos import scheduler_pb2 as pb
-from me2_scheduler.protos import scheduler_pb2_grpc
-from me2_scheduler.rpc_server.server import RpcServer, build_server
-from me2_scheduler.rpc_server.servicer import SchedulerServicer
 from me2_scheduler.states import PauseReason, Status
-from me2_scheduler.storage.index import DelayIndex
-from me2_scheduler.storage.migrations import apply_migrations
-from me2_scheduler.storage.mysql import MysqlStore
+
+from .fixtures_rpc import Harness
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -55,7 +42,6 @@ INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 FAILING = 3  # Action always fails for this avatar
 KNOWN = (1, 2, FAILING, INT64_MAX)
 MAX_FAILURES = 5
-CALL_TIMEOUT_S = 10
 
 AVATAR_IDS = st.one_of(
     st.sampled_from(KNOWN),
@@ -97,81 +83,29 @@ class Model:
     history: int = 0
 
 
-@dataclass
-class Live:
-    """The server under test and direct views of its MySQL and Redis."""
-
-    config: Config
-    rpc: RpcServer
-    channel: grpc.Channel
-    index: DelayIndex
-    parts: list[Any] = field(default_factory=list)
-
-    @property
-    def stub(self) -> scheduler_pb2_grpc.SchedulerStub:
-        return scheduler_pb2_grpc.SchedulerStub(self.channel)
-
-    def call(self, method: str, **fields: Any) -> Any:
-        request = getattr(pb, f"{method}Request")(**fields)
-        return getattr(self.stub, method)(request, timeout=CALL_TIMEOUT_S)
-
-    def sql(self, statement: str) -> list[tuple]:
-        dsn = self.config.mysql.dsn
-        conn = pymysql.connect(
-            host=dsn.host, port=dsn.port, user=dsn.user, database=dsn.database, autocommit=True
-        )
-        try:
-            with conn.cursor() as cur:
-                cur.execute(statement)
-                return list(cur.fetchall())
-        finally:
-            conn.close()
-
-    def reset(self) -> None:
-        """Empty both tables and the index: every example starts from nothing."""
-        self.sql("DELETE FROM avatar_schedule_history")
-        self.sql("DELETE FROM avatar_schedules")
-        keys = self.index.keys
-        self.index.client.delete(keys.due, keys.inflight, keys.leases, keys.ready, keys.meta)
+def reset(rpc: Harness) -> None:
+    """Empty both tables and the index: every example starts from nothing."""
+    rpc.sql("DELETE FROM avatar_schedule_history")
+    rpc.sql("DELETE FROM avatar_schedules")
+    keys = rpc.index.keys
+    rpc.index.client.delete(keys.due, keys.inflight, keys.leases, keys.ready, keys.meta)
 
 
 @pytest.fixture
-def live(mariadb, redis_server, database: str, redis_key: str) -> Iterator[Live]:
-    simulator = serve(ActionSimulator(fail_avatars=[FAILING], seed=5), "127.0.0.1:0")
-    dsn = mariadb.dsn(database)
-    config = replace(
-        Config(),
-        mode="dev",
-        listen_on="127.0.0.1:0",
-        timezone="UTC",
-        mysql=MysqlConf(data_source=dsn, dsn=parse_dsn(dsn)),
-        redis=RedisConf(host=redis_server.address, key=redis_key),
-        action_rpc=RpcClientConf(endpoints=(simulator.address,), timeout_ms=5000),
-    )
-    apply_migrations(config.mysql)
-    store, index = MysqlStore(config.mysql), DelayIndex(config.redis)
-    action = ActionClient(config.action_rpc)
-    dispatcher = Dispatcher(config, store, index, action)
-    servicer = SchedulerServicer(config, store, index, dispatcher, rng=random.Random(3))
-    rpc = build_server(config, servicer, max_workers=4)
-    rpc.start()
-    channel = grpc.insecure_channel(f"127.0.0.1:{rpc.port}")
-    yield Live(config, rpc, channel, index)
-    channel.close()
-    rpc.stop(grace=0)
-    for closable in (action, index, store):
-        closable.close()
-    simulator.stop(grace=0)
+def live(rpc: Harness, action_simulator: RunningSimulator) -> Harness:
+    """The in-process server, its Action failing every call for ``FAILING``."""
+    SimulatorControl(action_simulator.address).configure(fail_avatars=[FAILING])
+    return rpc
 
 
 class SchedulerMachine(RuleBasedStateMachine):
     """Random sequences of all eight RPCs, each answer checked against the model."""
 
-    live: Live  # set by the test before the first example
+    live: Harness  # set by the test before the first example
 
     def __init__(self) -> None:
         super().__init__()
-        self.live.reset()
+        reset(self.live)
         self.model: dict[int, Model] = {}
 
     # -- the rules ------------------------------------------------------------
@@ -301,7 +235,7 @@ class SchedulerMachine(RuleBasedStateMachine):
             assert score == epoch(nexts[avatar_id].replace(tzinfo=timezone.utc)), avatar_id
 
 
-def test_random_sequences_of_every_rpc_agree_with_the_policy_model(live: Live) -> None:
+def test_random_sequences_of_every_rpc_agree_with_the_policy_model(live: Harness) -> None:
     SchedulerMachine.live = live
     run_state_machine_as_test(
         SchedulerMachine,

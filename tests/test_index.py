@@ -22,16 +22,7 @@ from me2_scheduler.storage.keys import Keys
 from me2_scheduler.storage.redis_conn import make_redis, parse_address
 from me2_scheduler.storage.scripts import script_sources
 
-
-@pytest.fixture
-def index(redis_server: RedisServer, redis_key: str) -> Iterator[DelayIndex]:
-    with DelayIndex(RedisConf(host=redis_server.address, key=redis_key)) as made:
-        yield made
-
-
-def due_members(index: DelayIndex) -> dict[int, float]:
-    return {int(m): s for m, s in index.client.zrange(index.keys.due, 0, -1, withscores=True)}
-
+from .fixtures_index import due_members
 
 # -- keys ------------------------------------------------------------------
 
@@ -194,7 +185,8 @@ def test_every_script_runs_on_a_redis_cluster(cluster_server: RedisServer, redis
         now = int(index.now())
         assert index.rebuild([(1, now - 5), (2, now + 500)], chunk=1) == 2
         assert index.claim_due(batch=5, lease_s=0) == 1
-        claim = index.pop_ready(timeout_s=0.1, lease_s=0)
+        [claim] = index.pop_ready_many(1, timeout_s=0.1).claims
+        assert index.renew_leases([claim], lease_s=0) == [True]
         assert index.release_expired() == [1]
         assert index.ack(claim, next_due=now) is False
         assert index.claim_one(2, lease_s=60) is not None
@@ -210,8 +202,9 @@ def test_an_injected_fakeredis_client_runs_the_same_scripts() -> None:
     index.put_due_many([(1, now - 10), (2, now + 100)])
 
     assert index.claim_due(batch=5, lease_s=30) == 1
-    claim = index.pop_ready(timeout_s=0)
+    [claim] = index.pop_ready_many(1, timeout_s=0).claims
     assert claim == Claim(1, now - 10, claim.token)
+    assert index.renew_leases([claim], lease_s=30) == [True]
     assert index.ack(claim, next_due=now + 50) is True
     assert index.next_due(5) == [(1, now + 50), (2, now + 100)]
 

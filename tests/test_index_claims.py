@@ -1,45 +1,28 @@
-"""The delay index's dispatch path on a real Redis: claim, pick-up, ack, leases, trigger."""
+"""The delay index's claims on a real Redis: claim, lease, release, ack, claim_one, and
+atomicity across processes."""
 
 from __future__ import annotations
 
 import multiprocessing
-from collections.abc import Iterator
 
 import pytest
 
-from me2_devkit.testing.servers import RedisServer
 from me2_scheduler.config import RedisConf
 from me2_scheduler.storage.claim import Claim
 from me2_scheduler.storage.index import DelayIndex
 
-LONG_LEASE = 600.0
-FLOAT_SLACK = 0.001  # epoch seconds as doubles: ~2e-7 s resolution, not exact
-
-
-@pytest.fixture
-def conf(redis_server: RedisServer, redis_key: str) -> RedisConf:
-    return RedisConf(host=redis_server.address, key=redis_key)
-
-
-@pytest.fixture
-def index(conf: RedisConf) -> Iterator[DelayIndex]:
-    with DelayIndex(conf) as made:
-        yield made
-
-
-def due_members(index: DelayIndex) -> dict[int, float]:
-    return {int(m): s for m, s in index.client.zrange(index.keys.due, 0, -1, withscores=True)}
-
-
-def inflight_members(index: DelayIndex) -> set[int]:
-    return {int(m) for m in index.client.zrange(index.keys.inflight, 0, -1)}
+from .fixtures_index import FLOAT_SLACK, LONG_LEASE, due_members, inflight_members
 
 
 def drain(index: DelayIndex) -> list[Claim]:
-    claims = []
-    while (claim := index.pop_ready(timeout_s=0)) is not None:
-        claims.append(claim)
-    return claims
+    """Every claim in the ready list, in order, popped as workers pop them."""
+    claims: list[Claim] = []
+    while True:
+        popped = index.pop_ready_many(1000, timeout_s=0)
+        assert popped.malformed == 0
+        if not popped.claims:
+            return claims
+        claims += popped.claims
 
 
 def test_claim_takes_only_the_members_due_by_redis_time(index: DelayIndex) -> None:
@@ -132,13 +115,12 @@ def test_a_redispatch_after_an_expired_lease_carries_the_same_idempotency_key(
 ) -> None:
     index.put_due(5, int(index.now()) - 60)
     index.claim_due(batch=1, lease_s=0)
-    first = index.pop_ready(timeout_s=0)
+    [first] = index.pop_ready_many(1, timeout_s=0).claims
     index.release_expired()
 
     index.claim_due(batch=1, lease_s=LONG_LEASE)
-    second = index.pop_ready(timeout_s=0)
+    [second] = index.pop_ready_many(1, timeout_s=0).claims
 
-    assert second is not None and first is not None
     assert second.token != first.token
     assert second.idempotency_key == first.idempotency_key
 
@@ -149,10 +131,10 @@ def test_ack_with_a_stale_token_after_release_and_reclaim_changes_nothing(
     now = int(index.now())
     index.put_due(5, now - 60)
     index.claim_due(batch=1, lease_s=0)
-    stale = index.pop_ready(timeout_s=0)
+    [stale] = index.pop_ready_many(1, timeout_s=0).claims
     index.release_expired()
     index.claim_due(batch=1, lease_s=LONG_LEASE)
-    current = index.pop_ready(timeout_s=0)
+    [current] = index.pop_ready_many(1, timeout_s=0).claims
     leases_before = index.client.hgetall(index.keys.leases)
 
     assert index.ack(stale, next_due=now + 7200) is False
@@ -167,7 +149,7 @@ def test_ack_puts_the_avatar_back_in_due_at_its_next_time(index: DelayIndex) -> 
     now = int(index.now())
     index.put_due(3, now - 5)
     index.claim_due(batch=1, lease_s=LONG_LEASE)
-    claim = index.pop_ready(timeout_s=0)
+    [claim] = index.pop_ready_many(1, timeout_s=0).claims
 
     assert index.ack(claim, next_due=now + 9000) is True
 
@@ -179,7 +161,7 @@ def test_ack_puts_the_avatar_back_in_due_at_its_next_time(index: DelayIndex) -> 
 def test_ack_without_a_next_time_only_ends_the_lease(index: DelayIndex) -> None:
     index.put_due(3, int(index.now()) - 5)
     index.claim_due(batch=1, lease_s=LONG_LEASE)
-    claim = index.pop_ready(timeout_s=0)
+    [claim] = index.pop_ready_many(1, timeout_s=0).claims
 
     assert index.ack(claim, next_due=None) is True
 
@@ -190,7 +172,7 @@ def test_a_second_ack_of_the_same_claim_is_refused(index: DelayIndex) -> None:
     now = int(index.now())
     index.put_due(3, now - 5)
     index.claim_due(batch=1, lease_s=LONG_LEASE)
-    claim = index.pop_ready(timeout_s=0)
+    [claim] = index.pop_ready_many(1, timeout_s=0).claims
     index.ack(claim, next_due=now + 100)
 
     assert index.ack(claim, next_due=now + 999) is False
@@ -201,71 +183,13 @@ def test_remove_while_in_flight_makes_the_later_ack_change_nothing(index: DelayI
     now = int(index.now())
     index.put_due(9, now - 5)
     index.claim_due(batch=1, lease_s=LONG_LEASE)
-    claim = index.pop_ready(timeout_s=0)
+    [claim] = index.pop_ready_many(1, timeout_s=0).claims
 
     assert index.remove(9) is True
     assert index.ack(claim, next_due=now + 3600) is False
 
     assert index.due_score(9) is None and not index.is_inflight(9)
     assert index.client.hlen(index.keys.leases) == 0
-
-
-def test_pop_ready_drops_a_claim_whose_lease_was_released(index: DelayIndex) -> None:
-    index.put_due(4, int(index.now()) - 5)
-    index.claim_due(batch=1, lease_s=0)
-    index.release_expired()
-    index.claim_due(batch=1, lease_s=LONG_LEASE)
-    lease = index.client.hget(index.keys.leases, 4)
-
-    claim = index.pop_ready(timeout_s=0)
-
-    assert claim is not None and lease == f"{claim.token}:{claim.planned_at}"
-    assert index.pop_ready(timeout_s=0) is None
-    assert index.sizes()["ready"] == 0
-
-
-def test_pop_ready_drops_a_claim_of_a_removed_avatar(index: DelayIndex) -> None:
-    index.put_due(4, int(index.now()) - 5)
-    index.claim_due(batch=1, lease_s=LONG_LEASE)
-    index.remove(4)
-
-    assert index.pop_ready(timeout_s=0.05) is None
-
-
-def test_pop_ready_restarts_the_lease_from_now(index: DelayIndex) -> None:
-    index.put_due(4, int(index.now()) - 5)
-    index.claim_due(batch=1, lease_s=5)
-    before = index.now()
-
-    index.pop_ready(timeout_s=0, lease_s=LONG_LEASE)
-
-    assert index.client.zscore(index.keys.inflight, 4) >= before + LONG_LEASE - FLOAT_SLACK
-
-
-def test_renewing_restarts_the_lease_of_a_current_claim(index: DelayIndex) -> None:
-    index.put_due(4, int(index.now()) - 5)
-    index.claim_due(batch=1, lease_s=5)
-    claims, _ = index.pop_ready_many(1, timeout_s=0)
-    before = index.now()
-
-    assert index.renew_leases(claims, lease_s=LONG_LEASE) == [True]
-
-    assert index.client.zscore(index.keys.inflight, 4) >= before + LONG_LEASE - FLOAT_SLACK
-
-
-def test_renewing_refuses_a_claim_made_stale_after_it_was_popped(index: DelayIndex) -> None:
-    index.put_due(4, int(index.now()) - 5)
-    index.claim_due(batch=1, lease_s=LONG_LEASE)
-    claims, _ = index.pop_ready_many(1, timeout_s=0)
-    index.remove(4)
-
-    assert index.renew_leases(claims, lease_s=LONG_LEASE) == [False]
-    assert not index.is_inflight(4)
-
-
-def test_pop_ready_returns_none_when_nothing_is_ready(index: DelayIndex) -> None:
-    assert index.pop_ready(timeout_s=0) is None
-    assert index.pop_ready(timeout_s=0.05) is None
 
 
 def test_claim_one_takes_the_avatar_out_of_due_planned_at_redis_time(index: DelayIndex) -> None:
@@ -329,14 +253,14 @@ def claim_and_pop(conf: RedisConf, barrier, results, batch: int) -> None:
 
 @pytest.mark.timeout(240)
 def test_concurrent_claims_from_ten_processes_take_each_member_exactly_once(
-    index: DelayIndex, conf: RedisConf
+    index: DelayIndex, redis_conf: RedisConf
 ) -> None:
     now = int(index.now())
     index.put_due_many((avatar_id, now - 1 - avatar_id % 500) for avatar_id in range(MEMBERS))
     ctx = multiprocessing.get_context("spawn")
     barrier, results = ctx.Barrier(PROCESSES), ctx.Queue()
     procs = [
-        ctx.Process(target=claim_and_pop, args=(conf, barrier, results, 7 + n))
+        ctx.Process(target=claim_and_pop, args=(redis_conf, barrier, results, 7 + n))
         for n in range(PROCESSES)
     ]
     try:
@@ -366,64 +290,6 @@ def test_claims_stop_at_the_ready_high_water_mark(index: DelayIndex) -> None:
 
     assert index.claim_due(batch=100, lease_s=LONG_LEASE, max_ready=8) == 8
     assert index.claim_due(batch=100, lease_s=LONG_LEASE, max_ready=8) == 0
-    index.pop_ready(timeout_s=0)
-    index.pop_ready(timeout_s=0)
+    assert len(index.pop_ready_many(2, timeout_s=0).claims) == 2
     assert index.claim_due(batch=100, lease_s=LONG_LEASE, max_ready=8) == 2
     assert index.sizes()["due"] == 20
-
-
-# -- a worker's batch -------------------------------------------------------------
-
-
-def claimed(index: DelayIndex, count: int) -> None:
-    now = int(index.now())
-    index.put_due_many((avatar_id, now - 100 + avatar_id) for avatar_id in range(1, count + 1))
-    assert index.claim_due(batch=count, lease_s=LONG_LEASE) == count
-
-
-def test_a_worker_pops_at_most_its_batch_in_claim_order(index: DelayIndex) -> None:
-    claimed(index, 5)
-
-    batches = [index.pop_ready_many(3, timeout_s=0).claims for _ in range(3)]
-
-    assert [[c.avatar_id for c in batch] for batch in batches] == [[1, 2, 3], [4, 5], []]
-
-
-def test_a_malformed_ready_entry_is_dropped_counted_and_the_claims_around_it_kept(
-    index: DelayIndex,
-) -> None:
-    claimed(index, 2)
-    first = index.client.lindex(index.keys.ready, 0)
-    index.client.linsert(index.keys.ready, "AFTER", first, "not-a-claim")
-
-    claims, malformed = index.pop_ready_many(10, timeout_s=0)
-
-    assert [c.avatar_id for c in claims] == [1, 2]
-    assert malformed == 1
-    assert index.ready_length() == 0
-
-
-def test_requeued_claims_come_back_first_in_order_with_their_slots(index: DelayIndex) -> None:
-    claimed(index, 4)
-    _dispatched, *rest = index.pop_ready_many(4, timeout_s=0).claims
-    trigger = index.claim_one(99, LONG_LEASE)  # planned with milliseconds
-    assert trigger is not None
-
-    index.requeue([*rest, trigger])
-
-    again, _ = index.pop_ready_many(10, timeout_s=0)
-    assert again == [*rest, trigger]
-    assert [c.idempotency_key for c in again] == [c.idempotency_key for c in [*rest, trigger]]
-    assert index.renew_leases(again, LONG_LEASE) == [True] * 4  # leases untouched
-
-
-def test_a_batch_renews_and_settles_each_claim_on_its_own_token(index: DelayIndex) -> None:
-    claimed(index, 2)
-    kept, paused = index.pop_ready_many(2, timeout_s=0).claims
-    index.remove(paused.avatar_id)  # a pause takes the lease
-
-    assert index.renew_leases([kept, paused], LONG_LEASE) == [True, False]
-    later = int(index.now()) + 3600
-    assert index.ack_many([(kept, later), (paused, later)]) == [True, False]
-    assert due_members(index) == {kept.avatar_id: later}
-    assert inflight_members(index) == set()

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from me2_scheduler.clients.limiter import AimdLimiter, Signal, Permit, signal_for
+from me2_scheduler.clients.limiter import AimdLimiter, Permit, Signal, signal_for
 
 
 def fill(limiter: AimdLimiter) -> list[Permit]:

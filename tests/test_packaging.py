@@ -17,7 +17,9 @@ from me2_scheduler.cli import cli
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICE_COMMANDS = {"check-config", "init-db", "run"}
-OPERATOR_COMMANDS = {"rebuild-index", "verify-index", "status", "prune-history", "avatar", "diary"}
+OPERATOR_COMMANDS = {
+    "rebuild-index", "verify-index", "status", "prune-history", "avatar", "policy", "diary",
+}  # fmt: skip
 DEV_KIT_PARTS = ("bench", "chaos", "testing", "simulators", "me2_devkit", "simulate")
 
 

@@ -23,7 +23,6 @@ import os
 import signal
 import subprocess
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -43,8 +42,8 @@ from me2_scheduler.storage.index import DelayIndex
 from me2_scheduler.storage.migrations import apply_migrations
 from me2_scheduler.storage.mysql import MysqlStore
 
-from .e2e import Running, start_service, wait_until
-from .test_store import mysql_conf
+from .fixtures_service import Running, start_service
+from .support import mysql_conf, wait_until
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -174,19 +173,6 @@ def pause(running: Running, avatar_id: int) -> None:
     assert running.stub().PauseAvatarSchedule(request, timeout=10).code == 0
 
 
-def child_pid(running: Running, label: str) -> int:
-    for pid in running.service.children():
-        if label.encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
-            return pid
-    raise AssertionError(f"no {label} child")
-
-
-def scrape(running: Running) -> str:
-    url = f"http://127.0.0.1:{running.metrics_port}/metrics"
-    with urllib.request.urlopen(url, timeout=10) as reply:
-        return reply.read().decode()
-
-
 def hide_history_table_until_errors(running: Running) -> None:
     """Rename the history table until a worker reports the error: its lease then expires."""
     conn = pymysql.connect(
@@ -196,7 +182,7 @@ def hide_history_table_until_errors(running: Running) -> None:
         with conn.cursor() as cur:
             cur.execute("RENAME TABLE avatar_schedule_history TO avatar_schedule_history_away")
             try:
-                wait_until(lambda: "scheduler_errors_total{" in scrape(running), 20, "an error")
+                wait_until(lambda: "scheduler_errors_total{" in running.scrape(), 20, "an error")
             finally:
                 cur.execute("RENAME TABLE avatar_schedule_history_away TO avatar_schedule_history")
     finally:
@@ -219,7 +205,7 @@ def make_it_eventful(running: Running, redis_server: RedisServer, redis_key: str
     """Every kind of event the dashboard and the alerts count, within a few seconds."""
     pause(running, PAUSED_BY_USER)
     wait_until(lambda: trigger(running, FAILING[0]) == 500, 30, "a Trigger answered 500")
-    os.kill(child_pid(running, "worker[0]"), signal.SIGKILL)
+    os.kill(running.child("worker[0]"), signal.SIGKILL)
     index = DelayIndex(RedisConf(host=redis_server.address, key=redis_key))
     try:
         index.remove(DROPPED_FROM_REDIS)
@@ -282,7 +268,7 @@ def scraped(
 
 
 def test_promtool_accepts_a_live_scrape_of_the_service(scraped: Scraped) -> None:
-    done = promtool("check", "metrics", stdin=scrape(scraped.running))
+    done = promtool("check", "metrics", stdin=scraped.running.scrape())
     assert done.returncode == 0, done.stdout + done.stderr
 
 

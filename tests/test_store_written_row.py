@@ -12,10 +12,9 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from me2_devkit.testing.servers import MariaDBServer
-from me2_scheduler.storage.migrations import apply_migrations
 from me2_scheduler.storage.mysql import MysqlStore
 
-from .test_store import failure, make, mysql_conf, success
+from .fixtures_store import failure, make, open_store, success, success_while_paused
 
 UTC = timezone.utc
 # Microseconds on purpose: the column keeps whole seconds, and so must the returned row.
@@ -24,13 +23,8 @@ STAMP = datetime(2026, 3, 8, 6, 59, 59, 700_000, tzinfo=UTC)  # 01:59:59 EST, DS
 
 @pytest.fixture(params=["UTC", "America/New_York", "Asia/Shanghai"])
 def zoned_store(request, mariadb: MariaDBServer, database: str) -> Iterator[MysqlStore]:
-    conf = mysql_conf(mariadb, database, loc=request.param)
-    apply_migrations(conf)
-    store = MysqlStore(conf, clock=lambda: STAMP)
-    try:
+    with open_store(mariadb, database, STAMP, loc=request.param) as store:
         yield store
-    finally:
-        store.close()
 
 
 def test_a_recorded_success_returns_the_row_mysql_holds(zoned_store: MysqlStore) -> None:
@@ -55,8 +49,6 @@ def test_a_recorded_failure_and_an_auto_pause_return_the_row_mysql_holds(
 def test_a_success_after_a_pause_returns_the_paused_row_mysql_holds(
     zoned_store: MysqlStore,
 ) -> None:
-    row = make(zoned_store, 13)
-    zoned_store.transition(13, expected_status="active", expected_version=0, new_status="paused")
-    recorded = success(zoned_store, row, STAMP + timedelta(hours=3))
+    recorded = success_while_paused(zoned_store, 13, STAMP + timedelta(hours=3))
     assert not recorded.applied
     assert recorded.row == zoned_store.get(13)

@@ -24,6 +24,8 @@ from me2_scheduler.protos import scheduler_pb2_grpc
 from me2_scheduler.rpc_server.server import RpcServer, build_server
 from me2_scheduler.tls import channel_credentials, server_credentials
 
+from .support import write_config
+
 pytestmark = pytest.mark.timeout(120)
 
 
@@ -151,17 +153,16 @@ def test_action_client_without_the_ca_cannot_reach_a_tls_action_service(pki, tru
 # --- config -------------------------------------------------------------------------------------
 
 
-def write_config(tmp_path: Path, extra: str) -> str:
-    """A minimal config plus ``extra`` (which may bring its own ActionRpc block)."""
+def tls_config(tmp_path: Path, extra: str) -> str:
+    """A minimal config plus ``extra`` (which may bring its own ActionRpc block); its path."""
     action = "" if "ActionRpc:" in extra else "ActionRpc:\n  Endpoints: [127.0.0.1:8007]\n"
-    path = tmp_path / "scheduler.yaml"
-    path.write_text(f"Mysql:\n  DataSource: u@tcp(127.0.0.1:3306)/db\n{action}{extra}")
-    return str(path)
+    text = f"Mysql:\n  DataSource: u@tcp(127.0.0.1:3306)/db\n{action}{extra}"
+    return str(write_config(tmp_path / "scheduler.yaml", text))
 
 
 def test_tls_files_are_read_from_the_config(tmp_path, pki):
     extra = f"CertFile: {pki.server.cert}\nKeyFile: {pki.server.key}\nCACertFile: {pki.ca.cert}\n"
-    config = load_config(write_config(tmp_path, extra))
+    config = load_config(tls_config(tmp_path, extra))
     assert (config.cert_file, config.key_file, config.ca_file) == (
         pki.server.cert, pki.server.key, pki.ca.cert,
     )  # fmt: skip
@@ -185,5 +186,5 @@ BAD_TLS_SETTINGS = [
 def test_incomplete_or_unreadable_tls_settings_stop_the_start(tmp_path, pki, extra, key):
     text = extra.format(cert=pki.server.cert, key=pki.server.key, ca=pki.ca.cert)
     with pytest.raises(ConfigError) as raised:
-        load_config(write_config(tmp_path, text))
+        load_config(tls_config(tmp_path, text))
     assert raised.value.key == key

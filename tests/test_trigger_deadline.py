@@ -26,17 +26,15 @@ from me2_devkit.testing.servers import MariaDBServer, RedisServer
 from me2_devkit.testing.stack import Simulator
 from me2_scheduler.clients.action import ActionClient
 from me2_scheduler.clients.channels import Caller
-from me2_scheduler.config import Config, MysqlConf, RedisConf, RpcClientConf
-from me2_scheduler.dsn import parse_dsn
+from me2_scheduler.config import Config, RpcClientConf
 from me2_scheduler.errors import DownstreamError
 from me2_scheduler.protos import scheduler_pb2 as pb
 from me2_scheduler.rpc_server.servicer import MIN_ACTION_TIMEOUT_S, action_timeout_s
 from me2_scheduler.storage.index import DelayIndex
-from me2_scheduler.storage.migrations import apply_migrations
 
-from .e2e import start_service
-from .e2e import wait_until as wait_long
-from .test_rpc_server import Harness, put_in_state, start_harness, stop_harness, wait_until
+from .fixtures_rpc import Harness, put_in_state, start_harness, stop_harness
+from .fixtures_service import start_service
+from .support import wait_until
 
 SLOW_ACTION_MS = 1500
 SHORT_DEADLINE_S = 0.3
@@ -96,8 +94,11 @@ class WatchedAction(ActionSimulator):
         return self.calls.get(timeout=WAIT_S)
 
 
+Watched = tuple[WatchedAction, RunningSimulator]  # the servicer, and its running server
+
+
 @pytest.fixture
-def action() -> Iterator[tuple[WatchedAction, RunningSimulator]]:
+def action() -> Iterator[Watched]:
     watched = WatchedAction()
     running = serve(watched, "127.0.0.1:0")
     yield watched, running
@@ -105,23 +106,17 @@ def action() -> Iterator[tuple[WatchedAction, RunningSimulator]]:
 
 
 @pytest.fixture
-def harnesses(
-    mariadb: MariaDBServer, redis_server: RedisServer, database: str, redis_key: str,
-    action: tuple[WatchedAction, RunningSimulator],
-) -> Iterator[Callable[..., Harness]]:  # fmt: skip
-    """Start servers with ``Timeout`` (server) and ``ActionRpc.Timeout`` in ms; stopped after."""
-    dsn = mariadb.dsn(database)
-    base = replace(
-        Config(), mode="dev", listen_on="127.0.0.1:0", timezone="UTC",
-        mysql=MysqlConf(data_source=dsn, dsn=parse_dsn(dsn)),
-        redis=RedisConf(host=redis_server.address, key=redis_key),
-    )  # fmt: skip
-    apply_migrations(base.mysql)
+def harnesses(rpc_base_config: Config, action: Watched) -> Iterator[Callable[..., Harness]]:
+    """Start servers with ``Timeout`` (server) and ``ActionRpc.Timeout`` in ms; stopped after.
+
+    The ``rpc`` fixture is one of them with the defaults.
+    """
     started: list[Harness] = []
 
     def start(*, server_ms: int = 10_000, action_ms: int = 5000) -> Harness:
         rpc_conf = RpcClientConf(endpoints=(action[1].address,), timeout_ms=action_ms)
-        started.append(start_harness(replace(base, timeout_ms=server_ms, action_rpc=rpc_conf)))
+        config = replace(rpc_base_config, timeout_ms=server_ms, action_rpc=rpc_conf)
+        started.append(start_harness(config))
         return started[-1]
 
     yield start
@@ -137,6 +132,16 @@ def trigger(rpc: Harness, avatar_id: int, deadline_s: float | None) -> Any:
 
 def slow_action(running: RunningSimulator, latency_ms: int = SLOW_ACTION_MS) -> None:
     SimulatorControl(running.address).configure(latency_ms=latency_ms)
+
+
+def trigger_past_deadline(
+    rpc: Harness, action: Watched, avatar_id: int, deadline_s: float
+) -> tuple[grpc.StatusCode, ActionCall]:
+    """Trigger with ``deadline_s`` while Action is slow: the caller's code, Action's view."""
+    slow_action(action[1])
+    with pytest.raises(grpc.RpcError) as raised:
+        trigger(rpc, avatar_id, deadline_s)
+    return raised.value.code(), action[0].next_call()
 
 
 def assert_recorded_as_a_failure(rpc: Harness, avatar_id: int, before: Any) -> Any:
@@ -164,7 +169,7 @@ def assert_recorded_as_a_failure(rpc: Harness, avatar_id: int, before: Any) -> A
     ids=["callers-deadline", "action-timeout", "server-timeout", "no-caller-deadline"],
 )
 def test_the_action_call_arrives_with_the_least_of_the_three_deadlines(
-    harnesses: Callable[..., Harness], action: tuple[WatchedAction, RunningSimulator],
+    harnesses: Callable[..., Harness], action: Watched,
     caller_s: float | None, action_ms: int, server_ms: int,
 ) -> None:  # fmt: skip
     rpc = harnesses(server_ms=server_ms, action_ms=action_ms)
@@ -177,15 +182,11 @@ def test_the_action_call_arrives_with_the_least_of_the_three_deadlines(
 
 
 def test_a_trigger_cut_by_its_callers_deadline_cancels_action_and_is_recorded_as_a_failure(
-    harnesses: Callable[..., Harness], action: tuple[WatchedAction, RunningSimulator]
+    rpc: Harness, action: Watched
 ) -> None:
-    rpc = harnesses(server_ms=10_000, action_ms=5000)
     before = put_in_state(rpc, 2, "active")
-    slow_action(action[1])
-    with pytest.raises(grpc.RpcError) as raised:
-        trigger(rpc, 2, SHORT_DEADLINE_S)
-    assert raised.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-    call = action[0].next_call()
+    code, call = trigger_past_deadline(rpc, action, 2, SHORT_DEADLINE_S)
+    assert code == grpc.StatusCode.DEADLINE_EXCEEDED
     assert call.arrived_with_s <= SHORT_DEADLINE_S + WIRE_SLACK_S
     assert not call.caller_stayed  # Action saw the call end before its 1.5 s were up
     entry = assert_recorded_as_a_failure(rpc, 2, before)
@@ -196,9 +197,8 @@ def test_a_trigger_cut_by_its_callers_deadline_cancels_action_and_is_recorded_as
 
 
 def test_a_trigger_its_caller_cancels_cancels_action_and_is_recorded_as_a_failure(
-    harnesses: Callable[..., Harness], action: tuple[WatchedAction, RunningSimulator]
+    rpc: Harness, action: Watched
 ) -> None:
-    rpc = harnesses(server_ms=10_000, action_ms=5000)
     before = put_in_state(rpc, 3, "active")
     slow_action(action[1], latency_ms=5000)
     pending = rpc.stub.TriggerSchedule.future(pb.TriggerScheduleRequest(avatar_id=3), timeout=30)
@@ -211,14 +211,11 @@ def test_a_trigger_its_caller_cancels_cancels_action_and_is_recorded_as_a_failur
 
 
 def test_a_cut_trigger_of_a_paused_avatar_leaves_it_paused_and_out_of_the_index(
-    harnesses: Callable[..., Harness], action: tuple[WatchedAction, RunningSimulator]
+    rpc: Harness, action: Watched
 ) -> None:
-    rpc = harnesses(server_ms=10_000, action_ms=5000)
     before = put_in_state(rpc, 4, "paused")
-    slow_action(action[1])
-    with pytest.raises(grpc.RpcError):
-        trigger(rpc, 4, SHORT_DEADLINE_S)
-    assert not action[0].next_call().caller_stayed
+    _, call = trigger_past_deadline(rpc, action, 4, SHORT_DEADLINE_S)
+    assert not call.caller_stayed
     assert_recorded_as_a_failure(rpc, 4, before)
     after = rpc.store.get(4)
     assert (after.status, after.pause_reason) == ("paused", "user")
@@ -227,23 +224,17 @@ def test_a_cut_trigger_of_a_paused_avatar_leaves_it_paused_and_out_of_the_index(
 
 
 def test_a_trigger_that_overruns_the_server_timeout_cancels_action(
-    harnesses: Callable[..., Harness], action: tuple[WatchedAction, RunningSimulator]
+    harnesses: Callable[..., Harness], action: Watched
 ) -> None:
     rpc = harnesses(server_ms=300, action_ms=5000)
     before = put_in_state(rpc, 5, "active")
-    slow_action(action[1])
-    with pytest.raises(grpc.RpcError) as raised:
-        trigger(rpc, 5, 30)
-    assert raised.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-    call = action[0].next_call()
+    code, call = trigger_past_deadline(rpc, action, 5, 30)
+    assert code == grpc.StatusCode.DEADLINE_EXCEEDED
     assert call.arrived_with_s <= 0.3 + WIRE_SLACK_S and not call.caller_stayed
     assert_recorded_as_a_failure(rpc, 5, before)
 
 
-def test_a_trigger_whose_deadline_is_long_enough_succeeds(
-    harnesses: Callable[..., Harness], action: tuple[WatchedAction, RunningSimulator]
-) -> None:
-    rpc = harnesses(server_ms=10_000, action_ms=5000)
+def test_a_trigger_whose_deadline_is_long_enough_succeeds(rpc: Harness, action: Watched) -> None:
     before = put_in_state(rpc, 6, "active")
     slow_action(action[1], latency_ms=300)
     reply = trigger(rpc, 6, 8)
@@ -259,7 +250,7 @@ def test_a_trigger_whose_deadline_is_long_enough_succeeds(
 
 
 def test_a_call_for_a_caller_already_gone_is_cancelled_at_once(
-    action: tuple[WatchedAction, RunningSimulator],
+    action: Watched,
 ) -> None:
     slow_action(action[1], latency_ms=5000)
     gone = Caller(timeout_s=30, on_end=lambda callback: False)  # add_callback after the end
@@ -273,7 +264,7 @@ def test_a_call_for_a_caller_already_gone_is_cancelled_at_once(
 
 
 def test_a_call_for_a_caller_gets_the_callers_timeout_not_action_rpcs(
-    action: tuple[WatchedAction, RunningSimulator],
+    action: Watched,
 ) -> None:
     staying = Caller(timeout_s=2.0, on_end=lambda callback: True)
     client = ActionClient(RpcClientConf(endpoints=(action[1].address,), timeout_ms=30_000))
@@ -292,7 +283,7 @@ def test_a_call_for_a_caller_gets_the_callers_timeout_not_action_rpcs(
 @pytest.mark.timeout(240)
 def test_the_service_records_a_trigger_cut_by_its_callers_deadline_as_a_failure(
     tmp_path: Any, mariadb: MariaDBServer, redis_server: RedisServer, database: str,
-    redis_key: str,
+    redis_key: str, index: DelayIndex,
 ) -> None:  # fmt: skip
     simulator = Simulator("action", tmp_path).start()
     running = None
@@ -307,7 +298,7 @@ def test_the_service_records_a_trigger_cut_by_its_callers_deadline_as_a_failure(
         with pytest.raises(grpc.RpcError) as raised:
             stub.TriggerSchedule(pb.TriggerScheduleRequest(avatar_id=41), timeout=SHORT_DEADLINE_S)
         assert raised.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-        [cut] = wait_long(lambda: running.history(41), 30, "the cut trigger's record")
+        [cut] = wait_until(lambda: running.history(41), 30, "the cut trigger's record")
         assert cut[:2] == ("failure", "manual")
         row = running.row(41)
         assert (row["status"], row["schedule_count"], row["failed_count"]) == ("active", 0, 1)
@@ -320,13 +311,9 @@ def test_the_service_records_a_trigger_cut_by_its_callers_deadline_as_a_failure(
         assert [h[0] for h in running.history(41)] == ["failure", "success"]
         row = running.row(41)
         assert (row["schedule_count"], row["failed_count"]) == (1, 0)
-        index = DelayIndex(RedisConf(host=redis_server.address, key=redis_key))
-        try:
-            assert not index.is_inflight(41)
-            next_time = row["next_schedule_time"].replace(tzinfo=timezone.utc)  # loc is UTC
-            assert index.due_score(41) == next_time.timestamp()
-        finally:
-            index.close()
+        assert not index.is_inflight(41)
+        next_time = row["next_schedule_time"].replace(tzinfo=timezone.utc)  # loc is UTC
+        assert index.due_score(41) == next_time.timestamp()
         assert running.action_stats().calls_per_avatar[41] == 2
     finally:
         if running is not None:

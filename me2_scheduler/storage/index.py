@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import secrets
-import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NamedTuple
 
@@ -101,29 +100,6 @@ class DelayIndex:
         )
         return int(claimed)
 
-    @translated
-    def pop_ready(self, timeout_s: float = 1.0, *, lease_s: float | None = None) -> Claim | None:
-        """Take the next current claim from the ready list, waiting up to ``timeout_s``.
-
-        Stale entries (lease released or avatar removed since the claim) are
-        dropped. With ``lease_s`` the lease restarts from now (see
-        ``renew_leases``). ``timeout_s <= 0`` never blocks. Returns None when
-        nothing current arrived in time. Raises ``RedisIndexError`` also for a
-        malformed entry (it is dropped), ``ValueError`` for lease_s < 0.
-        """
-        if lease_s is not None:
-            _check_lease(lease_s)
-        deadline = time.monotonic() + timeout_s
-        while (entry := self._pop_entry(deadline - time.monotonic())) is not None:
-            try:
-                claim = Claim.parse(entry)
-            except ValueError:
-                raise RedisIndexError(f"malformed ready entry {entry!r}") from None
-            if self._pickup([claim], lease_s) == [True]:
-                return claim
-            log.debug("dropped stale claim %s of avatar %s", claim.token, claim.avatar_id)
-        return None
-
     def _pop_entry(self, remaining_s: float) -> str | None:
         if remaining_s <= 0:
             return self.client.lpop(self.keys.ready)
@@ -178,12 +154,9 @@ class DelayIndex:
         (do not dispatch it). Raises ``ValueError`` for lease_s < 0.
         """
         _check_lease(lease_s)
-        return self._pickup(claims, lease_s)
-
-    def _pickup(self, claims: list[Claim], lease_s: float | None) -> list[bool]:
         if not claims:
             return []
-        args: list[Any] = ["" if lease_s is None else lease_s]
+        args: list[Any] = [lease_s]
         for claim in claims:
             args += [claim.avatar_id, claim.token]
         current = self._run("pickup", [self.keys.inflight, self.keys.leases], args)

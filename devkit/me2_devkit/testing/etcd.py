@@ -17,7 +17,6 @@ from me2_devkit.testing.servers import (
     _Server,
     find_binary,
     free_port,
-    wait_for_port,
 )
 
 
@@ -50,17 +49,12 @@ class EtcdServer(_Server):
             cert, key, ca = self.tls
             argv += ["--cert-file", cert, "--key-file", key, "--trusted-ca-file", ca,
                      "--client-cert-auth"]  # fmt: skip
-        self._spawn(argv)
-        wait_for_port(self.port, self.proc, 30, self.log_path)
+        self._launch(argv, 30)
         return self
 
     @property
     def url(self) -> str:
         return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
 
     def ctl(self, *args: str, user: str = "") -> str:
         """Run ``etcdctl`` (API v3) against this server; return stdout, raise on failure."""

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from me2_devkit.testing.servers import ServerStartError, _Server, find_binary, wait_for_port
+from me2_devkit.testing.servers import ServerStartError, _Server, find_binary
 
 JOB = "me2-scheduler"
 _CONFIG = """\
@@ -68,15 +68,15 @@ class PrometheusServer(_Server):
             path=json.dumps(self.metrics_path),
             targets=", ".join(json.dumps(t) for t in self.targets),
         ))  # fmt: skip
-        self._spawn([
+        argv = [
             find_binary("prometheus"),
             f"--config.file={config}",
             f"--storage.tsdb.path={self.root / 'data'}",
             f"--web.listen-address=127.0.0.1:{self.port}",
             "--log.level=warn",
             *self.extra_args,
-        ])  # fmt: skip
-        wait_for_port(self.port, self.proc, 30, self.log_path)
+        ]
+        self._launch(argv, 30)
         self._wait_ready(30)
         return self
 

@@ -71,7 +71,16 @@ class _Server:
     def log_path(self) -> Path:
         return self.root / "server.log"
 
-    def _spawn(self, argv: list[str]) -> None:
+    @property
+    def address(self) -> str:
+        """``host:port`` of this server on loopback."""
+        return f"127.0.0.1:{self.port}"
+
+    def _launch(self, argv: list[str], ready_s: float) -> None:
+        """Run ``argv`` as this server, logging to ``log_path``; wait until its port answers.
+
+        Raises ServerStartError when it exits or is not listening in ``ready_s``.
+        """
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
         self.proc = subprocess.Popen(
             argv,
@@ -81,6 +90,7 @@ class _Server:
             start_new_session=True,
         )
         log.close()
+        wait_for_port(self.port, self.proc, ready_s, self.log_path)
 
     @property
     def pid(self) -> int | None:
@@ -130,17 +140,12 @@ class RedisServer(_Server):
             "yes",
             *self.extra_args,
         ]
-        self._spawn(argv)
-        wait_for_port(self.port, self.proc, 20, self.log_path)
+        self._launch(argv, 20)
         return self
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
 
 
 def root_query(port: int, database: str | None, sql: str, args: object = None) -> list[tuple]:
@@ -191,8 +196,7 @@ class MariaDBServer(_Server):
             "--default-time-zone=+00:00",
             f"--log-error={self.log_path}",
         ]
-        self._spawn(argv)
-        wait_for_port(self.port, self.proc, 60, self.log_path)
+        self._launch(argv, 60)
         return self
 
     def _install(self, datadir: Path) -> None:

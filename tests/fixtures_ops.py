@@ -1,43 +1,38 @@
-"""Shared helpers for the operator CLI tests: a config file on real servers, rows, runners."""
+"""The operator commands' world: a config file on real servers, rows, and ways to run the CLI.
+
+``ops`` is one test's migrated database and Redis key, with a config file
+naming both, a store and an index; ``OpsEnv.write_config`` writes more
+config files for the same servers with some values changed. ``api`` is the
+Scheduler gRPC server in-process on them, for the commands that call it.
+"""
 
 from __future__ import annotations
 
-import contextlib
+import random
 import subprocess
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
-from datetime import datetime, timezone
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-import pymysql
+import pytest
 from click.testing import CliRunner, Result
 
+from me2_devkit.simulators import RunningSimulator
 from me2_devkit.testing.servers import MariaDBServer, RedisServer
 from me2_devkit.testing.stack import cli_argv
 from me2_scheduler.cli import cli
-from me2_scheduler.config import Config, load_config
+from me2_scheduler.clock import epoch
+from me2_scheduler.config import Config, RpcClientConf, load_config
 from me2_scheduler.storage.index import DelayIndex
 from me2_scheduler.storage.migrations import apply_migrations
 from me2_scheduler.storage.mysql import MysqlStore
 
-CONFIG_TEMPLATE = """\
-Name: scheduler.rpc
-Mode: test
-ListenOn: {listen_on}
-Timezone: {timezone}
-Mysql:
-  DataSource: {data_source}
-Redis:
-  Host: {redis_host}
-  Key: {redis_key}
-ActionRpc:
-  Endpoints: [127.0.0.1:9]
-Schedule:
-  SweepGraceSeconds: 30
-"""
-PROMETHEUS_BLOCK = "Prometheus:\n  Host: {host}\n  Port: {port}\n"
-INSERT_CHUNK = 10_000
+from .fixtures_rpc import start_harness, stop_harness
+from .support import insert_schedules, service_config, write_config
+
+UNUSED_ACTION = "127.0.0.1:9"  # the commands under test never call Action
 
 
 def invoke(*args: str) -> Result:
@@ -61,7 +56,7 @@ def assert_one_error_line(stderr: str) -> str:
     return lines[0]
 
 
-def config_text(
+def ops_config(
     *,
     data_source: str,
     redis_host: str,
@@ -69,23 +64,16 @@ def config_text(
     listen_on: str = "127.0.0.1:8008",
     timezone: str = "UTC",
     prometheus: tuple[str, int] | None = None,
-) -> str:
+) -> dict[str, Any]:
     """A service config in go-zero's shape; ``prometheus`` is (Host, Port) when served."""
-    text = CONFIG_TEMPLATE.format(
-        listen_on=listen_on, timezone=timezone, data_source=data_source,
-        redis_host=redis_host, redis_key=redis_key,
+    settings = service_config(
+        data_source=data_source, redis_host=redis_host, redis_key=redis_key,
+        action=UNUSED_ACTION, listen_on=listen_on, timezone=timezone,
+        Schedule={"SweepGraceSeconds": 30},
     )  # fmt: skip
     if prometheus is not None:
-        text += PROMETHEUS_BLOCK.format(host=prometheus[0], port=prometheus[1])
-    return text
-
-
-def epoch(moment: datetime) -> int:
-    return int(moment.timestamp())
-
-
-def utc(epoch_s: int) -> datetime:
-    return datetime.fromtimestamp(epoch_s, timezone.utc)
+        settings["Prometheus"] = {"Host": prometheus[0], "Port": prometheus[1]}
+    return settings
 
 
 @dataclass
@@ -103,40 +91,20 @@ class OpsEnv:
     index: DelayIndex
 
     def write_config(self, name: str, **overrides: Any) -> Path:
-        """Another config file for this test's servers; keywords override template values."""
+        """Another config file for this test's servers; keywords override ``ops_config``'s."""
         values: dict[str, Any] = {
             "data_source": self.mariadb.dsn(self.database),
             "redis_host": self.redis_server.address,
             "redis_key": self.redis_key,
         }
-        path = self.tmp_path / name
-        path.write_text(config_text(**{**values, **overrides}))
-        return path
+        return write_config(self.tmp_path / name, ops_config(**{**values, **overrides}))
 
     def sql(self, statement: str, *args: Any) -> list[tuple]:
         return self.mariadb.query(self.database, statement, args)
 
     def insert_schedules(self, rows: Iterable[tuple[int, str, datetime, str | None]]) -> None:
         """Insert ``(avatar_id, status, next_schedule_time, pause_reason)`` rows in bulk."""
-        now = datetime.now(timezone.utc).replace(tzinfo=None)
-        statement = (
-            "INSERT INTO avatar_schedules (avatar_id, status, next_schedule_time, pause_reason,"
-            " created_at, updated_at) VALUES (%s, %s, %s, %s, %s, %s)"
-        )
-        conn = self._connect()
-        try:
-            with conn.cursor() as cur:
-                batch: list[tuple] = []
-                for avatar_id, status, due, reason in rows:
-                    naive = due.astimezone(timezone.utc).replace(tzinfo=None)
-                    batch.append((avatar_id, status, naive, reason, now, now))
-                    if len(batch) >= INSERT_CHUNK:
-                        cur.executemany(statement, batch)
-                        batch.clear()
-                if batch:
-                    cur.executemany(statement, batch)
-        finally:
-            conn.close()
+        insert_schedules(self.mariadb, self.database, rows)
 
     def active_due(self) -> dict[int, int]:
         """MySQL's active avatars and their next times (epoch s)."""
@@ -152,28 +120,16 @@ class OpsEnv:
     def inflight_set(self) -> set[int]:
         return {int(m) for m in self.index.client.zrange(self.index.keys.inflight, 0, -1)}
 
-    def _connect(self) -> pymysql.connections.Connection:
-        return pymysql.connect(
-            host="127.0.0.1", port=self.mariadb.port, user="root", database=self.database,
-            autocommit=True,
-        )  # fmt: skip
 
-
-@contextlib.contextmanager
-def ops_env(
-    tmp_path: Path,
-    mariadb: MariaDBServer,
-    redis_server: RedisServer,
-    database: str,
-    redis_key: str,
+@pytest.fixture
+def ops(
+    tmp_path: Path, mariadb: MariaDBServer, redis_server: RedisServer, database: str, redis_key: str
 ) -> Iterator[OpsEnv]:
     """A migrated database, a Redis key, a config file naming both, a store and an index."""
-    config_path = tmp_path / "scheduler.yaml"
-    config_path.write_text(
-        config_text(
-            data_source=mariadb.dsn(database), redis_host=redis_server.address, redis_key=redis_key
-        )
+    settings = ops_config(
+        data_source=mariadb.dsn(database), redis_host=redis_server.address, redis_key=redis_key
     )
+    config_path = write_config(tmp_path / "scheduler.yaml", settings)
     config = load_config(str(config_path))
     apply_migrations(config.mysql)
     env = OpsEnv(
@@ -185,3 +141,33 @@ def ops_env(
     finally:
         env.index.close()
         env.store.close()
+
+
+def schedule_rows(count: int, start: datetime, seed: int = 5) -> list[tuple]:
+    """``count`` avatars from id 1: every 10th paused, every 25th disabled, the rest active."""
+    rng = random.Random(seed)
+    rows = []
+    for avatar_id in range(1, count + 1):
+        due = start + timedelta(seconds=rng.randrange(7 * 86400))
+        if avatar_id % 25 == 0:
+            rows.append((avatar_id, "disabled", due, None))
+        elif avatar_id % 10 == 0:
+            rows.append((avatar_id, "paused", due, "user"))
+        else:
+            rows.append((avatar_id, "active", due, None))
+    return rows
+
+
+@pytest.fixture
+def api(ops: OpsEnv, action_simulator: RunningSimulator) -> Iterator[str]:
+    """The Scheduler gRPC server in-process (with an Action simulator); yields its address."""
+    config = replace(
+        ops.config,
+        listen_on="127.0.0.1:0",
+        action_rpc=RpcClientConf(endpoints=(action_simulator.address,), timeout_ms=5000),
+    )
+    harness = start_harness(config)
+    try:
+        yield f"127.0.0.1:{harness.rpc.port}"
+    finally:
+        stop_harness(harness)

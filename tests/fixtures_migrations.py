@@ -1,0 +1,142 @@
+"""What the migration tests share: the seed's DDL, the shipped versions, runs by hand,
+and readers of information_schema."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pymysql
+
+from me2_devkit.testing.servers import MariaDBServer
+from me2_scheduler.storage.migrations import available_migrations, split_statements
+
+# The seed document's DDL, copied verbatim: what the Go original created.
+SEED_DDL = """
+CREATE TABLE IF NOT EXISTS avatar_schedules (
+    id BIGINT AUTO_INCREMENT PRIMARY KEY,
+    avatar_id BIGINT NOT NULL UNIQUE COMMENT '分身ID',
+    status ENUM('active', 'paused', 'disabled') DEFAULT 'active' COMMENT '调度状态',
+    next_schedule_time DATETIME NOT NULL COMMENT '下次调度时间',
+    last_schedule_time DATETIME DEFAULT NULL COMMENT '上次调度时间',
+    last_action_type VARCHAR(50) DEFAULT NULL COMMENT '上次行为类型',
+    schedule_count INT DEFAULT 0 COMMENT '总调度次数',
+    failed_count INT DEFAULT 0 COMMENT '失败次数',
+    created_at DATETIME DEFAULT CURRENT_TIMESTAMP,
+    updated_at DATETIME DEFAULT CURRENT_TIMESTAMP ON UPDATE CURRENT_TIMESTAMP,
+    INDEX idx_next_schedule_time (next_schedule_time, status)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci COMMENT='分身调度配置表'
+"""
+SEED_COLUMNS = (
+    "id", "avatar_id", "status", "next_schedule_time", "last_schedule_time",
+    "last_action_type", "schedule_count", "failed_count", "created_at", "updated_at",
+)  # fmt: skip
+ALL_VERSIONS = [
+    "001_seed", "002_schedule_state", "003_history_and_diary_runs", "004_diary_runs_per_fire",
+    "005_schedule_policies",
+]  # fmt: skip
+
+# Quoted text in SQL: blanked before a statement is searched for keywords.
+QUOTED = re.compile(r"""'(?:[^'\\]|\\.|'')*'|"(?:[^"\\]|\\.|"")*"|`[^`]*`""")
+
+
+@contextmanager
+def cursor(mariadb: MariaDBServer, database: str) -> Iterator[pymysql.cursors.Cursor]:
+    conn = pymysql.connect(
+        host="127.0.0.1", port=mariadb.port, user="root", database=database, autocommit=True
+    )
+    try:
+        with conn.cursor() as cur:
+            yield cur
+    finally:
+        conn.close()
+
+
+# The ledger exactly as every runner so far has created it.
+LEDGER_DDL = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version VARCHAR(32) NOT NULL PRIMARY KEY,
+    applied_at DATETIME NOT NULL
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci
+"""
+
+
+def run_by_hand(
+    mariadb: MariaDBServer,
+    database: str,
+    versions: list[str],
+    *,
+    texts: dict[str, str] | None = None,
+    recorded: int = 0,
+) -> None:
+    """Run the statements of ``versions`` unguarded, in order (``texts`` replaces a
+    version's file text), and record the first ``recorded`` of them as a runner does."""
+    text = {migration.version: migration.sql for migration in available_migrations()}
+    text.update(texts or {})
+    with cursor(mariadb, database) as cur:
+        for version in versions:
+            for statement in split_statements(text[version]):
+                cur.execute(statement)
+        cur.execute(LEDGER_DDL)
+        for version in versions[:recorded]:
+            cur.execute("INSERT INTO schema_migrations VALUES (%s, NOW())", (version,))
+
+
+def columns(mariadb: MariaDBServer, database: str, table: str) -> dict[str, tuple]:
+    rows = mariadb.query(
+        database,
+        "SELECT COLUMN_NAME, ORDINAL_POSITION, COLUMN_TYPE, IS_NULLABLE, COLUMN_DEFAULT,"
+        " EXTRA, COLUMN_COMMENT, COLLATION_NAME, COLUMN_KEY FROM information_schema.COLUMNS"
+        " WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s ORDER BY ORDINAL_POSITION",
+        (database, table),
+    )
+    return {row[0]: row[1:] for row in rows}
+
+
+def indexes(mariadb: MariaDBServer, database: str, table: str) -> dict[str, list[str]]:
+    rows = mariadb.query(
+        database,
+        "SELECT INDEX_NAME, COLUMN_NAME FROM information_schema.STATISTICS"
+        " WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s ORDER BY INDEX_NAME, SEQ_IN_INDEX",
+        (database, table),
+    )
+    found: dict[str, list[str]] = {}
+    for name, column in rows:
+        found.setdefault(name, []).append(column)
+    return found
+
+
+def table_options(mariadb: MariaDBServer, database: str, table: str) -> tuple:
+    (row,) = mariadb.query(
+        database,
+        "SELECT ENGINE, TABLE_COLLATION, TABLE_COMMENT FROM information_schema.TABLES"
+        " WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s",
+        (database, table),
+    )
+    return row
+
+
+# The texts of 002 and 004 before they were made portable (MariaDB-only).
+OLD_TEXTS = {
+    "002_schedule_state": """
+ALTER TABLE avatar_schedules
+    ADD COLUMN IF NOT EXISTS last_failed_time DATETIME NULL COMMENT 'last failed dispatch time',
+    ADD COLUMN IF NOT EXISTS last_error VARCHAR(512) NULL COMMENT 'last dispatch error',
+    ADD COLUMN IF NOT EXISTS pause_reason ENUM('user', 'failures') NULL COMMENT 'why paused',
+    ADD COLUMN IF NOT EXISTS version BIGINT NOT NULL DEFAULT 0 COMMENT 'optimistic concurrency',
+    ADD INDEX IF NOT EXISTS idx_status_avatar_id (status, avatar_id);
+""",
+    "004_diary_runs_per_fire": """
+UPDATE diary_runs
+SET fire_time = COALESCE(started_at, CAST(CONCAT(run_date, ' 00:00:00') AS DATETIME))
+WHERE fire_time IS NULL;
+
+ALTER TABLE diary_runs
+    MODIFY COLUMN fire_time DATETIME NOT NULL COMMENT 'cron fire time (manual run: when asked)',
+    DROP PRIMARY KEY,
+    ADD PRIMARY KEY (run_date, fire_time),
+    ADD INDEX IF NOT EXISTS idx_fire_time (fire_time),
+    COMMENT = 'diary run per fire time';
+""",
+}
