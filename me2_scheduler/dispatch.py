@@ -4,8 +4,12 @@ The pick-up check first: read the row and check it still wants the claimed
 slot, and renew the claim's lease (a stale claim is dropped). Then call
 Action with the slot's idempotency key, record the attempt in MySQL (what it
 writes is ``policy.after_dispatch``'s), and settle the avatar in Redis where
-MySQL now says. A manual dispatch goes through the same ``Dispatcher``, so it
-is recorded exactly as a worker records one.
+MySQL now says. A success's next time is drawn in the active time of the
+avatar's scheduling policy (read for the whole batch in one query); a
+failure's retry is ``RetryDelaySeconds`` later whatever the policy's windows
+say, so a failing Action is not hammered at a window's opening. A manual
+dispatch goes through the same ``Dispatcher``, so it is recorded exactly as
+a worker records one.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
@@ -29,6 +33,8 @@ from me2_scheduler.config import Config
 from me2_scheduler.errors import DownstreamError
 from me2_scheduler.inflight import InFlight
 from me2_scheduler.policy import Attempt, Failure, Success
+from me2_scheduler.policy_context import PolicyContext
+from me2_scheduler.schedule_policy import DEFAULT, SchedulePolicy
 from me2_scheduler.states import Outcome, Trigger
 from me2_scheduler.storage.claim import Claim
 from me2_scheduler.storage.index import DelayIndex
@@ -97,9 +103,23 @@ class Dispatcher:
         self._action = action
         self._clock = clock
         self._rng = rng or random.Random()
+        self._policies = PolicyContext.from_config(config)
         self._display = display
         self._budget_s = budget_s
-        self._in_flight: InFlight[Claim] = InFlight(max_in_flight)
+        self._max_in_flight = max_in_flight
+        self._in_flight_now: InFlight[Claim] | None = None
+
+    @property
+    def _in_flight(self) -> InFlight[Claim]:
+        # Made on a worker's first batch: a TriggerSchedule dispatcher (the
+        # rpc_server's) never holds calls in flight, nor reports a limit.
+        if self._in_flight_now is None:
+            self._in_flight_now = InFlight(self._max_in_flight)
+        return self._in_flight_now
+
+    def pop_size(self, dispatch_batch: int) -> int:
+        """How many claims a worker should pop next (``InFlight.pop_size``)."""
+        return self._in_flight.pop_size(dispatch_batch)
 
     def dispatch_batch(
         self, claims: Sequence[Claim], *, stopping: Callable[[], bool] = lambda: False
@@ -115,7 +135,8 @@ class Dispatcher:
         leases then expire and the slots are dispatched again with the same keys.
         """
         picked, skipped = self._pick_up(claims)
-        called = self._call_in_turn(picked, Trigger.AUTO, stopping)
+        policies = self._store.get_policies([row.avatar_id for row, _ in picked])  # one query
+        called = self._call_in_turn(picked, Trigger.AUTO, stopping, policies)
         return skipped + self._record_and_settle(called)
 
     def dispatch(
@@ -128,7 +149,8 @@ class Dispatcher:
         recorded as a failure, never as a success. Raises StoreError or
         RedisIndexError when a server fails mid-way (the lease then expires).
         """
-        attempt = self._call_action(row, claim, trigger, caller)
+        policies = self._store.get_policies([row.avatar_id])
+        attempt = self._call_action(row, claim, trigger, caller, policies)
         (dispatched,) = self._record_and_settle([(claim, attempt)])
         return dispatched
 
@@ -180,7 +202,11 @@ class Dispatcher:
     # -- calling Action -------------------------------------------------------
 
     def _call_in_turn(
-        self, picked: list[Picked], trigger: Trigger, stopping: Callable[[], bool]
+        self,
+        picked: list[Picked],
+        trigger: Trigger,
+        stopping: Callable[[], bool],
+        policies: Mapping[int, SchedulePolicy],
     ) -> list[Called]:
         """Call Action for the claims, up to the in-flight limit at once; hand back the
         claims not yet called when told to stop or once the batch is late."""
@@ -194,7 +220,7 @@ class Dispatcher:
         called: list[Called] = []
         in_flight = self._in_flight
         pending = deque(picked)
-        call = partial(self._call_action, trigger=trigger)
+        call = partial(self._call_action, trigger=trigger, policies=policies)
         while pending or in_flight.running:
             now = time.monotonic()
             started = bool(called or in_flight.running)
@@ -228,9 +254,17 @@ class Dispatcher:
         return kept
 
     def _call_action(
-        self, row: ScheduleRow, claim: Claim, trigger: Trigger, caller: Caller | None = None
+        self,
+        row: ScheduleRow,
+        claim: Claim,
+        trigger: Trigger,
+        caller: Caller | None = None,
+        policies: Mapping[int, SchedulePolicy] | None = None,
     ) -> Attempt:
-        """Call Action for the claimed slot; the attempt to record, success or failure."""
+        """Call Action for the claimed slot; the attempt to record, success or failure.
+
+        ``policies`` holds the avatar's scheduling policy (absent: the default).
+        """
         avatar_id = row.avatar_id
         planned_at = from_epoch(claim.planned_at)
         key = policy.idempotency_key(avatar_id, planned_at)
@@ -245,14 +279,15 @@ class Dispatcher:
             "started_at": started_at,
             "idempotency_key": key,
         }
+        chosen = (policies or {}).get(avatar_id, DEFAULT)
         began = time.perf_counter()
         try:
             result = self._schedule_action(avatar_id, key, trigger, caller)
         except DownstreamError as exc:
             metrics.ACTION_DURATION.observe(time.perf_counter() - began)
-            return self._failure(exc, **common)
+            return self._failure(exc, chosen, **common)
         metrics.ACTION_DURATION.observe(time.perf_counter() - began)
-        return self._success(result, **common)
+        return self._success(result, chosen, **common)
 
     def _schedule_action(
         self, avatar_id: int, key: str, trigger: Trigger, caller: Caller | None
@@ -262,12 +297,14 @@ class Dispatcher:
             return self._action.schedule_action(avatar_id, key, trigger)
         return self._action.schedule_action(avatar_id, key, trigger, caller=caller)
 
-    def _success(self, result: ActionResult, **common: Any) -> Success:
+    def _success(self, result: ActionResult, chosen: SchedulePolicy, **common: Any) -> Success:
+        """The success to record: the next time drawn in the active time of ``chosen``
+        (the default policy draws exactly ``policy.next_due``)."""
         finished_at = self._clock()
-        schedule = self._config.action_schedule
-        next_time = policy.next_due(
-            finished_at, schedule.min_interval_hours, schedule.max_interval_hours, self._rng
-        )
+        avatar_id = common["avatar_id"]
+        next_time = self._policies.next_due_or_default(finished_at, chosen, self._rng, avatar_id)
+        hour = self._policies.local_hour(common["started_at"], chosen)
+        metrics.DISPATCH_LOCAL_HOUR.labels(hour=str(hour)).inc()
         return Success(
             **common,
             finished_at=finished_at,
@@ -276,14 +313,17 @@ class Dispatcher:
             next_time=next_time,
         )
 
-    def _failure(self, exc: DownstreamError, **common: Any) -> Failure:
+    def _failure(self, exc: DownstreamError, chosen: SchedulePolicy, **common: Any) -> Failure:
+        """The failure to record: retried ``RetryDelaySeconds`` later, at the first active
+        second from then on (so a retry, too, falls inside the avatar's windows)."""
         finished_at = self._clock()
         schedule = self._config.schedule
+        retry_time = self._policies.retry_due(finished_at, chosen, schedule.retry_delay_seconds)
         return Failure(
             **common,
             finished_at=finished_at,
             error=str(exc),
-            retry_time=policy.retry_due(finished_at, schedule.retry_delay_seconds),
+            retry_time=retry_time,
             max_consecutive_failures=schedule.max_consecutive_failures,
             unavailable=exc.unavailable,
             overloaded=signal_for(exc.code) is Signal.OVERLOAD,

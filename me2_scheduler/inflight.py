@@ -6,10 +6,17 @@ the call runs on the worker's own thread, exactly as the seed's one call per
 worker. An AIMD limit (``clients.limiter``) lowers the calls in flight while
 Action answers RESOURCE_EXHAUSTED or UNAVAILABLE and lets them grow back as
 it answers again, so the service pushes as hard as Action can take.
+
+How many claims a worker pops at once follows the calls' measured duration
+(``pop_size``): a fast Action gets ``DispatchBatch`` per pop (the round
+trips are paid once per batch), a slow one only what the worker can start
+at once, so a backlog waits in ``ready`` for any idle worker rather than in
+one busy worker's batch.
 """
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -22,6 +29,10 @@ from me2_scheduler.policy import Attempt, Success
 # How long a batch with calls in flight waits for one to finish before it
 # looks again at its budget and leases.
 FINISH_POLL_S = 0.05
+# A worker pops what its calls in flight get through in about this long: a
+# claim popped beyond that waits in this worker while another may be idle.
+POP_AHEAD_S = 0.2
+CALL_WEIGHT = 0.2  # of the newest call in the running average of call durations
 
 T = TypeVar("T")  # what the caller tracks with each call (a claim)
 
@@ -71,11 +82,28 @@ class InFlight(Generic[T]):
             else _Inline()
         )
         self.running: dict[Future[Attempt], tuple[T, Permit]] = {}
+        self._started: dict[Future[Attempt], float] = {}
+        self.call_s: float | None = None  # running average of a call's duration; None: no call yet
 
     @property
     def limit(self) -> int:
         """The calls allowed in flight now (the AIMD limit)."""
         return self._limiter.limit
+
+    def pop_size(self, dispatch_batch: int) -> int:
+        """How many claims to pop next: as many as the calls in flight get through in
+        ``POP_AHEAD_S``, between the limit and ``max(dispatch_batch, max_in_flight)``.
+
+        Before any call is measured, only the limit: a slow Action's first
+        backlog is then spread over the workers, and a fast one's is soon
+        popped ``dispatch_batch`` at a time.
+        """
+        limit = self.limit
+        most = max(dispatch_batch, self.max_in_flight)
+        if self.call_s is None:
+            return min(limit, most)
+        rounds = max(1, int(POP_AHEAD_S / max(self.call_s, 1e-4)))
+        return max(min(limit, most), min(most, limit * rounds))
 
     def start(self, pending: deque[tuple[Any, T]], call: Callable[[Any, T], Attempt]) -> None:
         """Start ``call(item, tag)`` for pending pairs while there is room (one when none runs)."""
@@ -84,7 +112,10 @@ class InFlight(Generic[T]):
             if permit is None:
                 return
             item, tag = pending.popleft()
-            self.running[self._executor.submit(call, item, tag)] = (tag, permit)
+            began = time.perf_counter()
+            future = self._executor.submit(call, item, tag)
+            self.running[future] = (tag, permit)
+            self._started[future] = began
             metrics.ACTION_INFLIGHT.inc()
 
     def finished(self, wait_s: float = FINISH_POLL_S) -> list[tuple[T, Attempt]]:
@@ -93,13 +124,19 @@ class InFlight(Generic[T]):
             return []
         done, _ = wait(self.running, timeout=wait_s, return_when=FIRST_COMPLETED)
         finished: list[tuple[T, Attempt]] = []
+        now = time.perf_counter()
         for future in done:
             tag, permit = self.running.pop(future)
+            self._measured(now - self._started.pop(future))
             attempt = future.result()  # the call turns every Action error into an attempt
             metrics.ACTION_INFLIGHT.dec()
             permit.release(signal_of(attempt))
             finished.append((tag, attempt))
         return finished
+
+    def _measured(self, call_s: float) -> None:
+        average = self.call_s
+        self.call_s = call_s if average is None else average + CALL_WEIGHT * (call_s - average)
 
     def tags(self) -> list[T]:
         """What the calls in flight track, e.g. their claims."""

@@ -116,8 +116,21 @@ DIARY_LAST_SUCCESS = Gauge(
     multiprocess_mode="max",
 )
 
+# A bucketed counter, not a histogram: 24 series whatever the load, one inc() per success.
+DISPATCH_LOCAL_HOUR = Counter(
+    "scheduler_dispatch_local_hour_total",
+    "Successful dispatches by hour of day (0-23) at their start, in the avatar's policy zone.",
+    ["hour"],
+)
+POLICIES_UNREADABLE = Counter(
+    "scheduler_policy_unreadable_total",
+    "Stored scheduling policies that did not parse (the default policy was used instead).",
+)
+
 for _outcome in Outcome:
     DISPATCHES.labels(result=_outcome)
+for _hour in range(24):
+    DISPATCH_LOCAL_HOUR.labels(hour=str(_hour))
 for _run_result in DiaryRunResult:
     DIARY_RUNS.labels(result=_run_result)
 for _outcome in (Outcome.SUCCESS, Outcome.FAILURE):

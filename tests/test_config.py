@@ -108,7 +108,7 @@ def test_seed_yaml_loads_with_its_values_and_defaults_for_every_added_key() -> N
             etcd=EtcdConf(hosts=("127.0.0.1:2379",), key="diary.rpc"),
             derived_from="ActionRpc.Etcd",
         ),
-        schedule=ScheduleConf(scan_interval=60, max_workers=10),
+        schedule=ScheduleConf(scan_interval=60, max_workers=10, max_in_flight=10),
         action_schedule=ActionScheduleConf(min_interval_hours=2, max_interval_hours=6),
         diary_schedule=DiaryScheduleConf(cron_expression="0 22 * * *"),
     )
@@ -522,6 +522,7 @@ RULED_KEYS = {
     "DiaryRpc.MaxMsgSize",
     "Schedule.ScanInterval",
     "Schedule.MaxWorkers",
+    "Schedule.MaxInFlight",
     "Schedule.PollInterval",
     "Schedule.ClaimBatch",
     "Schedule.DispatchBatch",
@@ -633,3 +634,20 @@ def test_describe_reads_back_as_the_same_config(tmp_path: Path) -> None:
     again = tmp_path / "again.yaml"
     again.write_text(describe(config), encoding="utf-8")
     assert load_config(str(again)) == config
+
+
+def test_max_in_flight_defaults_to_one_call_per_worker_the_seeds_semaphore(tmp_path: Path) -> None:
+    path = write(tmp_path, {"Schedule": {"MaxWorkers": 7}})
+    assert load_config(str(path)).schedule.max_in_flight == 7
+
+
+def test_max_in_flight_may_hold_many_calls_per_worker(tmp_path: Path) -> None:
+    path = write(tmp_path, {"Schedule": {"MaxWorkers": 10, "MaxInFlight": 400}})
+    assert load_config(str(path)).schedule.max_in_flight == 400
+
+
+def test_max_in_flight_below_the_workers_is_a_config_error(tmp_path: Path) -> None:
+    path = write(tmp_path, {"Schedule": {"MaxWorkers": 10, "MaxInFlight": 4}})
+    with pytest.raises(ConfigError, match="at least Schedule.MaxWorkers") as caught:
+        load_config(str(path))
+    assert caught.value.key == "Schedule.MaxInFlight"

@@ -33,25 +33,28 @@ def avatar() -> None:
     """Call the Scheduler gRPC API for one avatar and print the answer."""
 
 
+# Where the API is and how to show its answer: every command that calls it takes these.
+API_OPTIONS: list[Callable[[Any], Any]] = [
+    click.option("--target", metavar="HOST:PORT",
+                 help="The scheduler's gRPC address; default ListenOn of -f's config."),
+    click.option("-f", "config_path", type=click.Path(dir_okay=False), default=None,
+                 help="Service YAML config, for the default --target."),
+    json_option,
+    click.option("--timeout", "timeout_s", type=click.FloatRange(min=0.1), default=10.0,
+                 show_default=True, help="Seconds to wait for the answer."),
+]  # fmt: skip
+
+
 def _avatar_command(action: str) -> click.Command:
     """``avatar <action> ID``; ``history`` also takes ``--limit`` and ``--cursor``."""
 
     def command(avatar_id: int, target: str | None, config_path: str | None, as_json: bool,
                 timeout_s: float, limit: int = 0, cursor: int = 0) -> None:  # fmt: skip
-        resolved = _resolve_target(target, config_path)
+        resolved = resolve_target(target, config_path)
         _call_avatar(resolved, action, avatar_id, as_json, timeout_s=timeout_s, limit=limit,
                      cursor=cursor)  # fmt: skip
 
-    decorators: list[Callable[[Any], Any]] = [
-        click.argument("avatar_id", type=int),
-        click.option("--target", metavar="HOST:PORT",
-                     help="The scheduler's gRPC address; default ListenOn of -f's config."),
-        click.option("-f", "config_path", type=click.Path(dir_okay=False), default=None,
-                     help="Service YAML config, for the default --target."),
-        json_option,
-        click.option("--timeout", "timeout_s", type=click.FloatRange(min=0.1), default=10.0,
-                     show_default=True, help="Seconds to wait for the answer."),
-    ]  # fmt: skip
+    decorators = [click.argument("avatar_id", type=int), *API_OPTIONS]
     if action == "history":
         decorators += [
             click.option("--limit", type=click.IntRange(0, 100), default=0,
@@ -64,7 +67,8 @@ def _avatar_command(action: str) -> click.Command:
     return click.command(action, help=_AVATAR_HELP[action])(command)
 
 
-def _resolve_target(target: str | None, config_path: str | None) -> str:
+def resolve_target(target: str | None, config_path: str | None) -> str:
+    """``--target``, else the ``ListenOn`` of ``-f``'s config; a usage error without either."""
     from me2_scheduler.ops.avatar import target_from_listen_on
 
     if target:

@@ -61,6 +61,18 @@ def call(
     if action == "history":
         fields.update(limit=limit, cursor=cursor)
     request = getattr(scheduler_pb2, f"{method}Request")(**fields)
+    return invoke(target, method, request, timeout_s=timeout_s)
+
+
+def invoke(
+    target: str, method: str, request: Message, *, timeout_s: float = DEFAULT_TIMEOUT_S
+) -> Message:
+    """Call the Scheduler API ``method`` with ``request`` and return its response.
+
+    Raises SchedulerError when the call fails at the gRPC level (server
+    unreachable, deadline exceeded); a non-zero result ``code`` is a normal
+    response, not an error.
+    """
     with grpc.insecure_channel(target) as channel:
         stub = scheduler_pb2_grpc.SchedulerStub(channel)
         try:
@@ -101,17 +113,16 @@ def render(response: Message) -> str:
             blocks.append(_entries(list(value)))
         elif response.HasField(field.name):
             blocks.append(
-                _key_values(
-                    [(f.name, str(getattr(value, f.name))) for f in value.DESCRIPTOR.fields]
-                )
+                key_values([(f.name, str(getattr(value, f.name))) for f in value.DESCRIPTOR.fields])
             )
-    lines = _key_values(scalars)
+    lines = key_values(scalars)
     for block in blocks:
         lines += ["", *block]
     return "\n".join(lines)
 
 
-def _key_values(pairs: list[tuple[str, str]]) -> list[str]:
+def key_values(pairs: list[tuple[str, str]]) -> list[str]:
+    """``key  value`` lines, the values aligned."""
     width = max((len(key) for key, _ in pairs), default=0)
     return [f"{key.ljust(width)}  {value}".rstrip() for key, value in pairs]
 

@@ -103,7 +103,7 @@ class BatchGetScheduleStatusResponse(_message.Message):
     def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ..., schedules: _Optional[_Iterable[_Union[ScheduleInfo, _Mapping]]] = ...) -> None: ...
 
 class ScheduleInfo(_message.Message):
-    __slots__ = ("avatar_id", "status", "next_schedule_time", "last_schedule_time", "last_action_type", "schedule_count", "failed_count", "created_at", "updated_at")
+    __slots__ = ("avatar_id", "status", "next_schedule_time", "last_schedule_time", "last_action_type", "schedule_count", "failed_count", "created_at", "updated_at", "policy")
     AVATAR_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     NEXT_SCHEDULE_TIME_FIELD_NUMBER: _ClassVar[int]
@@ -113,6 +113,7 @@ class ScheduleInfo(_message.Message):
     FAILED_COUNT_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
     avatar_id: int
     status: str
     next_schedule_time: str
@@ -122,7 +123,8 @@ class ScheduleInfo(_message.Message):
     failed_count: int
     created_at: str
     updated_at: str
-    def __init__(self, avatar_id: _Optional[int] = ..., status: _Optional[str] = ..., next_schedule_time: _Optional[str] = ..., last_schedule_time: _Optional[str] = ..., last_action_type: _Optional[str] = ..., schedule_count: _Optional[int] = ..., failed_count: _Optional[int] = ..., created_at: _Optional[str] = ..., updated_at: _Optional[str] = ...) -> None: ...
+    policy: str
+    def __init__(self, avatar_id: _Optional[int] = ..., status: _Optional[str] = ..., next_schedule_time: _Optional[str] = ..., last_schedule_time: _Optional[str] = ..., last_action_type: _Optional[str] = ..., schedule_count: _Optional[int] = ..., failed_count: _Optional[int] = ..., created_at: _Optional[str] = ..., updated_at: _Optional[str] = ..., policy: _Optional[str] = ...) -> None: ...
 
 class DisableAvatarScheduleRequest(_message.Message):
     __slots__ = ("avatar_id",)
@@ -187,3 +189,106 @@ class ScheduleHistoryEntry(_message.Message):
     error: str
     lag_seconds: float
     def __init__(self, id: _Optional[int] = ..., avatar_id: _Optional[int] = ..., trigger: _Optional[str] = ..., planned_time: _Optional[str] = ..., started_time: _Optional[str] = ..., finished_time: _Optional[str] = ..., outcome: _Optional[str] = ..., action_type: _Optional[str] = ..., action_id: _Optional[int] = ..., error: _Optional[str] = ..., lag_seconds: _Optional[float] = ...) -> None: ...
+
+class SchedulePolicy(_message.Message):
+    __slots__ = ("time_zone", "windows", "min_interval_hours", "max_interval_hours", "day_rates", "quiet_dates")
+    class DayRatesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    TIME_ZONE_FIELD_NUMBER: _ClassVar[int]
+    WINDOWS_FIELD_NUMBER: _ClassVar[int]
+    MIN_INTERVAL_HOURS_FIELD_NUMBER: _ClassVar[int]
+    MAX_INTERVAL_HOURS_FIELD_NUMBER: _ClassVar[int]
+    DAY_RATES_FIELD_NUMBER: _ClassVar[int]
+    QUIET_DATES_FIELD_NUMBER: _ClassVar[int]
+    time_zone: str
+    windows: _containers.RepeatedCompositeFieldContainer[ActiveWindow]
+    min_interval_hours: float
+    max_interval_hours: float
+    day_rates: _containers.ScalarMap[str, float]
+    quiet_dates: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, time_zone: _Optional[str] = ..., windows: _Optional[_Iterable[_Union[ActiveWindow, _Mapping]]] = ..., min_interval_hours: _Optional[float] = ..., max_interval_hours: _Optional[float] = ..., day_rates: _Optional[_Mapping[str, float]] = ..., quiet_dates: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ActiveWindow(_message.Message):
+    __slots__ = ("start", "end", "days")
+    START_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    DAYS_FIELD_NUMBER: _ClassVar[int]
+    start: str
+    end: str
+    days: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, start: _Optional[str] = ..., end: _Optional[str] = ..., days: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class SetAvatarSchedulePolicyRequest(_message.Message):
+    __slots__ = ("avatar_id", "policy")
+    AVATAR_ID_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    avatar_id: int
+    policy: SchedulePolicy
+    def __init__(self, avatar_id: _Optional[int] = ..., policy: _Optional[_Union[SchedulePolicy, _Mapping]] = ...) -> None: ...
+
+class SetAvatarSchedulePolicyResponse(_message.Message):
+    __slots__ = ("code", "message", "policy", "info", "redrawn")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    INFO_FIELD_NUMBER: _ClassVar[int]
+    REDRAWN_FIELD_NUMBER: _ClassVar[int]
+    code: int
+    message: str
+    policy: SchedulePolicy
+    info: ScheduleInfo
+    redrawn: bool
+    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ..., policy: _Optional[_Union[SchedulePolicy, _Mapping]] = ..., info: _Optional[_Union[ScheduleInfo, _Mapping]] = ..., redrawn: _Optional[bool] = ...) -> None: ...
+
+class GetAvatarSchedulePolicyRequest(_message.Message):
+    __slots__ = ("avatar_id",)
+    AVATAR_ID_FIELD_NUMBER: _ClassVar[int]
+    avatar_id: int
+    def __init__(self, avatar_id: _Optional[int] = ...) -> None: ...
+
+class GetAvatarSchedulePolicyResponse(_message.Message):
+    __slots__ = ("code", "message", "policy", "summary", "is_default", "effective_time_zone", "effective_min_interval_hours", "effective_max_interval_hours")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    IS_DEFAULT_FIELD_NUMBER: _ClassVar[int]
+    EFFECTIVE_TIME_ZONE_FIELD_NUMBER: _ClassVar[int]
+    EFFECTIVE_MIN_INTERVAL_HOURS_FIELD_NUMBER: _ClassVar[int]
+    EFFECTIVE_MAX_INTERVAL_HOURS_FIELD_NUMBER: _ClassVar[int]
+    code: int
+    message: str
+    policy: SchedulePolicy
+    summary: str
+    is_default: bool
+    effective_time_zone: str
+    effective_min_interval_hours: float
+    effective_max_interval_hours: float
+    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ..., policy: _Optional[_Union[SchedulePolicy, _Mapping]] = ..., summary: _Optional[str] = ..., is_default: _Optional[bool] = ..., effective_time_zone: _Optional[str] = ..., effective_min_interval_hours: _Optional[float] = ..., effective_max_interval_hours: _Optional[float] = ...) -> None: ...
+
+class SetSchedulePoliciesRequest(_message.Message):
+    __slots__ = ("avatar_ids", "policy")
+    AVATAR_IDS_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    avatar_ids: _containers.RepeatedScalarFieldContainer[int]
+    policy: SchedulePolicy
+    def __init__(self, avatar_ids: _Optional[_Iterable[int]] = ..., policy: _Optional[_Union[SchedulePolicy, _Mapping]] = ...) -> None: ...
+
+class SetSchedulePoliciesResponse(_message.Message):
+    __slots__ = ("code", "message", "updated", "redrawn", "missing_avatar_ids")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_FIELD_NUMBER: _ClassVar[int]
+    REDRAWN_FIELD_NUMBER: _ClassVar[int]
+    MISSING_AVATAR_IDS_FIELD_NUMBER: _ClassVar[int]
+    code: int
+    message: str
+    updated: int
+    redrawn: int
+    missing_avatar_ids: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ..., updated: _Optional[int] = ..., redrawn: _Optional[int] = ..., missing_avatar_ids: _Optional[_Iterable[int]] = ...) -> None: ...

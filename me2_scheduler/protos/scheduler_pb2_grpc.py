@@ -74,6 +74,21 @@ class SchedulerStub:
                 request_serializer=scheduler__pb2.GetAvatarScheduleHistoryRequest.SerializeToString,
                 response_deserializer=scheduler__pb2.GetAvatarScheduleHistoryResponse.FromString,
                 _registered_method=True)
+        self.SetAvatarSchedulePolicy = channel.unary_unary(
+                '/scheduler.Scheduler/SetAvatarSchedulePolicy',
+                request_serializer=scheduler__pb2.SetAvatarSchedulePolicyRequest.SerializeToString,
+                response_deserializer=scheduler__pb2.SetAvatarSchedulePolicyResponse.FromString,
+                _registered_method=True)
+        self.GetAvatarSchedulePolicy = channel.unary_unary(
+                '/scheduler.Scheduler/GetAvatarSchedulePolicy',
+                request_serializer=scheduler__pb2.GetAvatarSchedulePolicyRequest.SerializeToString,
+                response_deserializer=scheduler__pb2.GetAvatarSchedulePolicyResponse.FromString,
+                _registered_method=True)
+        self.SetSchedulePolicies = channel.unary_unary(
+                '/scheduler.Scheduler/SetSchedulePolicies',
+                request_serializer=scheduler__pb2.SetSchedulePoliciesRequest.SerializeToString,
+                response_deserializer=scheduler__pb2.SetSchedulePoliciesResponse.FromString,
+                _registered_method=True)
 
 
 class SchedulerServicer:
@@ -139,6 +154,28 @@ class SchedulerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetAvatarSchedulePolicy(self, request, context):
+        """Set an avatar's scheduling policy (404 without a schedule, 400 naming each bad
+        field). A next time outside the new windows is drawn again. New.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetAvatarSchedulePolicy(self, request, context):
+        """Read an avatar's scheduling policy (the service default when it set none). New.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetSchedulePolicies(self, request, context):
+        """Set one policy for up to 1000 avatars in one transaction. New.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SchedulerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -181,6 +218,21 @@ def add_SchedulerServicer_to_server(servicer, server):
                     servicer.GetAvatarScheduleHistory,
                     request_deserializer=scheduler__pb2.GetAvatarScheduleHistoryRequest.FromString,
                     response_serializer=scheduler__pb2.GetAvatarScheduleHistoryResponse.SerializeToString,
+            ),
+            'SetAvatarSchedulePolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetAvatarSchedulePolicy,
+                    request_deserializer=scheduler__pb2.SetAvatarSchedulePolicyRequest.FromString,
+                    response_serializer=scheduler__pb2.SetAvatarSchedulePolicyResponse.SerializeToString,
+            ),
+            'GetAvatarSchedulePolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAvatarSchedulePolicy,
+                    request_deserializer=scheduler__pb2.GetAvatarSchedulePolicyRequest.FromString,
+                    response_serializer=scheduler__pb2.GetAvatarSchedulePolicyResponse.SerializeToString,
+            ),
+            'SetSchedulePolicies': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetSchedulePolicies,
+                    request_deserializer=scheduler__pb2.SetSchedulePoliciesRequest.FromString,
+                    response_serializer=scheduler__pb2.SetSchedulePoliciesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -399,6 +451,87 @@ class Scheduler:
             '/scheduler.Scheduler/GetAvatarScheduleHistory',
             scheduler__pb2.GetAvatarScheduleHistoryRequest.SerializeToString,
             scheduler__pb2.GetAvatarScheduleHistoryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetAvatarSchedulePolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scheduler.Scheduler/SetAvatarSchedulePolicy',
+            scheduler__pb2.SetAvatarSchedulePolicyRequest.SerializeToString,
+            scheduler__pb2.SetAvatarSchedulePolicyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAvatarSchedulePolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scheduler.Scheduler/GetAvatarSchedulePolicy',
+            scheduler__pb2.GetAvatarSchedulePolicyRequest.SerializeToString,
+            scheduler__pb2.GetAvatarSchedulePolicyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetSchedulePolicies(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scheduler.Scheduler/SetSchedulePolicies',
+            scheduler__pb2.SetSchedulePoliciesRequest.SerializeToString,
+            scheduler__pb2.SetSchedulePoliciesResponse.FromString,
             options,
             channel_credentials,
             insecure,

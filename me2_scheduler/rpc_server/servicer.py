@@ -10,14 +10,12 @@ status, so go-zero clients of the original service read them unchanged.
 
 from __future__ import annotations
 
-import functools
 import logging
 import random
-import re
 import time
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
 
@@ -26,94 +24,52 @@ from me2_scheduler.clients.channels import Caller
 from me2_scheduler.clock import utc_now
 from me2_scheduler.config import Config
 from me2_scheduler.dispatch import Dispatched, Dispatcher
-from me2_scheduler.errors import RedisIndexError, SchedulerError, StoreError
 from me2_scheduler.policy import (
     CONFLICT,
     INTERNAL,
     INVALID,
+    NOT_FOUND,
     OK,
     UNAVAILABLE,
     Call,
     Failure,
     Success,
 )
+from me2_scheduler.policy_context import PolicyContext
 from me2_scheduler.protos import scheduler_pb2 as pb
 from me2_scheduler.protos import scheduler_pb2_grpc
+from me2_scheduler.rpc_server.answers import (
+    SUCCESS,
+    Refused,
+    answers,
+    one_sentence,
+    valid_avatar_id,
+)
 from me2_scheduler.rpc_server.convert import history_entry, schedule_info
+from me2_scheduler.rpc_server.policies import (
+    batch_problem,
+    policy_reply,
+    redraw_outside,
+    requested_policy,
+    shown_policy,
+)
+from me2_scheduler.schedule_policy import PolicyError, SchedulePolicy, summary
 from me2_scheduler.states import Outcome, Trigger
 from me2_scheduler.storage.claim import Claim
 from me2_scheduler.storage.index import DelayIndex
 from me2_scheduler.storage.mysql import MysqlStore, ScheduleRow
+from me2_scheduler.storage.policies import Redraw
 from me2_scheduler.timefmt import Display
 
 log = logging.getLogger("me2_scheduler.rpc")
 
-SUCCESS = "success"  # the ``message`` of every code-0 answer
 MAX_BATCH_IDS = 1000
 DEFAULT_HISTORY_LIMIT = 20
 MAX_HISTORY_LIMIT = 100
-MAX_MESSAGE_DETAIL = 300  # characters of a driver error shown to a client
 MIN_ACTION_TIMEOUT_S = 0.001  # a spent budget still means "now": gRPC reads 0 as no deadline
 
-BAD_AVATAR_ID = "avatar_id must be a positive integer"
 CHANGED_CONCURRENTLY = "the schedule changed concurrently; retry"
 IN_FLIGHT = "a dispatch is in progress for this avatar"
-
-_Handler = TypeVar("_Handler", bound=Callable[..., Any])
-
-
-class Refused(Exception):
-    """An answer with a non-zero code, raised anywhere inside a handler."""
-
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-def one_sentence(text: str) -> str:
-    """A driver error as one short clause: one line, no inner full stops, bounded length."""
-    text = re.sub(r"\s+", " ", text).strip().rstrip(".")
-    text = text.replace(". ", "; ")
-    if len(text) > MAX_MESSAGE_DETAIL:
-        text = text[: MAX_MESSAGE_DETAIL - 3].rstrip() + "..."
-    return text
-
-
-def answers(response_type: type, *, with_context: bool = False) -> Callable[[_Handler], _Handler]:
-    """Turn a handler ``f(self, request) -> response`` into a gRPC method that never raises.
-
-    ``with_context``: the handler is ``f(self, request, context)``.
-
-    ``Refused`` becomes its code and message; ``StoreError``/``RedisIndexError``
-    become 503 "storage unavailable: ..."; another ``SchedulerError`` 500 with
-    its message; anything else 500 "internal error" with the traceback logged.
-    """
-
-    def wrap(handler: _Handler) -> _Handler:
-        @functools.wraps(handler)
-        def method(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
-            try:
-                if with_context:
-                    return handler(self, request, context)
-                return handler(self, request)
-            except Refused as exc:
-                return response_type(code=exc.code, message=exc.message)
-            except (StoreError, RedisIndexError) as exc:
-                log.error("rpc %s: storage unavailable: %s", handler.__name__, exc)
-                message = f"storage unavailable: {one_sentence(str(exc))}"
-                return response_type(code=UNAVAILABLE, message=message)
-            except SchedulerError as exc:
-                log.error("rpc %s failed: %s", handler.__name__, exc)
-                message = f"internal error: {one_sentence(str(exc))}"
-                return response_type(code=INTERNAL, message=message)
-            except Exception:
-                log.exception("rpc %s: unexpected error", handler.__name__)
-                return response_type(code=INTERNAL, message="internal error")
-
-        return method  # type: ignore[return-value]
-
-    return wrap
 
 
 def acted(dispatched: Dispatched) -> Success:
@@ -128,13 +84,6 @@ def acted(dispatched: Dispatched) -> Success:
     code = UNAVAILABLE if failure is not None and failure.unavailable else INTERNAL
     error = failure.error if failure is not None else ""
     raise Refused(code, f"action failed: {one_sentence(error)}")
-
-
-def valid_avatar_id(avatar_id: int) -> int:
-    """``avatar_id`` itself; raise ``Refused(400)`` when it is not positive."""
-    if avatar_id <= 0:
-        raise Refused(INVALID, BAD_AVATAR_ID)
-    return avatar_id
 
 
 def action_timeout_s(
@@ -163,7 +112,8 @@ def history_limit(limit: int) -> int:
 class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
     """The Scheduler service over one store, one index and one dispatcher (all thread-safe).
 
-    ``clock`` and ``rng`` draw the next times of enable and resume.
+    ``clock`` and ``rng`` draw the next times of enable and resume, in the
+    avatar's scheduling policy (``PolicyContext`` fills in its blanks).
     """
 
     def __init__(
@@ -182,6 +132,7 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
         self._clock = clock
         self._rng = rng or random.Random()
         self._display = Display(config.timezone)
+        self._policies = PolicyContext.from_config(config)
 
     # -- the API ------------------------------------------------------------
 
@@ -237,7 +188,9 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
         if any(avatar_id <= 0 for avatar_id in avatar_ids):
             raise Refused(INVALID, "every avatar_id must be a positive integer")
         rows = self._store.batch_get(avatar_ids)
-        infos = [self._info(row) for row in rows]
+        # The policies of the whole batch in one query, not one per avatar.
+        policies = self._store.get_policies([row.avatar_id for row in rows])
+        infos = [self._info(row, policies[row.avatar_id]) for row in rows]
         return pb.BatchGetScheduleStatusResponse(code=OK, message=SUCCESS, schedules=infos)
 
     @answers(pb.GetAvatarScheduleHistoryResponse)
@@ -256,6 +209,64 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
             next_cursor=next_cursor,
             entries=[history_entry(entry, self._display) for entry in entries],
         )
+
+    # -- scheduling policies ----------------------------------------------------
+
+    @answers(pb.SetAvatarSchedulePolicyResponse)
+    def SetAvatarSchedulePolicy(self, request: Any) -> Any:
+        avatar_id = valid_avatar_id(request.avatar_id)
+        chosen = self._requested_policy(request)
+        done = self._store.set_policy(avatar_id, chosen, self._redraw(chosen))
+        if done is None:
+            raise Refused(NOT_FOUND, policy.decide(Call.GET, None).message)
+        if done.redrawn:
+            self._mirror(done.row)
+        return pb.SetAvatarSchedulePolicyResponse(
+            code=OK,
+            message=SUCCESS,
+            policy=shown_policy(chosen),
+            info=self._info(done.row, chosen),
+            redrawn=done.redrawn,
+        )
+
+    @answers(pb.GetAvatarSchedulePolicyResponse)
+    def GetAvatarSchedulePolicy(self, request: Any) -> Any:
+        avatar_id = valid_avatar_id(request.avatar_id)
+        self._decided(Call.GET, avatar_id)  # 404 without a schedule
+        chosen = self._store.get_policy(avatar_id)
+        return pb.GetAvatarSchedulePolicyResponse(
+            code=OK, message=SUCCESS, **policy_reply(chosen, self._policies)
+        )
+
+    @answers(pb.SetSchedulePoliciesResponse)
+    def SetSchedulePolicies(self, request: Any) -> Any:
+        avatar_ids = list(dict.fromkeys(request.avatar_ids))
+        problem = batch_problem(avatar_ids, MAX_BATCH_IDS)
+        if problem is not None:
+            raise Refused(INVALID, problem)
+        chosen = self._requested_policy(request)
+        done = self._store.set_policies(avatar_ids, chosen, self._redraw(chosen))
+        redrawn = [entry.row for entry in done.values() if entry.redrawn]
+        if redrawn:  # MySQL first, then Redis; one script call for the batch
+            due = [(row.avatar_id, at) for row in redrawn if (at := row.due_epoch) is not None]
+            self._index.put_due_many(due)
+        return pb.SetSchedulePoliciesResponse(
+            code=OK,
+            message=SUCCESS,
+            updated=len(done),
+            redrawn=len(redrawn),
+            missing_avatar_ids=[avatar_id for avatar_id in avatar_ids if avatar_id not in done],
+        )
+
+    def _requested_policy(self, request: Any) -> SchedulePolicy:
+        """The request's policy; raise ``Refused(400)`` naming every bad field."""
+        try:
+            return requested_policy(request, self._policies)
+        except PolicyError as exc:
+            raise Refused(INVALID, str(exc)) from None
+
+    def _redraw(self, chosen: SchedulePolicy) -> Redraw:
+        return redraw_outside(chosen, self._policies, self._clock(), self._rng)
 
     # -- state changes --------------------------------------------------------
 
@@ -287,8 +298,8 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
     ) -> ScheduleRow | None:
         """Apply ``decision`` to MySQL; None when a concurrent writer won."""
         if row is None:  # decide() allows only a create on a missing row
-            return self._store.create(avatar_id, self._next_time())
-        next_time = self._next_time() if decision.reschedule else None
+            return self._store.create(avatar_id, self._next_time(avatar_id))
+        next_time = self._next_time(avatar_id) if decision.reschedule else None
         return self._store.transition(
             avatar_id,
             expected_status=row.status,
@@ -346,11 +357,13 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
         )
         return Caller(timeout, context.add_callback)
 
-    def _next_time(self) -> datetime:
-        schedule = self._config.action_schedule
-        return policy.next_due(
-            self._clock(), schedule.min_interval_hours, schedule.max_interval_hours, self._rng
-        )
+    def _next_time(self, avatar_id: int) -> datetime:
+        """A new next time for the avatar from now, in its policy's active time."""
+        chosen = self._store.get_policy(avatar_id)
+        return self._policies.next_due_or_default(self._clock(), chosen, self._rng, avatar_id)
 
-    def _info(self, row: ScheduleRow) -> pb.ScheduleInfo:
-        return schedule_info(row, self._display)
+    def _info(self, row: ScheduleRow, chosen: SchedulePolicy | None = None) -> pb.ScheduleInfo:
+        """The row's ``ScheduleInfo``; its policy is read unless given."""
+        if chosen is None:
+            chosen = self._store.get_policy(row.avatar_id)
+        return schedule_info(row, self._display, summary(chosen))

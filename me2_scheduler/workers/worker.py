@@ -1,9 +1,12 @@
 """The worker role: dispatches the claimed avatars it pops from ``ready`` (the seed's TaskExecutor).
 
-Each worker process runs ``main``: it pops up to ``Schedule.DispatchBatch``
-claims at a time (at least its share of ``Schedule.MaxInFlight``) and hands
-them to a ``dispatch.Dispatcher``, which checks, calls Action with up to that
-share of calls in flight, records and settles them.
+Each worker process runs ``main``: it pops a batch of claims and hands it to
+a ``dispatch.Dispatcher``, which checks, calls Action with up to the
+worker's share of ``Schedule.MaxInFlight`` in flight, records and settles
+them. A batch is up to ``Schedule.DispatchBatch`` claims (at least the
+share) while Action answers fast, and only what the worker can start at once
+while it is slow (``InFlight.pop_size``): claims a busy worker cannot call
+yet stay in ``ready`` for an idle one.
 """
 
 from __future__ import annotations
@@ -26,9 +29,9 @@ def main(config: Config, ctx: ChildContext) -> int:
     schedule = config.schedule
     share = share_of(schedule.max_in_flight, schedule.max_workers, ctx.index)
     dispatcher = make_dispatcher(config, max_in_flight=share)
-    batch = max(schedule.dispatch_batch, share)
     while not ctx.stopping:
         try:
+            batch = dispatcher.pop_size(schedule.dispatch_batch)
             popped = dispatcher.index.pop_ready_many(batch, timeout_s=1.0)
             if popped.malformed:
                 metrics.ERRORS.labels(role="worker", kind="MalformedClaim").inc(popped.malformed)
