@@ -8,13 +8,12 @@ stderr and exits 1.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from typing import Any
 
 import click
 
-from me2_scheduler.cli.common import EXIT_FAILURE, echo_json, fail, json_option, load_or_exit
+from me2_scheduler.cli.common import fail, json_option, load_or_exit, print_answer
 from me2_scheduler.errors import SchedulerError
 
 _AVATAR_HELP = {
@@ -79,19 +78,13 @@ def resolve_target(target: str | None, config_path: str | None) -> str:
 
 
 def _call_avatar(target: str, action: str, avatar_id: int, as_json: bool, **kwargs: Any) -> None:
-    from me2_scheduler.ops.avatar import call, render, to_dict
+    from me2_scheduler.ops.avatar import call, render
 
     try:
         response = call(target, action, avatar_id, **kwargs)
     except SchedulerError as exc:
         fail(exc)
-    if as_json:
-        echo_json(to_dict(response))
-    if response.code != 0:
-        click.echo(f"error: code {response.code}: {response.message}", err=True)
-        sys.exit(EXIT_FAILURE)
-    if not as_json:
-        click.echo(render(response))
+    print_answer(response, as_json, render)
 
 
 for _action in _AVATAR_HELP:

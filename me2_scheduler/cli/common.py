@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
@@ -67,3 +67,17 @@ def guard() -> Iterator[None]:
 def echo_json(document: Any) -> None:
     """One JSON document on stdout, UTF-8 kept readable."""
     click.echo(json.dumps(document, ensure_ascii=False, indent=2))
+
+
+def print_answer(response: Any, as_json: bool, render: Callable[[Any], str]) -> None:
+    """Print a Scheduler API answer (``--json``: the whole response in proto field names);
+    exit 1 with ``error: code <code>: <message>`` unless its code is 0."""
+    from me2_scheduler.ops.avatar import to_dict
+
+    if as_json:
+        echo_json(to_dict(response))
+    if response.code != 0:
+        click.echo(f"error: code {response.code}: {response.message}", err=True)
+        sys.exit(EXIT_FAILURE)
+    if not as_json:
+        click.echo(render(response))

@@ -13,14 +13,13 @@ line naming the field; an API answer other than 0 exits 1 with
 from __future__ import annotations
 
 import random
-import sys
 from collections.abc import Callable
 from typing import Any
 
 import click
 
 from me2_scheduler.cli.avatar import API_OPTIONS, resolve_target
-from me2_scheduler.cli.common import EXIT_FAILURE, EXIT_USAGE, echo_json, fail
+from me2_scheduler.cli.common import EXIT_USAGE, echo_json, fail, print_answer
 from me2_scheduler.errors import SchedulerError
 
 POLICY_OPTIONS: list[Callable[[Any], Any]] = [
@@ -74,16 +73,9 @@ def _policy_given(policy_file: str | None, use_default: bool, **inline: Any) -> 
 
 def _answer(response: Any, as_json: bool) -> None:
     """Print a policy answer; exit 1 with ``error: code <code>: <message>`` unless code 0."""
-    from me2_scheduler.ops.avatar import to_dict
     from me2_scheduler.ops.policy import render
 
-    if as_json:
-        echo_json(to_dict(response))
-    if response.code != 0:
-        click.echo(f"error: code {response.code}: {response.message}", err=True)
-        sys.exit(EXIT_FAILURE)
-    if not as_json:
-        click.echo(render(response))
+    print_answer(response, as_json, render)
 
 
 # -- avatar policy get|set ID -----------------------------------------------------------

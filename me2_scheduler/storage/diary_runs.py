@@ -20,16 +20,14 @@ hold the DSN ``loc`` wall clock at whole seconds (see ``rows``).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, fields
 from datetime import date, datetime, tzinfo
 from typing import Any
 
 from me2_scheduler.config import MysqlConf
-from me2_scheduler.errors import StoreError
 from me2_scheduler.states import DiaryRunStatus
-from me2_scheduler.storage.mysql_conn import MysqlPool, where, zone
+from me2_scheduler.storage.mysql_conn import MysqlPool, named_lock, where, zone
 from me2_scheduler.storage.rows import Cursor, from_db, to_db
 
 OWNER_MAX_CHARS = 128
@@ -257,21 +255,14 @@ class DiaryRunStore:
             row = self._select(cur, key)
         return ([] if row is None else [row]), inserted
 
-    @contextmanager
-    def _date_lock(self, cur: Cursor, run_date: date) -> Iterator[None]:
-        name = f"me2_scheduler.diary.{self._dsn.database}.{run_date.isoformat()}"[:64]
-        cur.execute("SELECT GET_LOCK(%s, %s)", (name, DATE_LOCK_TIMEOUT_S))
-        (got,) = cur.fetchone()
-        if got != 1:
-            raise StoreError(
-                f"MySQL {where(self._dsn)}: another manual diary run of {run_date} held"
-                f" its lock for {DATE_LOCK_TIMEOUT_S}s"
-            )
-        try:
-            yield
-        finally:
-            cur.execute("SELECT RELEASE_LOCK(%s)", (name,))
-            cur.fetchall()
+    def _date_lock(self, cur: Cursor, run_date: date) -> AbstractContextManager[None]:
+        return named_lock(
+            cur,
+            f"me2_scheduler.diary.{self._dsn.database}.{run_date.isoformat()}",
+            DATE_LOCK_TIMEOUT_S,
+            f"MySQL {where(self._dsn)}: another manual diary run of {run_date} held"
+            f" its lock for {DATE_LOCK_TIMEOUT_S}s",
+        )
 
     def _insert(self, cur: Cursor, key: RunKey, owner: str, now: datetime) -> bool:
         """INSERT the row of a new run unless ``key`` exists; True if inserted."""

@@ -39,7 +39,7 @@ import pymysql
 
 from me2_scheduler.config import MysqlConf
 from me2_scheduler.errors import SchemaBehindError, StoreError
-from me2_scheduler.storage.mysql_conn import open_connection, translated, where, zone
+from me2_scheduler.storage.mysql_conn import named_lock, open_connection, translated, where, zone
 from me2_scheduler.storage.rows import to_db
 
 if TYPE_CHECKING:
@@ -263,28 +263,18 @@ def apply_migrations(conf: MysqlConf) -> list[str]:
     Raises StoreError when MySQL is unreachable, another run holds the lock
     for longer than ``LOCK_TIMEOUT_S``, or a statement fails.
     """
-    lock_name = f"me2_scheduler.migrate.{conf.dsn.database}"[:64]
+    lock_name = f"me2_scheduler.migrate.{conf.dsn.database}"
     with translated(conf.dsn, "migrating the schema"):
         conn = open_connection(conf)
         try:
-            with conn.cursor() as cur:
-                _lock(cur, conf, lock_name)
-                try:
-                    return _apply_missing(cur, conn, conf)
-                finally:
-                    cur.execute("SELECT RELEASE_LOCK(%s)", (lock_name,))
+            busy = (
+                f"MySQL {where(conf.dsn)}: another migration run held the lock "
+                f"for {LOCK_TIMEOUT_S}s; try again when it has finished"
+            )
+            with conn.cursor() as cur, named_lock(cur, lock_name, LOCK_TIMEOUT_S, busy):
+                return _apply_missing(cur, conn, conf)
         finally:
             conn.close()
-
-
-def _lock(cur: pymysql.cursors.Cursor, conf: MysqlConf, name: str) -> None:
-    cur.execute("SELECT GET_LOCK(%s, %s)", (name, LOCK_TIMEOUT_S))
-    (got,) = cur.fetchone()
-    if got != 1:
-        raise StoreError(
-            f"MySQL {where(conf.dsn)}: another migration run held the lock "
-            f"for {LOCK_TIMEOUT_S}s; try again when it has finished"
-        )
 
 
 def run_migration(cur: pymysql.cursors.Cursor, migration: Migration) -> list[Step]:

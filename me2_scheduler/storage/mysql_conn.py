@@ -128,6 +128,22 @@ def translated(dsn: MysqlDsn, action: str) -> Iterator[None]:
         raise StoreError(describe(dsn, action, exc)) from None
 
 
+@contextlib.contextmanager
+def named_lock(cur: Any, name: str, timeout_s: int, busy: str) -> Iterator[None]:
+    """Hold MySQL's ``GET_LOCK(name)`` (one server-wide name, cut to MySQL's 64 characters)
+    for the block; raise ``StoreError(busy)`` when another session holds it ``timeout_s``."""
+    name = name[:64]
+    cur.execute("SELECT GET_LOCK(%s, %s)", (name, timeout_s))
+    (got,) = cur.fetchone()
+    if got != 1:
+        raise StoreError(busy)
+    try:
+        yield
+    finally:
+        cur.execute("SELECT RELEASE_LOCK(%s)", (name,))
+        cur.fetchall()
+
+
 class MysqlPool:
     """This process's DBUtils pool for one ``MysqlConf``, created on first use.
 
