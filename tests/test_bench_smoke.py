@@ -11,7 +11,7 @@ import pytest
 
 from me2_devkit.bench import profile
 from me2_devkit.bench.env import Servers
-from me2_devkit.bench.latency import burst_size, ideal_rate, steady_rate
+from me2_devkit.bench.latency import bound_note, burst_size, ideal_rate, steady_rate
 from me2_devkit.bench.report import Results, render, target_rows
 from me2_devkit.bench.runner import Plan, run
 from me2_devkit.bench.scenarios import FULL, SMOKE
@@ -117,6 +117,10 @@ def test_a_missed_latency_target_names_its_ideal_and_peak() -> None:
     assert row[3] == "✗"
     assert "0.40 of the ideal 400 in flight / 200 ms (2,000/s)" in row[4]
     assert "0.64 of the CPU ceiling" in row[4] and "peak 400 calls" in row[4]
+    results.add({"inflight400.burst.200ms.cpu_ms.worker": 1.0,
+                 "inflight400.burst.200ms.cpu_ms.action-simulator": 0.6})  # fmt: skip
+    note = bound_note(results, 400, 200)
+    assert "worker 1 ms, action-simulator 0.6 ms" in note and "the CPU binds." in note
 
 
 def test_percentile_is_nearest_rank() -> None:

@@ -18,9 +18,7 @@ CALLS = 60
 
 
 def rejections(service: str) -> float:
-    value = REGISTRY.get_sample_value(
-        "scheduler_breaker_rejections_total", {"service": service}
-    )
+    value = REGISTRY.get_sample_value("scheduler_breaker_rejections_total", {"service": service})
     return value or 0.0
 
 

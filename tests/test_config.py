@@ -648,6 +648,6 @@ def test_max_in_flight_may_hold_many_calls_per_worker(tmp_path: Path) -> None:
 
 def test_max_in_flight_below_the_workers_is_a_config_error(tmp_path: Path) -> None:
     path = write(tmp_path, {"Schedule": {"MaxWorkers": 10, "MaxInFlight": 4}})
-    with pytest.raises(ConfigError, match="at least Schedule.MaxWorkers") as caught:
+    with pytest.raises(ConfigError, match=r"at least Schedule\.MaxWorkers") as caught:
         load_config(str(path))
     assert caught.value.key == "Schedule.MaxInFlight"

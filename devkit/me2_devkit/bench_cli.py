@@ -37,11 +37,17 @@ def _scenario_list(ctx: click.Context, param: click.Parameter, value: str) -> tu
     show_default=True,
     help="Runs per figure (the report shows medians).",
 )
+@click.option(
+    "--latency-runs",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Runs of the Action-latency table (default 1: it has 16 runs of the service).",
+)
 @click.option("--quick", is_flag=True, help="One run, smaller sizes, no 1 M scale.")
 @click.option(
     "--scenarios",
     "scenario_names",
-    default="burst,steady,scale,footprint,limits",
+    default="burst,steady,latency,scale,footprint,limits",
     show_default=True,
     callback=_scenario_list,
     help="Comma-separated scenarios.",
@@ -71,6 +77,7 @@ def _scenario_list(ctx: click.Context, param: click.Parameter, value: str) -> tu
 )
 def bench(
     runs: int,
+    latency_runs: int | None,
     quick: bool,
     scenario_names: tuple[str, ...],
     report_path: str,
@@ -84,9 +91,12 @@ def bench(
 
     sizes = scenarios.QUICK if quick else scenarios.FULL
     counts = tuple(n for n in sizes.scale_counts if n <= max_avatars) or (max_avatars,)
+    sizes = dataclasses.replace(sizes, scale_counts=counts)
+    if latency_runs is not None:
+        sizes = dataclasses.replace(sizes, latency_runs=latency_runs)
     plan = runner.Plan(
         runs=1 if quick else runs,
-        sizes=dataclasses.replace(sizes, scale_counts=counts),
+        sizes=sizes,
         scenarios=scenario_names,
         schedule=_parse_overrides(overrides),
         profile=not no_profile,

@@ -29,6 +29,14 @@ def register(group: click.Group) -> None:
     @click.option("--keep", "keep_dir", type=click.Path(file_okay=False), default=None,
                   help="Run in this directory and keep its logs and data.")  # fmt: skip
     @click.option("--no-faults", is_flag=True, help="Run and audit without injecting faults.")
+    @click.option("--scenario", type=click.Choice(["faults", "inflight"]), default="faults",
+                  show_default=True,
+                  help="faults: the seeded fault plan; inflight: MaxInFlight 400 with Action"
+                  " slow (1 s), then failing half its calls, then down, and the breaker"
+                  " checked from the metrics.")  # fmt: skip
+    @click.option("--max-in-flight", type=click.IntRange(min=1), default=None,
+                  help="Schedule.MaxInFlight (default: MaxWorkers; 400 for --scenario"
+                  " inflight). At least --workers.")  # fmt: skip
     def chaos(
         duration: float,
         seed: int,
@@ -37,18 +45,26 @@ def register(group: click.Group) -> None:
         report_path: str | None,
         keep_dir: str | None,
         no_faults: bool,
+        scenario: str,
+        max_in_flight: int | None,
     ) -> None:
         """Run the service under a seeded fault plan and audit DESIGN §2.3's invariants."""
         from me2_devkit.chaos.report import render_markdown, render_text
-        from me2_devkit.chaos.runner import ChaosOptions, run_chaos
+        from me2_devkit.chaos.runner import ChaosOptions, inflight_options, run_chaos
         from me2_scheduler.errors import SchedulerError
 
         logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
         # SIGTERM stops the run like Ctrl-C: every server it started is stopped first.
         signal.signal(signal.SIGTERM, signal.default_int_handler)
-        options = ChaosOptions(
+        if max_in_flight is not None and max_in_flight < workers:
+            raise click.BadParameter(
+                f"must be at least --workers ({workers})", param_hint="--max-in-flight"
+            )
+        make = inflight_options if scenario == "inflight" else ChaosOptions
+        chosen = {"max_in_flight": max_in_flight} if max_in_flight is not None else {}
+        options = make(
             duration_s=duration, seed=seed, avatars=avatars, workers=workers,
-            faults=not no_faults, root=Path(keep_dir) if keep_dir else None,
+            faults=not no_faults, root=Path(keep_dir) if keep_dir else None, **chosen,
         )  # fmt: skip
         try:
             result = run_chaos(options)

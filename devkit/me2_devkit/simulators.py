@@ -2,8 +2,18 @@
 
 Each simulator counts every call (per avatar, and per idempotency key or
 per ``avatar:date``) so a test can prove that no slot was dispatched twice,
-and serves a ``simulator.Control`` service on the same port so behaviour
-(latency, failures, hangs) can be changed while the scheduler runs.
+and the calls it handles at once (now, and the peak), so a test or the
+benchmark can see how many calls the scheduler holds in flight. It serves a
+``simulator.Control`` service on the same port so behaviour (latency,
+failures, hangs, a capacity) can be changed while the scheduler runs.
+
+With a ``capacity``, a call beyond it is answered ``RESOURCE_EXHAUSTED`` at
+once, as a go-zero service's adaptive shedder answers when it is overloaded:
+the scheduler's in-flight limit is seen backing off. Such a call performed
+nothing and is counted only as ``rejected``. The server's thread pool
+(``max_workers``) must hold every sleeping call: a call waiting for a
+thread is not yet counted in flight, so the default is well above what the
+benchmark holds in flight (400).
 """
 
 from __future__ import annotations
@@ -22,6 +32,8 @@ from typing import Any
 import click
 import grpc
 
+from me2_devkit.simulator_control import SimulatorControl as SimulatorControl
+from me2_devkit.simulator_control import SimulatorStats as SimulatorStats
 from me2_scheduler.protos import (
     action_pb2,
     action_pb2_grpc,
@@ -33,6 +45,9 @@ from me2_scheduler.protos import (
 
 ACTION_TYPES = ("post", "reply", "like", "comment")
 SIMULATED_FAILURE = "simulated failure"
+OVER_CAPACITY = "simulator capacity reached"
+# Threads of the server: each call in flight holds one while it sleeps.
+DEFAULT_MAX_CONCURRENCY = 1024
 
 
 @dataclass(frozen=True)
@@ -44,6 +59,7 @@ class Behaviour:
     fail_avatars: frozenset[int] = frozenset()
     hang_avatars: frozenset[int] = frozenset()
     hang: bool = False  # every call hangs until the caller's deadline
+    capacity: int = 0  # calls handled at once; beyond it RESOURCE_EXHAUSTED (0: unlimited)
 
 
 class _Simulator(simulator_pb2_grpc.ControlServicer):
@@ -57,6 +73,9 @@ class _Simulator(simulator_pb2_grpc.ControlServicer):
         self.behaviour = behaviour
         self._per_avatar: Counter[int] = Counter()
         self._per_key: Counter[str] = Counter()
+        self._in_flight = 0
+        self._peak_in_flight = 0
+        self._rejected = 0
 
     def add_to_server(self, server: grpc.Server) -> None:
         """Register the simulated service and Control on ``server``."""
@@ -67,6 +86,26 @@ class _Simulator(simulator_pb2_grpc.ControlServicer):
             self._per_avatar[avatar_id] += 1
             if key:
                 self._per_key[key] += 1
+
+    def _admit(self, context: grpc.ServicerContext) -> None:
+        """Take a place among the calls in flight; abort RESOURCE_EXHAUSTED when none is free.
+
+        Raises what ``context.abort`` raises (the call ends there).
+        """
+        capacity = self.behaviour.capacity
+        with self._lock:
+            full = 0 < capacity <= self._in_flight
+            if full:
+                self._rejected += 1
+            else:
+                self._in_flight += 1
+                self._peak_in_flight = max(self._peak_in_flight, self._in_flight)
+        if full:
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, OVER_CAPACITY)
+
+    def _leave(self) -> None:
+        with self._lock:
+            self._in_flight -= 1
 
     def _wait(self, avatar_id: int, context: grpc.ServicerContext) -> bool:
         """Apply latency or a hang; return False when the caller is gone meanwhile."""
@@ -95,6 +134,9 @@ class _Simulator(simulator_pb2_grpc.ControlServicer):
                 calls_per_avatar=dict(self._per_avatar),
                 calls_per_key=dict(self._per_key),
                 total=sum(self._per_avatar.values()),
+                in_flight=self._in_flight,
+                peak_in_flight=self._peak_in_flight,
+                rejected=self._rejected,
             )
 
     def Configure(self, request: Any, context: grpc.ServicerContext) -> Any:
@@ -110,14 +152,17 @@ class _Simulator(simulator_pb2_grpc.ControlServicer):
             if request.set_hang_avatars
             else old.hang_avatars,
             hang=request.hang if request.HasField("hang") else old.hang,
+            capacity=request.capacity if request.HasField("capacity") else old.capacity,
         )
         return simulator_pb2.ConfigureResponse()
 
     def Reset(self, request: Any, context: grpc.ServicerContext) -> Any:
-        """Forget counts and remembered answers."""
+        """Forget counts and remembered answers; the peak restarts from the calls in flight."""
         with self._lock:
             self._per_avatar.clear()
             self._per_key.clear()
+            self._peak_in_flight = self._in_flight
+            self._rejected = 0
             self._forget()
         return simulator_pb2.ResetResponse()
 
@@ -138,9 +183,14 @@ class ActionSimulator(_Simulator, action_pb2_grpc.ActionServicer):
         seed: int | None = None,
         *,
         hang_avatars: Iterable[int] = frozenset(),
+        capacity: int = 0,
     ) -> None:
         behaviour = Behaviour(
-            latency_ms, fail_rate, frozenset(fail_avatars), frozenset(hang_avatars)
+            latency_ms,
+            fail_rate,
+            frozenset(fail_avatars),
+            frozenset(hang_avatars),
+            capacity=capacity,
         )
         super().__init__(behaviour, seed)
         self._action_ids = itertools.count(1)
@@ -151,7 +201,15 @@ class ActionSimulator(_Simulator, action_pb2_grpc.ActionServicer):
         action_pb2_grpc.add_ActionServicer_to_server(self, server)
 
     def ScheduleAction(self, request: Any, context: grpc.ServicerContext) -> Any:
-        """Count the call, wait as configured, then act, fail, or repeat the first answer."""
+        """Admit the call (or answer RESOURCE_EXHAUSTED), count it, wait as configured,
+        then act, fail, or repeat the first answer."""
+        self._admit(context)
+        try:
+            return self._act(request, context)
+        finally:
+            self._leave()
+
+    def _act(self, request: Any, context: grpc.ServicerContext) -> Any:
         key = request.idempotency_key
         self._count(request.avatar_id, key)
         if not self._wait(request.avatar_id, context):
@@ -187,9 +245,15 @@ class DiarySimulator(_Simulator, diary_pb2_grpc.DiaryServicer):
         fail_avatars: Iterable[int] = frozenset(),
         hang_avatars: Iterable[int] = frozenset(),
         seed: int | None = None,
+        *,
+        capacity: int = 0,
     ) -> None:
         behaviour = Behaviour(
-            latency_ms, fail_rate, frozenset(fail_avatars), frozenset(hang_avatars)
+            latency_ms,
+            fail_rate,
+            frozenset(fail_avatars),
+            frozenset(hang_avatars),
+            capacity=capacity,
         )
         super().__init__(behaviour, seed)
         self._diary_ids = itertools.count(1)
@@ -199,7 +263,14 @@ class DiarySimulator(_Simulator, diary_pb2_grpc.DiaryServicer):
         diary_pb2_grpc.add_DiaryServicer_to_server(self, server)
 
     def GenerateAvatarDiary(self, request: Any, context: grpc.ServicerContext) -> Any:
-        """Count the call, wait as configured, then write or fail."""
+        """Admit the call (or answer RESOURCE_EXHAUSTED), count it, wait, then write or fail."""
+        self._admit(context)
+        try:
+            return self._write(request, context)
+        finally:
+            self._leave()
+
+    def _write(self, request: Any, context: grpc.ServicerContext) -> Any:
         self._count(request.avatar_id, f"{request.avatar_id}:{request.date}")
         if not self._wait(request.avatar_id, context):
             return diary_pb2.GenerateAvatarDiaryResponse()
@@ -228,9 +299,13 @@ class RunningSimulator:
         self.server.stop(grace).wait()
 
 
-def serve(servicer: _Simulator, listen: str, max_workers: int = 32) -> RunningSimulator:
+def serve(
+    servicer: _Simulator, listen: str, max_workers: int = DEFAULT_MAX_CONCURRENCY
+) -> RunningSimulator:
     """Start a gRPC server for ``servicer`` on ``listen`` (port 0 picks a free one).
 
+    ``max_workers`` threads handle calls (created as calls need them), so up
+    to that many calls are in flight at once; more wait for a thread.
     Raises ``click.UsageError`` when ``listen`` is not host:port, and
     ``RuntimeError`` when the address cannot be bound.
     """
@@ -244,72 +319,16 @@ def serve(servicer: _Simulator, listen: str, max_workers: int = 32) -> RunningSi
     return RunningSimulator(server=server, host=host, port=bound, servicer=servicer)
 
 
-@dataclass(frozen=True)
-class SimulatorStats:
-    """A simulator's counts."""
-
-    calls_per_avatar: dict[int, int]
-    calls_per_key: dict[str, int]
-    total: int
-
-
-class SimulatorControl:
-    """A client of a simulator's Control service (tests, demo, chaos)."""
-
-    def __init__(self, target: str, timeout_s: float = 5.0) -> None:
-        self._channel = grpc.insecure_channel(target)
-        self._stub = simulator_pb2_grpc.ControlStub(self._channel)
-        self._timeout_s = timeout_s
-
-    def stats(self) -> SimulatorStats:
-        """The counts since start or the last reset; raise ``grpc.RpcError`` if unreachable."""
-        reply = self._stub.Stats(simulator_pb2.StatsRequest(), timeout=self._timeout_s)
-        return SimulatorStats(dict(reply.calls_per_avatar), dict(reply.calls_per_key), reply.total)
-
-    def configure(
-        self,
-        *,
-        latency_ms: int | None = None,
-        fail_rate: float | None = None,
-        fail_avatars: Iterable[int] | None = None,
-        hang_avatars: Iterable[int] | None = None,
-        hang: bool | None = None,
-    ) -> None:
-        """Change the behaviour; arguments left None are kept. Raises ``grpc.RpcError``."""
-        request = simulator_pb2.ConfigureRequest(
-            latency_ms=latency_ms, fail_rate=fail_rate, hang=hang
-        )
-        if fail_avatars is not None:
-            request.set_fail_avatars = True
-            request.fail_avatars.extend(fail_avatars)
-        if hang_avatars is not None:
-            request.set_hang_avatars = True
-            request.hang_avatars.extend(hang_avatars)
-        self._stub.Configure(request, timeout=self._timeout_s)
-
-    def reset(self) -> None:
-        """Forget counts and remembered answers. Raises ``grpc.RpcError``."""
-        self._stub.Reset(simulator_pb2.ResetRequest(), timeout=self._timeout_s)
-
-    def close(self) -> None:
-        """Close the channel."""
-        self._channel.close()
-
-    def __enter__(self) -> SimulatorControl:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-
-def run_until_signalled(servicer: _Simulator, listen: str) -> None:
+def run_until_signalled(
+    servicer: _Simulator, listen: str, max_workers: int = DEFAULT_MAX_CONCURRENCY
+) -> None:
     """Serve, print the listening line, and stop gracefully on SIGTERM or SIGINT."""
     stop = threading.Event()
     # The handlers only record the signal; the main thread does the stopping.
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     try:
-        running = serve(servicer, listen)
+        running = serve(servicer, listen, max_workers)
     except RuntimeError as exc:  # grpc cannot bind the address
         raise click.ClickException(f"cannot listen on {listen}: {exc}") from None
     click.echo(f"{servicer.name} simulator listening on {running.address}")
@@ -332,6 +351,20 @@ _fail_avatars = click.option(
     "--fail-avatars", default="", callback=_avatar_ids, help="Comma-separated ids that always fail."
 )
 _seed = click.option("--seed", type=int, default=None, help="Random seed (reproducible runs).")
+_capacity = click.option(
+    "--capacity",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Most calls handled at once; beyond it RESOURCE_EXHAUSTED at once (0: unlimited).",
+)
+_max_concurrency = click.option(
+    "--max-concurrency",
+    type=click.IntRange(min=1),
+    default=DEFAULT_MAX_CONCURRENCY,
+    show_default=True,
+    help="Server threads: the most calls that can be in flight (sleeping) at once.",
+)
 
 
 def register(group: click.Group) -> None:
@@ -343,15 +376,20 @@ def register(group: click.Group) -> None:
     @_fail_rate
     @_fail_avatars
     @_seed
+    @_capacity
+    @_max_concurrency
     def action(
         listen: str,
         latency_ms: int,
         fail_rate: float,
         fail_avatars: frozenset[int],
         seed: int | None,
+        capacity: int,
+        max_concurrency: int,
     ) -> None:
         """Serve action.Action/ScheduleAction (and simulator.Control) until SIGTERM."""
-        run_until_signalled(ActionSimulator(latency_ms, fail_rate, fail_avatars, seed), listen)
+        simulator = ActionSimulator(latency_ms, fail_rate, fail_avatars, seed, capacity=capacity)
+        run_until_signalled(simulator, listen, max_concurrency)
 
     @group.command("diary")
     @_listen
@@ -362,6 +400,8 @@ def register(group: click.Group) -> None:
         "--hang-avatars", default="", callback=_avatar_ids, help="Ids whose calls never answer."
     )
     @_seed
+    @_capacity
+    @_max_concurrency
     def diary(
         listen: str,
         latency_ms: int,
@@ -369,7 +409,11 @@ def register(group: click.Group) -> None:
         fail_avatars: frozenset[int],
         hang_avatars: frozenset[int],
         seed: int | None,
+        capacity: int,
+        max_concurrency: int,
     ) -> None:
         """Serve diary.Diary/GenerateAvatarDiary (and simulator.Control) until SIGTERM."""
-        simulator = DiarySimulator(latency_ms, fail_rate, fail_avatars, hang_avatars, seed)
-        run_until_signalled(simulator, listen)
+        simulator = DiarySimulator(
+            latency_ms, fail_rate, fail_avatars, hang_avatars, seed, capacity=capacity
+        )
+        run_until_signalled(simulator, listen, max_concurrency)

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0fsimulator.proto\x12\tsimulator\"\x0e\n\x0cStatsRequest\"\x93\x02\n\rStatsResponse\x12\x46\n\x10\x63\x61lls_per_avatar\x18\x01 \x03(\x0b\x32,.simulator.StatsResponse.CallsPerAvatarEntry\x12@\n\rcalls_per_key\x18\x02 \x03(\x0b\x32).simulator.StatsResponse.CallsPerKeyEntry\x12\r\n\x05total\x18\x03 \x01(\x03\x1a\x35\n\x13\x43\x61llsPerAvatarEntry\x12\x0b\n\x03key\x18\x01 \x01(\x03\x12\r\n\x05value\x18\x02 \x01(\x05:\x02\x38\x01\x1a\x32\n\x10\x43\x61llsPerKeyEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x05:\x02\x38\x01\"\xdc\x01\n\x10\x43onfigureRequest\x12\x17\n\nlatency_ms\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12\x16\n\tfail_rate\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x18\n\x10set_fail_avatars\x18\x03 \x01(\x08\x12\x14\n\x0c\x66\x61il_avatars\x18\x04 \x03(\x03\x12\x18\n\x10set_hang_avatars\x18\x05 \x01(\x08\x12\x14\n\x0chang_avatars\x18\x06 \x03(\x03\x12\x11\n\x04hang\x18\x07 \x01(\x08H\x02\x88\x01\x01\x42\r\n\x0b_latency_msB\x0c\n\n_fail_rateB\x07\n\x05_hang\"\x13\n\x11\x43onfigureResponse\"\x0e\n\x0cResetRequest\"\x0f\n\rResetResponse2\xc9\x01\n\x07\x43ontrol\x12:\n\x05Stats\x12\x17.simulator.StatsRequest\x1a\x18.simulator.StatsResponse\x12\x46\n\tConfigure\x12\x1b.simulator.ConfigureRequest\x1a\x1c.simulator.ConfigureResponse\x12:\n\x05Reset\x12\x17.simulator.ResetRequest\x1a\x18.simulator.ResetResponseB\rZ\x0b./simulatorb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0fsimulator.proto\x12\tsimulator\"\x0e\n\x0cStatsRequest\"\xd0\x02\n\rStatsResponse\x12\x46\n\x10\x63\x61lls_per_avatar\x18\x01 \x03(\x0b\x32,.simulator.StatsResponse.CallsPerAvatarEntry\x12@\n\rcalls_per_key\x18\x02 \x03(\x0b\x32).simulator.StatsResponse.CallsPerKeyEntry\x12\r\n\x05total\x18\x03 \x01(\x03\x12\x11\n\tin_flight\x18\x04 \x01(\x05\x12\x16\n\x0epeak_in_flight\x18\x05 \x01(\x05\x12\x10\n\x08rejected\x18\x06 \x01(\x03\x1a\x35\n\x13\x43\x61llsPerAvatarEntry\x12\x0b\n\x03key\x18\x01 \x01(\x03\x12\r\n\x05value\x18\x02 \x01(\x05:\x02\x38\x01\x1a\x32\n\x10\x43\x61llsPerKeyEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x05:\x02\x38\x01\"\x80\x02\n\x10\x43onfigureRequest\x12\x17\n\nlatency_ms\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12\x16\n\tfail_rate\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x18\n\x10set_fail_avatars\x18\x03 \x01(\x08\x12\x14\n\x0c\x66\x61il_avatars\x18\x04 \x03(\x03\x12\x18\n\x10set_hang_avatars\x18\x05 \x01(\x08\x12\x14\n\x0chang_avatars\x18\x06 \x03(\x03\x12\x11\n\x04hang\x18\x07 \x01(\x08H\x02\x88\x01\x01\x12\x15\n\x08\x63\x61pacity\x18\x08 \x01(\x05H\x03\x88\x01\x01\x42\r\n\x0b_latency_msB\x0c\n\n_fail_rateB\x07\n\x05_hangB\x0b\n\t_capacity\"\x13\n\x11\x43onfigureResponse\"\x0e\n\x0cResetRequest\"\x0f\n\rResetResponse2\xc9\x01\n\x07\x43ontrol\x12:\n\x05Stats\x12\x17.simulator.StatsRequest\x1a\x18.simulator.StatsResponse\x12\x46\n\tConfigure\x12\x1b.simulator.ConfigureRequest\x1a\x1c.simulator.ConfigureResponse\x12:\n\x05Reset\x12\x17.simulator.ResetRequest\x1a\x18.simulator.ResetResponseB\rZ\x0b./simulatorb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,19 +39,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STATSREQUEST']._serialized_start=30
   _globals['_STATSREQUEST']._serialized_end=44
   _globals['_STATSRESPONSE']._serialized_start=47
-  _globals['_STATSRESPONSE']._serialized_end=322
-  _globals['_STATSRESPONSE_CALLSPERAVATARENTRY']._serialized_start=217
-  _globals['_STATSRESPONSE_CALLSPERAVATARENTRY']._serialized_end=270
-  _globals['_STATSRESPONSE_CALLSPERKEYENTRY']._serialized_start=272
-  _globals['_STATSRESPONSE_CALLSPERKEYENTRY']._serialized_end=322
-  _globals['_CONFIGUREREQUEST']._serialized_start=325
-  _globals['_CONFIGUREREQUEST']._serialized_end=545
-  _globals['_CONFIGURERESPONSE']._serialized_start=547
-  _globals['_CONFIGURERESPONSE']._serialized_end=566
-  _globals['_RESETREQUEST']._serialized_start=568
-  _globals['_RESETREQUEST']._serialized_end=582
-  _globals['_RESETRESPONSE']._serialized_start=584
-  _globals['_RESETRESPONSE']._serialized_end=599
-  _globals['_CONTROL']._serialized_start=602
-  _globals['_CONTROL']._serialized_end=803
+  _globals['_STATSRESPONSE']._serialized_end=383
+  _globals['_STATSRESPONSE_CALLSPERAVATARENTRY']._serialized_start=278
+  _globals['_STATSRESPONSE_CALLSPERAVATARENTRY']._serialized_end=331
+  _globals['_STATSRESPONSE_CALLSPERKEYENTRY']._serialized_start=333
+  _globals['_STATSRESPONSE_CALLSPERKEYENTRY']._serialized_end=383
+  _globals['_CONFIGUREREQUEST']._serialized_start=386
+  _globals['_CONFIGUREREQUEST']._serialized_end=642
+  _globals['_CONFIGURERESPONSE']._serialized_start=644
+  _globals['_CONFIGURERESPONSE']._serialized_end=663
+  _globals['_RESETREQUEST']._serialized_start=665
+  _globals['_RESETREQUEST']._serialized_end=679
+  _globals['_RESETRESPONSE']._serialized_start=681
+  _globals['_RESETRESPONSE']._serialized_end=696
+  _globals['_CONTROL']._serialized_start=699
+  _globals['_CONTROL']._serialized_end=900
 # @@protoc_insertion_point(module_scope)

@@ -11,7 +11,7 @@ class StatsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class StatsResponse(_message.Message):
-    __slots__ = ("calls_per_avatar", "calls_per_key", "total")
+    __slots__ = ("calls_per_avatar", "calls_per_key", "total", "in_flight", "peak_in_flight", "rejected")
     class CallsPerAvatarEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -29,13 +29,19 @@ class StatsResponse(_message.Message):
     CALLS_PER_AVATAR_FIELD_NUMBER: _ClassVar[int]
     CALLS_PER_KEY_FIELD_NUMBER: _ClassVar[int]
     TOTAL_FIELD_NUMBER: _ClassVar[int]
+    IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    PEAK_IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    REJECTED_FIELD_NUMBER: _ClassVar[int]
     calls_per_avatar: _containers.ScalarMap[int, int]
     calls_per_key: _containers.ScalarMap[str, int]
     total: int
-    def __init__(self, calls_per_avatar: _Optional[_Mapping[int, int]] = ..., calls_per_key: _Optional[_Mapping[str, int]] = ..., total: _Optional[int] = ...) -> None: ...
+    in_flight: int
+    peak_in_flight: int
+    rejected: int
+    def __init__(self, calls_per_avatar: _Optional[_Mapping[int, int]] = ..., calls_per_key: _Optional[_Mapping[str, int]] = ..., total: _Optional[int] = ..., in_flight: _Optional[int] = ..., peak_in_flight: _Optional[int] = ..., rejected: _Optional[int] = ...) -> None: ...
 
 class ConfigureRequest(_message.Message):
-    __slots__ = ("latency_ms", "fail_rate", "set_fail_avatars", "fail_avatars", "set_hang_avatars", "hang_avatars", "hang")
+    __slots__ = ("latency_ms", "fail_rate", "set_fail_avatars", "fail_avatars", "set_hang_avatars", "hang_avatars", "hang", "capacity")
     LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
     FAIL_RATE_FIELD_NUMBER: _ClassVar[int]
     SET_FAIL_AVATARS_FIELD_NUMBER: _ClassVar[int]
@@ -43,6 +49,7 @@ class ConfigureRequest(_message.Message):
     SET_HANG_AVATARS_FIELD_NUMBER: _ClassVar[int]
     HANG_AVATARS_FIELD_NUMBER: _ClassVar[int]
     HANG_FIELD_NUMBER: _ClassVar[int]
+    CAPACITY_FIELD_NUMBER: _ClassVar[int]
     latency_ms: int
     fail_rate: float
     set_fail_avatars: bool
@@ -50,7 +57,8 @@ class ConfigureRequest(_message.Message):
     set_hang_avatars: bool
     hang_avatars: _containers.RepeatedScalarFieldContainer[int]
     hang: bool
-    def __init__(self, latency_ms: _Optional[int] = ..., fail_rate: _Optional[float] = ..., set_fail_avatars: _Optional[bool] = ..., fail_avatars: _Optional[_Iterable[int]] = ..., set_hang_avatars: _Optional[bool] = ..., hang_avatars: _Optional[_Iterable[int]] = ..., hang: _Optional[bool] = ...) -> None: ...
+    capacity: int
+    def __init__(self, latency_ms: _Optional[int] = ..., fail_rate: _Optional[float] = ..., set_fail_avatars: _Optional[bool] = ..., fail_avatars: _Optional[_Iterable[int]] = ..., set_hang_avatars: _Optional[bool] = ..., hang_avatars: _Optional[_Iterable[int]] = ..., hang: _Optional[bool] = ..., capacity: _Optional[int] = ...) -> None: ...
 
 class ConfigureResponse(_message.Message):
     __slots__ = ()

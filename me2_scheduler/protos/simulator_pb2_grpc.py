@@ -69,7 +69,8 @@ class ControlServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Reset(self, request, context):
-        """Forget the counts and the remembered answers (behaviour is kept).
+        """Forget the counts and the remembered answers (behaviour is kept); the
+        peak in flight restarts from the calls in flight now.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

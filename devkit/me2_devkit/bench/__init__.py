@@ -5,6 +5,9 @@ real service (``me2-scheduler run``) against them, and measures:
 
 - ``scenarios``: burst (dispatches/s of a backlog), steady (lag at a fixed
   rate) and footprint (RSS and CPU per process under the burst);
+- ``latency``: burst and steady at Action latencies of 0 to 1,000 ms, for
+  ``Schedule.MaxInFlight`` 10 (the seed's) and 400, against the ideal
+  ``MaxInFlight / latency`` and the CPU ceiling;
 - ``scale``: claim, rebuild, verify and sweep at 10 k to 1 M avatars, Redis
   memory and MySQL size;
 - ``limits``: what the box gives each part alone (gRPC calls/s, MariaDB

@@ -20,6 +20,7 @@ from typing import Any
 
 import pymysql
 
+from me2_devkit.testing.configs import service_config, write_config
 from me2_devkit.testing.servers import MariaDBServer, RedisServer, free_port, temp_root
 from me2_devkit.testing.stack import Service, Simulator
 from me2_scheduler.config import Config, load_config
@@ -28,33 +29,6 @@ from me2_scheduler.storage.migrations import apply_migrations
 from me2_scheduler.storage.mysql import MysqlStore
 
 SERVICE_READY_S = 120.0  # a loaded 2-core box may take a while to fork twelve children
-
-CONFIG_TEMPLATE = """\
-Name: scheduler.rpc
-Mode: pro
-ListenOn: 127.0.0.1:{rpc_port}
-Timezone: UTC
-Mysql:
-  DataSource: root@tcp(127.0.0.1:{mysql_port})/{database}?charset=utf8mb4&parseTime=true
-Redis:
-  Host: 127.0.0.1:{redis_port}
-  Key: {redis_key}
-ActionRpc:
-  Endpoints: [{action}]
-  Timeout: 2000
-DiaryRpc:
-  Endpoints: [{action}]
-Schedule:
-{schedule}
-DiarySchedule:
-  CronExpression: "0 3 1 1 *"
-Prometheus:
-  Host: 127.0.0.1
-  Port: {metrics_port}
-Log:
-  Encoding: plain
-  Level: info
-"""
 
 _stage_seq = itertools.count(1)
 
@@ -176,11 +150,6 @@ def delete_keys(index: DelayIndex) -> None:
         client.unlink(key)
 
 
-def _schedule_yaml(schedule: dict[str, Any]) -> str:
-    lines = [f"  {key}: {value}" for key, value in schedule.items()]
-    return "\n".join(lines) or "  MaxWorkers: 10"
-
-
 def make_stage(servers: Servers, name: str, schedule: dict[str, Any] | None = None) -> Stage:
     """A fresh database (migrated) and Redis key, with a config whose ``Schedule`` is ``schedule``.
 
@@ -193,22 +162,33 @@ def make_stage(servers: Servers, name: str, schedule: dict[str, Any] | None = No
     servers.mariadb.create_database(database)
     folder = servers.root / f"{seq:02d}-{name}"
     folder.mkdir(parents=True, exist_ok=True)
-    config_path = folder / "scheduler.yaml"
-    config_path.write_text(
-        CONFIG_TEMPLATE.format(
-            rpc_port=free_port(),
-            mysql_port=servers.mariadb.port,
-            database=database,
-            redis_port=servers.redis.port,
-            redis_key=redis_key,
-            action=servers.action.address,
-            schedule=_schedule_yaml(schedule or {}),
-            metrics_port=free_port(),
-        )
+    config_path = write_config(
+        folder / "scheduler.yaml", stage_config(servers, database, redis_key, schedule)
     )
     config = load_config(str(config_path))
     apply_migrations(config.mysql)
     return Stage(servers, name, database, redis_key, config_path, config)
+
+
+def stage_config(
+    servers: Servers, database: str, redis_key: str, schedule: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The service's settings for a stage: production mode, own ports, the given ``Schedule``."""
+    action = servers.action.address
+    return service_config(
+        data_source=servers.mariadb.dsn(database),
+        redis_host=servers.redis.address,
+        redis_key=redis_key,
+        action=action,
+        listen_on=f"127.0.0.1:{free_port()}",
+        mode="pro",
+        ActionRpc={"Endpoints": [action], "Timeout": 2000},
+        DiaryRpc={"Endpoints": [action]},
+        Schedule=schedule or {"MaxWorkers": 10},
+        DiarySchedule={"CronExpression": "0 3 1 1 *"},
+        Prometheus={"Host": "127.0.0.1", "Port": free_port()},
+        Log={"Encoding": "plain", "Level": "info"},
+    )
 
 
 @contextlib.contextmanager

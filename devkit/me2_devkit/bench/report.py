@@ -1,4 +1,5 @@
-"""The targets of issue 8 and the report that shows each figure against its target and limit.
+"""The targets of issues 8 and 14 and the report that shows each figure against its target
+and limit.
 
 A ``Results`` holds every run's figures; the report shows medians. Every
 headline figure names the limit it is bound by (a figure from ``limits`` or
@@ -88,6 +89,46 @@ def _share(value: float, name: str, limit: float | None) -> str | None:
     return f"{value / limit:.2f} of {name} ({tables.num(limit)}/s)" if limit else None
 
 
+def cell_cpu_ceiling(results: Results, prefix: str) -> float | None:
+    """Dispatches/s the cores allow at the CPU a dispatch cost in one latency cell's burst."""
+    per_dispatch_ms = results.get(f"{prefix}.cpu_ms")
+    if not per_dispatch_ms or not _cores(results):
+        return None
+    return _cores(results) * 1000 / per_dispatch_ms
+
+
+def latency_burst_bound(max_in_flight: int, latency_ms: int) -> Bound:
+    """The bound of a latency cell's burst: its ideal rate, its CPU ceiling, its peak."""
+    prefix = f"inflight{max_in_flight}.burst.{latency_ms}ms"
+
+    def bound(results: Results, value: float) -> str:
+        ideal = max_in_flight * 1000 / latency_ms if latency_ms else None
+        parts = [
+            _share(value, f"the ideal {max_in_flight} in flight / {latency_ms} ms", ideal),
+            _share(value, "the CPU ceiling at this cell's CPU per dispatch",
+                   cell_cpu_ceiling(results, prefix)),
+        ]  # fmt: skip
+        peak = results.get(f"{prefix}.peak_in_flight")
+        if peak is not None:
+            parts.append(f"peak {tables.num(peak)} calls in flight at the simulator")
+        return "; ".join(part for part in parts if part)
+
+    return bound
+
+
+def latency_steady_bound(max_in_flight: int, latency_ms: int) -> Bound:
+    """What a latency cell's steady run was offered, and the calls in flight it needed."""
+    prefix = f"inflight{max_in_flight}.steady.{latency_ms}ms"
+
+    def bound(results: Results, value: float) -> str:
+        offered, peak = results.get(f"{prefix}.offered"), results.get(f"{prefix}.peak_in_flight")
+        if offered is None or peak is None:
+            return ""
+        return f"offered {tables.num(offered)}/s; peak {tables.num(peak)} calls in flight"
+
+    return bound
+
+
 def burst_bound(results: Results, value: float) -> str:
     parts = [
         _share(value, "gRPC calls/s alone", results.get("limits.grpc_calls")),
@@ -143,6 +184,15 @@ def targets(results: Results) -> list[Target]:
                rebuild_bound),
         Target("Redis per 1 M avatars", f"scale.{big}.redis_mib_per_1M", "MiB", 110, False),
         Target("each worker's RSS", "footprint.rss.worker_max", "MiB", 60, False),
+        Target("MaxInFlight 400, Action 200 ms: burst", "inflight400.burst.200ms.rate", "/s",
+               1000, True, latency_burst_bound(400, 200)),
+        Target("MaxInFlight 400, Action 200 ms: steady p99 lag at 500/s",
+               "inflight400.steady.200ms.lag_p99_ms", "ms", 1000, False,
+               latency_steady_bound(400, 200)),
+        Target("MaxInFlight 400, Action 1,000 ms: burst", "inflight400.burst.1000ms.rate", "/s",
+               300, True, latency_burst_bound(400, 1000)),
+        Target("MaxInFlight 400: each worker's RSS", "inflight400.rss_worker_max", "MiB", 60,
+               False),
     ]  # fmt: skip
 
 

@@ -1,7 +1,9 @@
 """Runs the chosen scenarios ``runs`` times on one set of servers and collects the figures.
 
-Runs are interleaved (limits, bursts, steady; then again) so that a noisy
-minute on a shared box spreads over all figures instead of spoiling one.
+Runs are interleaved (limits, bursts, steady, the latency table; then
+again) so that a noisy minute on a shared box spreads over all figures
+instead of spoiling one. The latency table, with its many cells, runs in the
+first ``Sizes.latency_runs`` rounds only.
 Scale loads each size once and repeats each operation ``runs`` times on it.
 One extra 0 ms burst runs under py-spy for the profile, outside the medians.
 """
@@ -14,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from me2_devkit.bench import profile, scenarios
+from me2_devkit.bench import latency, profile, scenarios
 from me2_devkit.bench.anatomy import anatomy
 from me2_devkit.bench.env import (
     Servers,
@@ -31,12 +33,13 @@ from me2_devkit.bench.scenarios import FULL, Sizes
 from me2_devkit.bench.tables import num
 from me2_scheduler.config import ScheduleConf
 
-SCENARIOS = ("burst", "steady", "scale", "footprint", "limits")
+SCENARIOS = ("burst", "steady", "latency", "scale", "footprint", "limits")
 _YAML_KEYS = {
     "max_workers": "MaxWorkers",
     "poll_interval": "PollInterval",
     "claim_batch": "ClaimBatch",
     "dispatch_batch": "DispatchBatch",
+    "max_in_flight": "MaxInFlight",
     "lease_seconds": "LeaseSeconds",
     "scan_interval": "ScanInterval",
 }
@@ -64,9 +67,15 @@ class Plan:
         """The effective ``Schedule`` values, for the report."""
         defaults = ScheduleConf()
         chosen = self.service_schedule()
-        return {
+        settings = {
             key: str(chosen.get(key, getattr(defaults, attr))) for attr, key in _YAML_KEYS.items()
-        } | {"runs": str(self.runs)}
+        }
+        if settings["MaxInFlight"] == "0":  # 0 means one call per worker, the seed's
+            settings["MaxInFlight"] = settings["MaxWorkers"]
+        runs = {"runs": str(self.runs)}
+        if self.wants("latency"):
+            runs["latency runs"] = str(min(self.runs, self.sizes.latency_runs))
+        return settings | runs
 
 
 def run(plan: Plan, servers: Servers | None = None, root: Path | None = None) -> Results:
@@ -90,6 +99,14 @@ def run(plan: Plan, servers: Servers | None = None, root: Path | None = None) ->
             _profile(plan, servers, results)
         derive(results)
         results.notes.insert(0, cpu_note(results))
+        if plan.wants("latency"):
+            results.notes[1:1] = [
+                note
+                for max_in_flight in plan.sizes.latency_in_flight
+                for latency_ms in plan.sizes.latency_ms
+                if max_in_flight != min(plan.sizes.latency_in_flight)
+                and (note := latency.bound_note(results, max_in_flight, latency_ms))
+            ]
     finally:
         results.load_after = load_average()
         results.seconds = time.monotonic() - began
@@ -102,32 +119,45 @@ def run(plan: Plan, servers: Servers | None = None, root: Path | None = None) ->
 
 
 def _one_round(plan: Plan, servers: Servers, results: Results, number: int) -> None:
-    sizes, schedule = plan.sizes, plan.service_schedule()
+    sizes = plan.sizes
     if plan.wants("limits"):
         plan.echo(f"run {number}: limits")
         results.add(limits(servers, sizes.limit_processes, sizes.limit_seconds))
         results.add(anatomy(servers, sizes.anatomy_dispatches))
     if plan.wants("burst", "footprint"):
-        latencies = sizes.burst_latencies_ms if plan.wants("burst") else (0,)
-        for latency in latencies:
-            plan.echo(f"run {number}: burst of {sizes.burst_avatars:,}, Action {latency} ms")
-            figures, _ = scenarios.burst(servers, sizes, latency, schedule)
-            results.add(figures)
-            plan.echo("  " + _headline(figures, f"burst.{latency}ms.rate", "dispatches/s"))
+        _bursts(plan, servers, results, number)
     if plan.wants("steady"):
-        plan.echo(f"run {number}: steady {sizes.steady_rate}/s for {sizes.steady_seconds} s")
-        figures = scenarios.steady(servers, sizes, schedule)
+        _steadies(plan, servers, results, number)
+    if plan.wants("latency") and number <= sizes.latency_runs:
+        box_rate = results.get("burst.0ms.rate")
+        schedule = plan.service_schedule()
+        results.add(latency.run_cells(servers, sizes, schedule, plan.echo, box_rate))
+
+
+def _bursts(plan: Plan, servers: Servers, results: Results, number: int) -> None:
+    sizes, schedule = plan.sizes, plan.service_schedule()
+    latencies = sizes.burst_latencies_ms if plan.wants("burst") else (0,)
+    for latency_ms in latencies:
+        plan.echo(f"run {number}: burst of {sizes.burst_avatars:,}, Action {latency_ms} ms")
+        figures, _ = scenarios.burst(servers, sizes, latency_ms, schedule)
         results.add(figures)
-        plan.echo("  " + _headline(figures, "steady.lag_p99_ms", "ms p99 lag"))
-        capacity = results.get("burst.0ms.rate")
-        if (
-            capacity and sizes.steady_fit
-        ):  # and at a rate this box sustains, to show the lag of the design itself
-            rate = scenarios.fitting_rate(capacity)
-            plan.echo(f"run {number}: steady {rate}/s (half the burst capacity)")
-            figures = scenarios.steady(servers, sizes, schedule, rate, "steady_fit")
-            results.add(figures)
-            plan.echo("  " + _headline(figures, "steady_fit.lag_p99_ms", "ms p99 lag"))
+        plan.echo("  " + _headline(figures, f"burst.{latency_ms}ms.rate", "dispatches/s"))
+
+
+def _steadies(plan: Plan, servers: Servers, results: Results, number: int) -> None:
+    sizes, schedule = plan.sizes, plan.service_schedule()
+    plan.echo(f"run {number}: steady {sizes.steady_rate}/s for {sizes.steady_seconds} s")
+    figures = scenarios.steady(servers, sizes, schedule)
+    results.add(figures)
+    plan.echo("  " + _headline(figures, "steady.lag_p99_ms", "ms p99 lag"))
+    capacity = results.get("burst.0ms.rate")
+    if capacity and sizes.steady_fit:
+        # and at a rate this box sustains, to show the lag of the design itself
+        rate = scenarios.fitting_rate(capacity)
+        plan.echo(f"run {number}: steady {rate}/s (half the burst capacity)")
+        figures = scenarios.steady(servers, sizes, schedule, rate, "steady_fit")
+        results.add(figures)
+        plan.echo("  " + _headline(figures, "steady_fit.lag_p99_ms", "ms p99 lag"))
 
 
 def _headline(figures: dict[str, float], name: str, unit: str) -> str:

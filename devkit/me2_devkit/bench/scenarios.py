@@ -32,6 +32,7 @@ SETTLE_S = 2.0  # after "listening": the last children finish booting
 PROFILE_DELAY_S = 2.0
 STEADY_LEAD_S = 2.0  # the first due second starts this long after seeding begins, plus:
 STEADY_LEAD_PER_ROW_S = 1 / 10_000  # time to insert and index the rows (~4 s for 30,000)
+MIB = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,17 @@ class Sizes:
     anatomy_dispatches: int = 2000
     profile_seconds: int = 8
     workers: int = 10
+    # The Action-latency table (``latency``): MaxInFlight × latency cells, each
+    # a burst sized to last about ``latency_burst_s`` at its ideal rate and a
+    # steady run; fewer runs than the rest, since it has many cells.
+    latency_ms: tuple[int, ...] = (0, 50, 200, 1000)
+    latency_in_flight: tuple[int, ...] = (10, 400)
+    latency_runs: int = 1
+    latency_burst_s: float = 12.0
+    latency_burst_min: int = 200
+    latency_burst_max: int = 12_000
+    latency_steady_s: int = 20
+    latency_steady_rate: int = 500  # offered, or half the cell's ideal rate when lower
 
 
 FULL = Sizes()
@@ -61,6 +73,9 @@ QUICK = Sizes(
     limit_seconds=4.0,
     anatomy_dispatches=1000,
     profile_seconds=5,
+    latency_burst_s=6.0,
+    latency_burst_max=5_000,
+    latency_steady_s=10,
 )
 SMOKE = Sizes(
     burst_avatars=300,
@@ -75,6 +90,13 @@ SMOKE = Sizes(
     anatomy_dispatches=50,
     profile_seconds=0,
     workers=3,
+    latency_ms=(0, 50),
+    latency_in_flight=(12,),
+    latency_burst_s=1.0,
+    latency_burst_min=60,
+    latency_burst_max=120,
+    latency_steady_s=2,
+    latency_steady_rate=40,
 )
 
 
@@ -105,19 +127,24 @@ def burst(
     latency_ms: int,
     schedule: dict[str, Any],
     profile_out: Path | None = None,
+    *,
+    count: int | None = None,
+    prefix: str | None = None,
+    footprint: bool = True,
 ) -> tuple[dict[str, float], list[str]]:
-    """``burst_avatars`` due at once; dispatches/s, and (at 0 ms) RSS and CPU per process.
+    """``count`` (default ``burst_avatars``) due at once: dispatches/s, the peak of Action
+    calls in flight at the simulator, CPU per dispatch and the workers' peak RSS; with
+    ``footprint``, at 0 ms, RSS and CPU per process too.
 
+    Figures are named ``<prefix>.<figure>`` (default prefix ``burst.<latency>ms``).
     With ``profile_out`` a worker is sampled by py-spy meanwhile and the
     summary is returned as the notes. Raises ServerStartError, StoreError.
     """
-    prefix = f"burst.{latency_ms}ms"
-    with SimulatorControl(servers.action.address) as control:
-        control.reset()
-        control.configure(latency_ms=latency_ms, fail_rate=0.0)
-    with staged(servers, f"burst-{latency_ms}ms", schedule) as stage:
+    prefix = prefix or f"burst.{latency_ms}ms"
+    _configure_simulator(servers, latency_ms)
+    with staged(servers, prefix.replace(".", "-"), schedule) as stage:
         supervisor = _warm_service(stage)
-        count = sizes.burst_avatars
+        count = count or sizes.burst_avatars
         planned = int(time.time()) - 10
         with stage.mysql() as conn:
             insert_schedules(conn, ((i, planned) for i in range(1, count + 1)))
@@ -131,11 +158,25 @@ def burst(
         peaks = sampler.stop()
         notes = _finish_profile(recording, sizes)
         dispatches = read_dispatches(stage)
+    cpu = probe.cpu_by_role(cpu_before, cpu_after)
     figures = _burst_figures(prefix, dispatches, done_at, seen, count)
     figures.update(_stats_figures(prefix, servers))
-    if latency_ms == 0:
-        figures.update(_footprint(peaks, probe.cpu_by_role(cpu_before, cpu_after), seen))
+    figures[f"{prefix}.cpu_ms"] = 1000 * sum(cpu.values()) / max(seen, 1)
+    for role, seconds in cpu.items():
+        figures[f"{prefix}.cpu_ms.{role}"] = 1000 * seconds / max(seen, 1)
+    worker_peaks = [rss for label, rss in peaks.items() if probe.role_of(label) == "worker"]
+    if worker_peaks:
+        figures[f"{prefix}.rss_worker_max"] = max(worker_peaks) / MIB
+    if latency_ms == 0 and footprint:
+        figures.update(_footprint(peaks, cpu, seen))
     return figures, notes
+
+
+def _configure_simulator(servers: Servers, latency_ms: int) -> None:
+    """Forget the last run's counts (the peak in flight restarts) and set the latency."""
+    with SimulatorControl(servers.action.address) as control:
+        control.reset()
+        control.configure(latency_ms=latency_ms, fail_rate=0.0, capacity=0)
 
 
 def _start_profile(supervisor: int, sizes: Sizes, out: Path | None) -> profile.Recording | None:
@@ -180,19 +221,23 @@ def _burst_figures(
 
 
 def _stats_figures(prefix: str, servers: Servers) -> dict[str, float]:
-    """Action calls and repeated keys: a slot dispatched twice would show here."""
+    """Action calls and repeated keys (a slot dispatched twice would show here), and the
+    most calls the simulator held at once."""
     with SimulatorControl(servers.action.address) as control:
         stats = control.stats()
     repeats = sum(n - 1 for n in stats.calls_per_key.values() if n > 1)
-    return {f"{prefix}.action_calls": float(stats.total), f"{prefix}.repeated_keys": float(repeats)}
+    return {
+        f"{prefix}.action_calls": float(stats.total),
+        f"{prefix}.repeated_keys": float(repeats),
+        f"{prefix}.peak_in_flight": float(stats.peak_in_flight),
+    }
 
 
 def _footprint(peaks: dict[str, int], cpu: dict[str, float], dispatched: int) -> dict[str, float]:
-    mib = 1024 * 1024
-    figures = {f"footprint.rss.{label}": rss / mib for label, rss in peaks.items()}
+    figures = {f"footprint.rss.{label}": rss / MIB for label, rss in peaks.items()}
     worker_peaks = [rss for label, rss in peaks.items() if probe.role_of(label) == "worker"]
     if worker_peaks:
-        figures["footprint.rss.worker_max"] = max(worker_peaks) / mib
+        figures["footprint.rss.worker_max"] = max(worker_peaks) / MIB
     for role, seconds in cpu.items():
         figures[f"footprint.cpu_ms.{role}"] = 1000 * seconds / max(dispatched, 1)
     figures["footprint.cpu_ms.total"] = 1000 * sum(cpu.values()) / max(dispatched, 1)
@@ -210,18 +255,20 @@ def steady(
     schedule: dict[str, Any],
     rate: int | None = None,
     prefix: str = "steady",
+    *,
+    latency_ms: int = 0,
+    seconds: int | None = None,
 ) -> dict[str, float]:
-    """``rate`` (default ``steady_rate``) avatars due per second for ``steady_seconds``.
+    """``rate`` (default ``steady_rate``) avatars due per second for ``seconds`` (default
+    ``steady_seconds``), Action answering after ``latency_ms``.
 
-    Returns lag percentiles and throughput under ``prefix``. Raises
-    ServerStartError, StoreError, RedisIndexError.
+    Returns lag percentiles, throughput and the peak of Action calls in flight
+    under ``prefix``. Raises ServerStartError, StoreError, RedisIndexError.
     """
-    with SimulatorControl(servers.action.address) as control:
-        control.reset()
-        control.configure(latency_ms=0, fail_rate=0.0)
-    rate, seconds = rate or sizes.steady_rate, sizes.steady_seconds
+    _configure_simulator(servers, latency_ms)
+    rate, seconds = rate or sizes.steady_rate, seconds or sizes.steady_seconds
     count = rate * seconds
-    with staged(servers, "steady", schedule) as stage:
+    with staged(servers, prefix.replace(".", "-"), schedule) as stage:
         _warm_service(stage)
         first_due = int(time.time() + STEADY_LEAD_S + count * STEADY_LEAD_PER_ROW_S)
         rows = [(i + 1, first_due + i // rate) for i in range(count)]
@@ -235,7 +282,10 @@ def steady(
     starts = dispatches.starts
     # over the offered window: from the first due second to the last start
     span = starts[-1] - first_due if starts else 0.0
+    with SimulatorControl(servers.action.address) as control:
+        peak = control.stats().peak_in_flight
     return {
+        f"{prefix}.peak_in_flight": float(peak),
         f"{prefix}.lag_p50_ms": percentile(lags, 0.50),
         f"{prefix}.lag_p99_ms": percentile(lags, 0.99),
         f"{prefix}.lag_max_ms": float(lags[-1]) if lags else 0.0,

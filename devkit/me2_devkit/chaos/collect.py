@@ -95,13 +95,17 @@ def index_snapshot(conf: RedisConf) -> IndexSnapshot:
     )
 
 
-def action_counts(address: str) -> dict[str, int]:
-    """The Action simulator's calls per idempotency key."""
+def action_stats(address: str) -> simulator_pb2.StatsResponse:
+    """The Action simulator's stats (counts per key, peak in flight). Raises grpc.RpcError."""
     options = [("grpc.max_receive_message_length", MAX_STATS_BYTES)]
     with grpc.insecure_channel(address, options=options) as channel:
         stub = simulator_pb2_grpc.ControlStub(channel)
-        reply = stub.Stats(simulator_pb2.StatsRequest(), timeout=60)
-    return dict(reply.calls_per_key)
+        return stub.Stats(simulator_pb2.StatsRequest(), timeout=60)
+
+
+def action_counts(address: str) -> dict[str, int]:
+    """The Action simulator's calls per idempotency key."""
+    return dict(action_stats(address).calls_per_key)
 
 
 def dump(data: AuditInput, path: Path) -> None:

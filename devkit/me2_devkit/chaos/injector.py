@@ -22,6 +22,7 @@ from pathlib import Path
 import redis
 
 from me2_devkit.chaos import plan as kinds
+from me2_devkit.chaos.gate import Gate
 from me2_devkit.chaos.journal import RESUME, Journal, RpcBurst
 from me2_devkit.chaos.plan import Fault, FaultPlan
 from me2_devkit.simulators import SimulatorControl
@@ -33,6 +34,12 @@ log = logging.getLogger("me2_devkit.chaos")
 TITLE_PREFIX = b"me2-scheduler: "
 FIND_CHILD_S = 10.0  # a just-killed role is back within this (restart backoff + boot)
 BURST_CALLS = 40
+LAGGING_MS = 1000  # the in-flight scenario's slow Action: 1 s a call, under its timeout
+HALF = 0.5
+# After Action is back, the operator waits this long before resuming the
+# avatars it auto-paused: the channel reconnects (backoff up to 5 s) and the
+# breaker lets calls through again, so the resumed avatars are not paused anew.
+RESUME_AFTER_DOWN_S = 6.0
 
 
 @dataclass(frozen=True)
@@ -58,6 +65,7 @@ class Targets:
     auto_paused_ids: Callable[[], list[int]]
     start_second: Callable[[], Service]
     redis: RedisServer | None = None  # None: Redis cannot be restarted (a cluster)
+    gate: Gate | None = None  # in front of Action: shut, Action is down
 
 
 def children_titled(parent: int, role: str) -> list[int]:
@@ -188,6 +196,31 @@ class Injector:
         self._wait_until(t0, fault.end_s)
         self.targets.simulator.configure(latency_ms=0)
         return f"{latency_ms} ms per call for {fault.duration_s:g}s; {self._resume_auto_paused()}"
+
+    def _action_lagging(self, fault: Fault, t0: float) -> str:
+        self.targets.simulator.configure(latency_ms=LAGGING_MS)
+        self._wait_until(t0, fault.end_s)
+        self.targets.simulator.configure(latency_ms=0)
+        return f"{LAGGING_MS} ms per call for {fault.duration_s:g}s; {self._resume_auto_paused()}"
+
+    def _action_half_failing(self, fault: Fault, t0: float) -> str:
+        self.targets.simulator.configure(fail_rate=HALF)
+        self._wait_until(t0, fault.end_s)
+        self.targets.simulator.configure(fail_rate=0.0)
+        return f"half the calls failed for {fault.duration_s:g}s; {self._resume_auto_paused()}"
+
+    def _action_down(self, fault: Fault, t0: float) -> str:
+        gate = self.targets.gate
+        if gate is None:
+            raise RuntimeError("Action has no gate in front of it to shut")
+        gate.shut()
+        self._wait_until(t0, fault.end_s)
+        gate.open()
+        self._stop.wait(RESUME_AFTER_DOWN_S)
+        return (
+            f"port {gate.port} shut for {fault.duration_s:g}s (connections refused and cut);"
+            f" after {RESUME_AFTER_DOWN_S:g}s {self._resume_auto_paused()}"
+        )
 
     def _resume_auto_paused(self) -> str:
         """What an operator does after an Action outage: resume the avatars it auto-paused."""

@@ -8,6 +8,11 @@ anywhere. At the issue's 300 s the counts and lengths are the issue's (kill a
 worker 10 times, the poller 3, the rpc_server 2, MariaDB down 20 s, Action
 failing 30 s then slow 30 s, a second supervisor for 60 s); a shorter run
 scales them down, keeping at least one of each.
+
+``make_inflight_plan`` is the in-flight scenario (issue 14), run with
+``Schedule.MaxInFlight`` 400: Action slow (1 s a call, under the timeout),
+then failing half its calls, then down (its port shut), back to back, with
+worker kills while hundreds of calls are in flight.
 """
 
 from __future__ import annotations
@@ -26,15 +31,23 @@ ACTION_FAILING = "action_failing"
 ACTION_SLOW = "action_slow"
 SECOND_SUPERVISOR = "second_supervisor"
 RPC_BURST = "rpc_burst"
+ACTION_LAGGING = "action_lagging"  # slow but within the timeout: calls pile up in flight
+ACTION_HALF_FAILING = "action_half_failing"
+ACTION_DOWN = "action_down"
 
 KINDS = (
     WORKER_KILL, POLLER_KILL, RPC_SERVER_KILL, REDIS_RESTART, MARIADB_STOP,
     ACTION_FAILING, ACTION_SLOW, SECOND_SUPERVISOR, RPC_BURST,
 )  # fmt: skip
 
+INFLIGHT_KINDS = (ACTION_LAGGING, ACTION_HALF_FAILING, ACTION_DOWN, WORKER_KILL, RPC_BURST)
+
 # Faults during which dispatching is expected to stall or fall behind: a gap
 # between two dispatches of an avatar that overlaps one is excused.
-OUTAGES = frozenset({REDIS_RESTART, MARIADB_STOP, ACTION_FAILING, ACTION_SLOW})
+OUTAGES = frozenset({
+    REDIS_RESTART, MARIADB_STOP, ACTION_FAILING, ACTION_SLOW,
+    ACTION_LAGGING, ACTION_HALF_FAILING, ACTION_DOWN,
+})  # fmt: skip
 # Faults that may cut a dispatch between its Action call and its record: the
 # slot may then reach Action twice, always with the same idempotency key.
 CRASHES = frozenset({WORKER_KILL, RPC_SERVER_KILL, REDIS_RESTART, MARIADB_STOP})
@@ -164,3 +177,36 @@ def _second_supervisor(
         if not mariadb.at_s - 10 <= at <= mariadb.end_s + 5:
             break
     return Fault(SECOND_SUPERVISOR, at, scale.second_supervisor_s)
+
+
+def make_inflight_plan(seed: int, duration_s: float) -> FaultPlan:
+    """The in-flight scenario: Action slow, then failing half its calls, then down.
+
+    The three phases follow each other after a warm-up, each a third of what
+    the warm-up and the cool-down leave (at most a minute); the cool-down is
+    long enough for the breaker to close again and be seen closed (its
+    window, plus the channel's reconnect backoff). A worker is killed in the
+    middle of the slow phase, with the most calls in flight, and again in the
+    failing one; RPC bursts fall anywhere. Raises ValueError when the run is
+    too short for three phases of at least 5 s.
+    """
+    warmup = min(15.0, max(5.0, duration_s / 10))
+    cooldown = min(40.0, max(16.0, duration_s / 4))
+    phase = min(60.0, (duration_s - warmup - cooldown) / 3)
+    if phase < 5:
+        raise ValueError(f"a {duration_s:g} s run is too short for its outages")
+    rng = random.Random(seed)
+    lagging = Fault(ACTION_LAGGING, round(warmup, 1), round(phase, 1))
+    failing = Fault(ACTION_HALF_FAILING, round(warmup + phase, 1), round(phase, 1))
+    down = Fault(ACTION_DOWN, round(warmup + 2 * phase, 1), round(phase, 1))
+    kills = [
+        Fault(WORKER_KILL, round(lagging.at_s + phase / 2, 1)),
+        Fault(WORKER_KILL, round(failing.at_s + phase / 2, 1)),
+    ]
+    window = (warmup, duration_s - cooldown)
+    bursts = [
+        Fault(RPC_BURST, round(rng.uniform(*window), 1))
+        for _ in range(max(1, math.ceil(2 * duration_s / FULL_DURATION_S)))
+    ]
+    faults = [lagging, failing, down, *kills, *bursts]
+    return FaultPlan(seed, duration_s, tuple(sorted(faults, key=lambda f: (f.at_s, f.kind))))

@@ -188,6 +188,10 @@ METHOD = [
     "- **(f)** With the service stopped after the settle window: every active avatar is in"
     " exactly one of due and inflight, its due score equals `next_schedule_time`, and no"
     " paused or disabled avatar is in either.",
+    "- **(g)** (`--scenario inflight` only) From the service's `/metrics`, scraped every"
+    ' 0.5 s: `scheduler_breaker_rejections_total{service="Action"}` rose while Action was'
+    " down, stopped rising within 15 s of Action coming back (the channel's reconnect backoff"
+    " plus the breaker's 10 s window), and stayed flat to the end of the run.",
 ]
 
 

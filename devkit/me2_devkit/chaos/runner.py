@@ -4,6 +4,11 @@ Everything runs on loopback in a temp dir: its own MariaDB, Redis (or a given
 Redis Cluster) and Action simulator, and ``me2-scheduler run`` as a real
 process tree on compressed time (intervals of 2–6 s, retry 1 s, a 3 s lease
 over a 1 s Action timeout). Every process is started here and stopped by PID.
+
+The in-flight scenario (``inflight_options``) runs with ``MaxInFlight`` 400,
+a 2 s Action timeout (so a 1 s Action is slow, not failing) and a 6 s lease,
+with a ``Gate`` in front of Action that can shut its port; it scrapes the
+service's metrics to show the breaker opening and closing (check (g)).
 """
 
 from __future__ import annotations
@@ -17,20 +22,23 @@ from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from me2_devkit.chaos import collect
 from me2_devkit.chaos.audit import audit, counts_by_outcome
-from me2_devkit.chaos.data import AuditInput, Bounds
+from me2_devkit.chaos.breaker_watch import MetricsWatch, Sample, breaker_finding
+from me2_devkit.chaos.data import AuditInput, Bounds, Finding
+from me2_devkit.chaos.gate import Gate
 from me2_devkit.chaos.injector import Injector, Targets
 from me2_devkit.chaos.journal import ENABLE, HistoryMark, Journal, RpcBurst
-from me2_devkit.chaos.plan import FaultPlan, make_plan
+from me2_devkit.chaos.plan import ACTION_DOWN, FaultPlan, make_inflight_plan, make_plan
 from me2_devkit.chaos.report import RunSummary, render_text
 from me2_devkit.simulators import SimulatorControl
+from me2_devkit.testing.configs import service_config, write_config
 from me2_devkit.testing.servers import MariaDBServer, RedisServer, free_port, temp_root
 from me2_devkit.testing.stack import Service, Simulator, cli_argv
-from me2_scheduler.config import RedisConf
+from me2_scheduler.config import RedisConf, load_config
 from me2_scheduler.errors import SchedulerError
 
 log = logging.getLogger("me2_devkit.chaos")
@@ -40,47 +48,15 @@ REDIS_KEY = "me2:chaos"
 ACTION_TIMEOUT_MS = 1000
 LEASE_S = 3
 SETUP_DEADLINE_S = 120.0
+FAULTS, INFLIGHT = "faults", "inflight"  # the scenarios
 
-CONFIG = """\
-Name: scheduler.rpc
-Mode: test
-ListenOn: 127.0.0.1:{rpc_port}
-Timezone: UTC
-Mysql:
-  DataSource: root@tcp(127.0.0.1:{mysql_port})/{database}?charset=utf8mb4&parseTime=true&timeout=3s
-  PoolSize: 4
-Redis:
-  Host: {redis_host}
-  Type: {redis_type}
-  Key: {redis_key}
-ActionRpc:
-  Endpoints: [{action}]
-  Timeout: {action_timeout_ms}
-DiaryRpc:
-  Endpoints: [{action}]
-Schedule:
-  ScanInterval: 5
-  MaxWorkers: {workers}
-  PollInterval: 0.2
-  ClaimBatch: 200
-  LeaseSeconds: {lease_s}
-  RetryDelaySeconds: 1
-  MaxConsecutiveFailures: 5
-  SweepGraceSeconds: 2
-  ShutdownTimeoutSeconds: 10
-ActionSchedule:
-  MinIntervalHours: {min_h}
-  MaxIntervalHours: {max_h}
-DiarySchedule:
-  CronExpression: "0 3 1 1 *"
-Log:
-  Encoding: plain
-  Level: info
-"""
 BOUNDS = Bounds(
     max_interval_s=6, lease_s=LEASE_S, scan_interval_s=5, sweep_grace_s=2, poll_interval_s=0.2,
     action_timeout_s=ACTION_TIMEOUT_MS / 1000, max_failures=5,
 )  # fmt: skip
+INFLIGHT_MAX = 400
+INFLIGHT_TIMEOUT_MS = 2000  # over the slow phase's 1 s: slow, not failing
+INFLIGHT_LEASE_S = 6  # over the timeout, with room to record 40 calls at once
 
 
 class ChaosError(SchedulerError):
@@ -99,6 +75,25 @@ class ChaosOptions:
     rpc_rate: float = 4.0  # burst calls per second
     faults: bool = True
     root: Path | None = None
+    scenario: str = FAULTS
+    max_in_flight: int = 0  # 0: MaxWorkers, one call per worker
+    action_timeout_ms: int = ACTION_TIMEOUT_MS
+    lease_s: int = LEASE_S
+
+    @property
+    def bounds(self) -> Bounds:
+        """The audit's timing bounds for this run's config."""
+        return replace(BOUNDS, lease_s=self.lease_s, action_timeout_s=self.action_timeout_ms / 1000)
+
+
+def inflight_options(**overrides: object) -> ChaosOptions:
+    """Options of the in-flight scenario: MaxInFlight 400, a 2 s timeout, a 6 s lease."""
+    fields: dict[str, object] = {
+        "scenario": INFLIGHT, "max_in_flight": INFLIGHT_MAX,
+        "action_timeout_ms": INFLIGHT_TIMEOUT_MS, "lease_s": INFLIGHT_LEASE_S,
+    }  # fmt: skip
+    fields.update(overrides)
+    return ChaosOptions(**fields)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -122,29 +117,59 @@ class Stack:
     mariadb: MariaDBServer
     redis: RedisTarget
     simulator: Simulator
-    workers: int
+    options: ChaosOptions
+    gate: Gate | None = None  # in front of Action (the in-flight scenario)
     config_path: Path = field(init=False)
     service: Service = field(init=False)
 
     def write_config(self, name: str) -> Path:
-        path = self.root / f"{name}.yaml"
-        path.write_text(
-            CONFIG.format(
-                rpc_port=free_port(),
-                mysql_port=self.mariadb.port,
-                database=DATABASE,
-                redis_host=self.redis.host,
-                redis_type=self.redis.type,
-                redis_key=REDIS_KEY,
-                action=self.simulator.address,
-                action_timeout_ms=ACTION_TIMEOUT_MS,
-                workers=self.workers,
-                lease_s=LEASE_S,
-                min_h=2 / 3600,
-                max_h=6 / 3600,
-            )
+        """The service's config on compressed time (see ``bounds``), written as ``name``.yaml."""
+        action, dsn = self.simulator.address, self.mariadb.dsn(DATABASE) + "&timeout=3s"
+        timeout_ms = self.options.action_timeout_ms
+        metrics_port = free_port()
+        settings = service_config(
+            data_source=dsn,
+            redis_host=self.redis.host,
+            redis_key=REDIS_KEY,
+            listen_on=f"127.0.0.1:{free_port()}",
+            Mysql={"DataSource": dsn, "PoolSize": 4},
+            Redis={"Host": self.redis.host, "Type": self.redis.type, "Key": REDIS_KEY},
+            ActionRpc={"Endpoints": [self.action_address], "Timeout": timeout_ms},
+            DiaryRpc={"Endpoints": [action]},
+            Schedule=self.schedule(),
+            ActionSchedule={"MinIntervalHours": 2 / 3600, "MaxIntervalHours": 6 / 3600},
+            DiarySchedule={"CronExpression": "0 3 1 1 *"},
+            Log={"Encoding": "plain", "Level": "info"},
+            Prometheus={"Host": "127.0.0.1", "Port": metrics_port},
         )
-        return path
+        return write_config(self.root / f"{name}.yaml", settings)
+
+    @property
+    def action_address(self) -> str:
+        """Where the service calls Action: through the gate when there is one."""
+        return self.gate.address if self.gate else self.simulator.address
+
+    @property
+    def metrics_url(self) -> str:
+        """The supervisor's /metrics (every process's figures)."""
+        conf = load_config(str(self.config_path)).prometheus
+        return f"http://{conf.host}:{conf.port}{conf.path}"
+
+    def schedule(self) -> dict[str, float]:
+        """``Schedule`` on seconds, matching ``bounds``."""
+        options = self.options
+        return {
+            "ScanInterval": BOUNDS.scan_interval_s,
+            "MaxWorkers": options.workers,
+            "MaxInFlight": options.max_in_flight,
+            "PollInterval": BOUNDS.poll_interval_s,
+            "ClaimBatch": 200,
+            "LeaseSeconds": options.lease_s,
+            "RetryDelaySeconds": 1,
+            "MaxConsecutiveFailures": BOUNDS.max_failures,
+            "SweepGraceSeconds": BOUNDS.sweep_grace_s,
+            "ShutdownTimeoutSeconds": 10,
+        }
 
     @property
     def rpc_target(self) -> str:
@@ -169,7 +194,11 @@ def started_stack(options: ChaosOptions, redis: RedisTarget | None) -> Iterator[
         options_sim = ("--seed", str(options.seed))
         simulator = Simulator("action", root, options_sim).start()
         stops.callback(simulator.stop)
-        stack = Stack(root, mariadb, redis, simulator, options.workers)
+        gate = None
+        if options.scenario == INFLIGHT:
+            gate = Gate(simulator.address).start()
+            stops.callback(gate.stop)
+        stack = Stack(root, mariadb, redis, simulator, options, gate)
         mariadb.create_database(DATABASE)
         stack.config_path = stack.write_config("scheduler")
         _init_db(stack.config_path)
@@ -218,8 +247,9 @@ def run_chaos(
     duration too short for the plan's outages.
     """
     if plan is None:
+        make = make_inflight_plan if options.scenario == INFLIGHT else make_plan
         plan = (
-            make_plan(options.seed, options.duration_s)
+            make(options.seed, options.duration_s)
             if options.faults
             else FaultPlan(options.seed, options.duration_s)
         )
@@ -238,13 +268,16 @@ def _run(options: ChaosOptions, plan: FaultPlan, stack: Stack) -> RunSummary:
     journal = Journal(stack.rpc_target, HistoryMark("127.0.0.1", stack.mariadb.port, DATABASE))
     avatar_ids = list(range(1, options.avatars + 1))
     control = SimulatorControl(stack.simulator.address)
+    watch = MetricsWatch(stack.metrics_url)
     try:
         enable_all(journal, avatar_ids)
         burst = RpcBurst(journal, avatar_ids, random.Random(rng.random()), options.rpc_rate)
         injector = Injector(plan, _targets(stack, journal, burst, control, reader), rng)
+        watch.start()
         t0 = _inject(injector, burst, stack, options.duration_s)
         time.sleep(options.settle_s)  # the settle window is part of the method, not a poll
         t_end = time.time()
+        samples = watch.stop()
         code = stack.service.stop()
         if code != 0:
             injector.errors.append(f"the service exited {code} on SIGTERM")
@@ -252,12 +285,17 @@ def _run(options: ChaosOptions, plan: FaultPlan, stack: Stack) -> RunSummary:
             dispatches=reader.dispatches(), schedules=reader.schedules(),
             calls_per_key=collect.action_counts(stack.simulator.address),
             journal=journal.snapshot(), windows=list(injector.windows),
-            index=collect.index_snapshot(stack.redis.conf), bounds=BOUNDS, t_end=t_end,
+            index=collect.index_snapshot(stack.redis.conf), bounds=options.bounds, t_end=t_end,
         )  # fmt: skip
+        peak = collect.action_stats(stack.simulator.address).peak_in_flight
     finally:
+        watch.stop()
         journal.close()
         control.close()
-    summary = _summary(options, plan, stack, data, injector.errors, t0)
+    extra = []
+    if options.scenario == INFLIGHT:
+        extra.append(_breaker(options, plan, t0, samples, peak))
+    summary = _summary(options, plan, stack, data, injector.errors, t0, extra)
     if options.root is not None or not summary.ok:  # kept: can be audited again from this file
         collect.dump(data, stack.root / "audit-input.json")
         (stack.root / "report.txt").write_text(render_text(summary), encoding="utf-8")
@@ -294,8 +332,9 @@ def _targets(
 
     return Targets(
         service=stack.service, mariadb=stack.mariadb, simulator=control, journal=journal,
-        burst=burst, action_timeout_ms=ACTION_TIMEOUT_MS, auto_paused_ids=reader.auto_paused_ids,
-        start_second=start_second, redis=stack.redis.server,
+        burst=burst, action_timeout_ms=stack.options.action_timeout_ms,
+        auto_paused_ids=reader.auto_paused_ids, start_second=start_second,
+        redis=stack.redis.server, gate=stack.gate,
     )  # fmt: skip
 
 
@@ -309,10 +348,21 @@ def _watch(stack: Stack, until: float, injector: Injector) -> None:
         time.sleep(0.5)
 
 
-def _summary(options, plan, stack, data: AuditInput, errors, t0: float) -> RunSummary:
+def _breaker(
+    options: ChaosOptions, plan: FaultPlan, t0: float, samples: list[Sample], peak: int
+) -> Finding:
+    """(g) over the times Action was down (its port shut, then opened again)."""
+    downs = [(t0 + fault.at_s, t0 + fault.end_s) for fault in plan.of(ACTION_DOWN)]
+    return breaker_finding(samples, downs, peak, options.max_in_flight)
+
+
+def _summary(
+    options, plan, stack, data: AuditInput, errors, t0: float, extra: list[Finding]
+) -> RunSummary:
     return RunSummary(
         seed=options.seed, duration_s=options.duration_s, avatars=options.avatars, plan=plan,
-        windows=data.windows, findings=audit(data), outcomes=counts_by_outcome(data.dispatches),
+        windows=data.windows, findings=audit(data) + extra,
+        outcomes=counts_by_outcome(data.dispatches),
         action_calls=sum(data.calls_per_key.values()),
         rpc_calls=Counter(f"{c.source} {c.method}" for c in data.journal),
         injector_errors=list(errors), redis=stack.redis.type, started_at=t0,
@@ -321,8 +371,10 @@ def _summary(options, plan, stack, data: AuditInput, errors, t0: float) -> RunSu
 
 
 def _settings(options: ChaosOptions) -> dict[str, str]:
-    b = BOUNDS
+    b = options.bounds
     return {
+        "scenario": options.scenario,
+        "MaxInFlight": str(options.max_in_flight or options.workers),
         "intervals": f"2-{b.max_interval_s:g} s (MinIntervalHours 2/3600, MaxIntervalHours 6/3600)",
         "Action timeout / lease": f"{b.action_timeout_s:g} s / {b.lease_s:g} s",
         "retry / auto-pause": f"RetryDelaySeconds 1, MaxConsecutiveFailures {b.max_failures}",
