@@ -1,13 +1,10 @@
-"""Scheduling policies by example: draws in active time, windows, DST edges, the JSON form.
-
-Expected times are worked out by hand from the windows and the zones' DST
-rules (stated beside each case), never by calling the code under test.
-"""
+"""Scheduling policies by example: draws in active time, windows, DST edges, retries.
+Expected times are worked out by hand (rules stated beside each case), not by the code."""
 
 from __future__ import annotations
 
 import random
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -22,75 +19,30 @@ from me2_scheduler.schedule_policy import (
     Window,
     first_active_at,
     in_window,
-    interval_hours,
     next_active_due,
-    parse_policy,
-    policy_to_dict,
-    policy_zone,
-    summary,
     validate_policy,
 )
-
-UTC = timezone.utc
-ALL_ZERO = dict.fromkeys(("mon", "tue", "wed", "thu", "fri", "sat", "sun"), 0)
-NY = "America/New_York"
-NEW_YORK = ZoneInfo(NY)
-SHANGHAI = ZoneInfo("Asia/Shanghai")
-APIA = ZoneInfo("Pacific/Apia")
-MON, TUE, WED, THU, FRI, SAT, SUN = range(7)
-WEEKDAYS = frozenset(range(5))
-MIN = 60
-HOUR = 3600
-
-
-def utc(*parts: int) -> datetime:
-    return datetime(*parts, tzinfo=UTC)
-
-
-def window(start: str, end: str, *days: int) -> Window:
-    return Window(time.fromisoformat(start), time.fromisoformat(end), frozenset(days or range(7)))
-
-
-def only(start: str, end: str, *days: int) -> SchedulePolicy:
-    """A policy of one window."""
-    return SchedulePolicy(windows=(window(start, end, *days),))
-
-
-def days(value: object) -> dict:
-    """The JSON form of a policy of one 08:00-09:00 window on ``value``."""
-    return {"windows": [{"start": "08:00", "end": "09:00", "days": value}]}
-
-
-def rates(**by_day: float) -> tuple[float, ...]:
-    names = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-    return tuple(by_day.get(name, 1.0) for name in names)
-
-
-class FixedDraw(random.Random):
-    """A random source whose randint returns ``seconds``, and checks it was in bounds."""
-
-    def __init__(self, seconds: int) -> None:
-        super().__init__(0)
-        self.seconds = seconds
-        self.calls: list[tuple[int, int]] = []
-
-    def randint(self, a: int, b: int) -> int:
-        self.calls.append((a, b))
-        assert a <= self.seconds <= b
-        return self.seconds
-
-
-def draw(now: datetime, p: SchedulePolicy, seconds: int, zone: str = "UTC") -> datetime:
-    rng = FixedDraw(seconds)
-    due = next_active_due(now, p, zone=ZoneInfo(zone), min_h=1e-9, max_h=9000, rng=rng)
-    assert len(rng.calls) == 1, "one draw per next time, as policy.next_due"
-    return due
-
-
-EIGHT_TO_NOON = SchedulePolicy(windows=(window("08:00", "12:00"),))
-FRIDAY_NIGHT = SchedulePolicy(windows=(window("22:00", "02:00", FRI),))
-CHRISTMAS = date(2026, 12, 25)  # a Friday
-NEW_YEAR = date(2027, 1, 1)
+from tests.fixtures_schedule_policy import (
+    ALL_ZERO,
+    APIA,
+    CHRISTMAS,
+    EIGHT_TO_NOON,
+    FRI,
+    FRIDAY_NIGHT,
+    HOUR,
+    MIN,
+    MON,
+    NEW_YORK,
+    NY,
+    SUN,
+    UTC,
+    WEEKDAYS,
+    draw,
+    only,
+    rates,
+    utc,
+    window,
+)
 
 DRAW_CASES = [
     # (policy, zone, now, active seconds drawn, expected next time)
@@ -427,188 +379,6 @@ def test_quiet_dates_short_of_the_bound_only_delay_the_next_time():
     validate_policy(p, "UTC")
     due = draw(utc(2026, 1, 1), p, HOUR)
     assert due == utc(2026, 1, 1) + timedelta(days=390, hours=1)
-
-
-# --- the JSON form ----------------------------------------------------------------------------
-SPEC_EXAMPLE = {
-    "time_zone": "Asia/Shanghai",
-    "windows": [{"start": "08:00", "end": "23:00", "days": ["mon", "tue", "wed", "thu", "fri"]}],
-    "min_interval_hours": 2,
-    "max_interval_hours": 6,
-    "day_rates": {"sat": 2, "sun": 2},
-    "quiet_dates": ["2026-12-25"],
-}
-
-
-def test_the_json_form_reads_every_field():
-    assert parse_policy(SPEC_EXAMPLE) == SchedulePolicy(
-        time_zone="Asia/Shanghai",
-        windows=(window("08:00", "23:00", *WEEKDAYS),),
-        min_interval_hours=2.0,
-        max_interval_hours=6.0,
-        day_rates=rates(sat=2, sun=2),
-        quiet_dates=(CHRISTMAS,),
-    )
-
-
-@pytest.mark.parametrize(
-    ("doc", "expected"),
-    [
-        ({}, DEFAULT),
-        ({"windows": []}, DEFAULT),
-        ({"day_rates": {"SAT": 2}}, SchedulePolicy(day_rates=rates(sat=2))),
-        ({"day_rates": {"sun": 3, "weekend": 2}}, SchedulePolicy(day_rates=rates(sat=2, sun=3))),
-        (days(["weekdays", "sun"]), only("08:00", "09:00", *WEEKDAYS, SUN)),
-        ({"windows": [{"start": "8:00", "end": "24:00"}]}, only("08:00", "00:00")),
-        (
-            {"windows": [{"start": "08:00:30", "end": "09:00", "days": ["sun", "sun"]}]},
-            only("08:00:30", "09:00", SUN),
-        ),
-        (
-            {"quiet_dates": ["2026-12-26", "2026-12-25", "2026-12-26"]},
-            SchedulePolicy(quiet_dates=(CHRISTMAS, date(2026, 12, 26))),
-        ),
-    ],
-)
-def test_the_json_form_is_forgiving_where_meaning_is_clear(doc, expected):
-    assert parse_policy(doc) == expected
-
-
-@pytest.mark.parametrize(
-    "doc", [SPEC_EXAMPLE, {}, {"windows": [{"start": "22:00", "end": "02:30:15", "days": ["fri"]}]}]
-)
-def test_the_json_form_round_trips(doc):
-    p = parse_policy(doc)
-    assert policy_to_dict(p) == doc
-    assert parse_policy(policy_to_dict(p)) == p
-
-
-BAD_DOCS = [
-    ({"time_zone": "Mars/Base"}, "time_zone", "not a known IANA time zone"),
-    ({"time_zone": 8}, "time_zone", "must be a zone name"),
-    ({"windows": [{"start": "8am", "end": "09:00"}]}, "windows[0].start", "HH:MM"),
-    ({"windows": [{"start": "25:00", "end": "09:00"}]}, "windows[0].start", "HH:MM"),
-    ({"windows": [{"start": "24:00", "end": "09:00"}]}, "windows[0].start", "HH:MM"),
-    ({"windows": [{"start": "08:00", "end": "08:60"}]}, "windows[0].end", "HH:MM"),
-    ({"windows": [{"start": "08:00", "end": "٠٩:00"}]}, "windows[0].end", "HH:MM"),
-    ({"windows": [{"start": "08:00"}]}, "windows[0].end", "is missing"),
-    (days(["funday"]), "windows[0].days[0]", "not a day name"),
-    (days("mon"), "windows[0].days", "list of day names"),
-    (days([]), "windows[0].days", "is empty"),
-    (
-        {"windows": [{"start": "08:00", "end": "09:00", "colour": 1}]},
-        "windows[0].colour",
-        "not a window",
-    ),
-    ({"windows": ["08:00-09:00"]}, "windows[0]", "must be an object"),
-    ({"windows": {"start": "08:00"}}, "windows", "must be a list"),
-    ({"min_interval_hours": 7, "max_interval_hours": 6}, "min_interval_hours", "exceed"),
-    ({"min_interval_hours": 0}, "min_interval_hours", "above 0"),
-    ({"max_interval_hours": 9000}, "max_interval_hours", "at most 8760"),
-    ({"max_interval_hours": "6"}, "max_interval_hours", "number of hours"),
-    ({"max_interval_hours": True}, "max_interval_hours", "number of hours"),
-    ({"day_rates": {"sat": -1}}, "day_rates.sat", "0 or more"),
-    ({"day_rates": {"caturday": 2}}, "day_rates.caturday", "not a day name"),
-    ({"day_rates": {"sat": "2"}}, "day_rates.sat", "a rate such as 2"),
-    ({"day_rates": ALL_ZERO}, "day_rates", "never opens"),
-    ({"day_rates": [2]}, "day_rates", "must be an object"),
-    ({"quiet_dates": ["2026-02-30"]}, "quiet_dates[0]", "not a date YYYY-MM-DD"),
-    ({"quiet_dates": ["25/12/2026"]}, "quiet_dates[0]", "not a date YYYY-MM-DD"),
-    ({"quiet_dates": ["20261225"]}, "quiet_dates[0]", "not a date YYYY-MM-DD"),
-    ({"quiet_dates": "2026-12-25"}, "quiet_dates", "must be a list"),
-    ({"colour": "blue"}, "colour", "not a policy field"),
-    ([{"start": "08:00"}], "policy", "must be a JSON object"),
-]
-
-
-@pytest.mark.parametrize(("doc", "field", "phrase"), BAD_DOCS)
-def test_a_bad_field_gets_one_clear_sentence_naming_it(doc, field, phrase):
-    with pytest.raises(PolicyError) as refused:
-        parse_policy(doc)
-    assert (refused.value.field, len(refused.value.problems)) == (field, 1)
-    assert phrase in refused.value.problem
-    assert str(refused.value) == f"{field}: {refused.value.problem}"
-    assert "\n" not in str(refused.value)
-
-
-def test_every_bad_field_is_named_at_once():
-    doc = {
-        "time_zone": "Nowhere",
-        "windows": [{"start": "x", "end": "y"}],
-        "day_rates": {"sun": -2},
-    }
-    with pytest.raises(PolicyError) as refused:
-        parse_policy(doc)
-    fields = [field for field, _ in refused.value.problems]
-    assert sorted(fields) == ["day_rates.sun", "time_zone", "windows[0].end", "windows[0].start"]
-    assert str(refused.value).count("; ") == 3
-
-
-def test_validation_checks_a_one_sided_override_against_the_service_intervals():
-    p = SchedulePolicy(min_interval_hours=8)
-    validate_policy(p, "UTC")  # nothing to compare with
-    with pytest.raises(
-        PolicyError, match=r"^min_interval_hours: .*\(8 h\) exceed the maximum \(6 h\)"
-    ):
-        validate_policy(p, "UTC", default_min_h=2, default_max_h=6)
-    assert interval_hours(p, 2, 6) == (8, 6)
-    assert interval_hours(DEFAULT, 2, 6) == (2, 6)
-
-
-def test_an_empty_zone_is_the_service_zone_which_must_be_known():
-    validate_policy(DEFAULT, "Asia/Shanghai")
-    validate_policy(SchedulePolicy(time_zone="UTC"), "Not/AZone")  # the policy's own is used
-    with pytest.raises(PolicyError, match=r"^time_zone: is empty, so the service zone"):
-        validate_policy(DEFAULT, "Not/AZone")
-    assert policy_zone(DEFAULT, SHANGHAI) is SHANGHAI
-    assert policy_zone(SchedulePolicy(time_zone="America/New_York"), SHANGHAI) == NEW_YORK
-    with pytest.raises(PolicyError, match=r"^time_zone: 'Not/AZone' is not a known"):
-        policy_zone(SchedulePolicy(time_zone="Not/AZone"), SHANGHAI)
-
-
-# --- summary ----------------------------------------------------------------------------------
-SUMMARIES = [
-    (DEFAULT, "always active"),
-    (
-        SchedulePolicy(
-            time_zone="Asia/Shanghai",
-            windows=(window("08:00", "23:00"),),
-            day_rates=rates(sat=2, sun=2),
-        ),
-        "Asia/Shanghai 08:00-23:00, Mon-Fri x1, Sat-Sun x2",
-    ),
-    (
-        SchedulePolicy(
-            time_zone="Europe/London",
-            windows=(window("07:00", "09:00", *WEEKDAYS), window("10:00", "23:30", SAT, SUN)),
-            min_interval_hours=1,
-            max_interval_hours=3,
-            quiet_dates=(CHRISTMAS,),
-        ),
-        "Europe/London 07:00-09:00 Mon-Fri + 10:00-23:30 Sat-Sun, every 1-3 h, quiet on 2026-12-25",
-    ),
-    (
-        SchedulePolicy(
-            windows=(window("22:00:30", "02:00", MON, WED, THU),), day_rates=rates(sun=0)
-        ),
-        "22:00:30-02:00 Mon,Wed-Thu, Mon-Sat x1, Sun x0",
-    ),
-    (
-        SchedulePolicy(
-            min_interval_hours=0.5, quiet_dates=(date(2026, 12, 31), NEW_YEAR, CHRISTMAS)
-        ),
-        "always active, every 0.5 h or more, 3 quiet dates 2026-12-25..2027-01-01",
-    ),
-    (
-        SchedulePolicy(time_zone="UTC", max_interval_hours=12),
-        "UTC always active, every 12 h or less",
-    ),
-]
-
-
-@pytest.mark.parametrize(("p", "text"), SUMMARIES)
-def test_the_summary_reads_as_one_line(p, text):
-    assert summary(p) == text
 
 
 def test_a_retry_lands_on_the_first_active_second_from_its_delay_on():
