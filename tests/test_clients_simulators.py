@@ -2,15 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import select
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 
 import pytest
 
@@ -19,80 +13,21 @@ from me2_devkit.simulators import (
     SIMULATED_FAILURE,
     ActionSimulator,
     DiarySimulator,
-    RunningSimulator,
     SimulatorControl,
     serve,
 )
 from me2_scheduler.clients import ActionClient, DiaryClient, resolve_target
 from me2_scheduler.config import EtcdConf, RpcClientConf
 from me2_scheduler.errors import DownstreamError, SchedulerError
-
-ROOT = Path(__file__).resolve().parent.parent
-DATE = "2025-01-02"
-
-
-def conf(*endpoints: str, timeout_ms: int = 2000) -> RpcClientConf:
-    return RpcClientConf(endpoints=endpoints, timeout_ms=timeout_ms)
-
-
-@contextmanager
-def running(servicer) -> Iterator[RunningSimulator]:
-    sim = serve(servicer, "127.0.0.1:0")
-    try:
-        yield sim
-    finally:
-        sim.stop(grace=0)
-
-
-@contextmanager
-def action_client(address: str, timeout_ms: int = 2000) -> Iterator[ActionClient]:
-    client = ActionClient(conf(address, timeout_ms=timeout_ms))
-    try:
-        yield client
-    finally:
-        client.close()
-
-
-@contextmanager
-def cli_simulator(kind: str, *args: str) -> Iterator[tuple[subprocess.Popen, str]]:
-    """Start ``me2-dev simulate <kind>`` on a free port; yield it and its address."""
-    argv = [sys.executable, "-m", "me2_devkit.cli", "simulate", kind,
-            "--listen", "127.0.0.1:0", *args]  # fmt: skip
-    proc = subprocess.Popen(
-        argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )  # fmt: skip
-    try:
-        line = read_line(proc, deadline_s=30)
-        prefix = f"{kind} simulator listening on "
-        assert line.startswith(prefix), line
-        yield proc, line.removeprefix(prefix).strip()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(10)
-        proc.stdout.close()
-        proc.stderr.close()
-
-
-def read_line(proc: subprocess.Popen, deadline_s: float) -> str:
-    """The first stdout line of ``proc``, or fail with its stderr."""
-    ready, _, _ = select.select([proc.stdout], [], [], deadline_s)
-    if not ready:
-        pytest.fail(f"simulator printed nothing in {deadline_s}s")
-    line = proc.stdout.readline()
-    if not line:
-        pytest.fail(f"simulator exited with {proc.wait(5)}: {proc.stderr.read()[-2000:]}")
-    return line
-
-
-def wait_until(predicate, deadline_s: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + deadline_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what} not reached in {deadline_s}s")
-        time.sleep(0.02)
-
+from tests.fixtures_simulators import (
+    DATE,
+    ROOT,
+    action_client,
+    cli_simulator,
+    conf,
+    running,
+)
+from tests.support import wait_until
 
 # --- endpoint resolution --------------------------------------------------------------
 
@@ -274,7 +209,7 @@ def test_two_endpoints_share_the_calls_round_robin():
             return all(control.stats().total > 0 for control in controls)
 
         try:
-            wait_until(both_called, what="calls on both endpoints")
+            wait_until(both_called, 10, "calls on both endpoints")
         finally:
             client.close()
             for control in controls:
@@ -336,114 +271,3 @@ def test_closed_client_can_be_used_again():
         client.close()
         assert client.generate(1, DATE) > first
         client.close()
-
-
-# --- calls in flight and capacity -------------------------------------------------------
-
-
-@contextmanager
-def hanging_calls(address: str, count: int) -> Iterator[list]:
-    """``count`` Action calls that hang at the simulator until cancelled on exit."""
-    import grpc
-
-    from me2_scheduler.protos import action_pb2, action_pb2_grpc
-
-    channel = grpc.insecure_channel(address)
-    stub = action_pb2_grpc.ActionStub(channel)
-    calls = [
-        stub.ScheduleAction.future(
-            action_pb2.ScheduleActionRequest(avatar_id=i, idempotency_key=f"{i}:1"), timeout=60
-        )
-        for i in range(1, count + 1)
-    ]
-    try:
-        yield calls
-    finally:
-        for call in calls:
-            call.cancel()
-        channel.close()
-
-
-def test_the_simulator_reports_the_calls_in_flight_now_and_their_peak():
-    with running(ActionSimulator()) as sim, SimulatorControl(sim.address) as control:
-        control.configure(hang=True)
-        with hanging_calls(sim.address, 30):
-            wait_until(lambda: control.stats().in_flight == 30, what="30 calls in flight")
-            assert control.stats().peak_in_flight == 30
-        wait_until(lambda: control.stats().in_flight == 0, what="the cancelled calls ended")
-        stats = control.stats()
-        assert stats.peak_in_flight == 30 and stats.total == 30 and stats.rejected == 0
-        control.reset()
-        assert control.stats().peak_in_flight == 0
-
-
-def test_the_default_server_does_not_cap_hundreds_of_sleeping_calls():
-    # The benchmark holds up to 400 Action calls in flight: the simulator must
-    # hold them all at once, not queue them behind a small thread pool.
-    with running(ActionSimulator()) as sim, SimulatorControl(sim.address) as control:
-        control.configure(hang=True)
-        with hanging_calls(sim.address, 500):
-            wait_until(lambda: control.stats().in_flight == 500, 60, "500 calls in flight")
-
-
-def test_a_call_beyond_the_capacity_is_answered_resource_exhausted_at_once():
-    with (
-        running(ActionSimulator()) as sim,
-        SimulatorControl(sim.address) as control,
-        action_client(sim.address, timeout_ms=30_000) as client,
-    ):
-        control.configure(hang=True, capacity=3)
-        with hanging_calls(sim.address, 3):
-            wait_until(lambda: control.stats().in_flight == 3, what="3 calls in flight")
-            with pytest.raises(DownstreamError, match="RESOURCE_EXHAUSTED") as failed:
-                client.schedule_action(9, "9:1", "auto")
-            assert failed.value.code.name == "RESOURCE_EXHAUSTED"
-            stats = control.stats()
-            assert stats.rejected == 1 and stats.peak_in_flight == 3
-            assert "9:1" not in stats.calls_per_key  # it performed nothing
-        wait_until(lambda: control.stats().in_flight == 0, what="the hanging calls ended")
-        control.configure(hang=False)
-        assert client.schedule_action(9, "9:2", "auto").action_id > 0
-        control.configure(capacity=0, hang=True)
-        with hanging_calls(sim.address, 5):
-            wait_until(lambda: control.stats().in_flight == 5, what="5 calls once unlimited")
-
-
-def test_cli_capacity_and_max_concurrency_shape_the_server():
-    args = ("--capacity", "2", "--max-concurrency", "4")
-    with cli_simulator("diary", *args) as (proc, address), SimulatorControl(address) as control:
-        control.configure(hang=True)
-        with hanging_calls_diary(address, 2):
-            wait_until(lambda: control.stats().in_flight == 2, what="2 diary calls in flight")
-            client = DiaryClient(conf(address, timeout_ms=10_000))
-            try:
-                with pytest.raises(DownstreamError, match="RESOURCE_EXHAUSTED"):
-                    client.generate(7, DATE)
-            finally:
-                client.close()
-            assert control.stats().rejected == 1
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(20) == 0
-
-
-@contextmanager
-def hanging_calls_diary(address: str, count: int) -> Iterator[list]:
-    """``count`` Diary calls that hang at the simulator until cancelled on exit."""
-    import grpc
-
-    from me2_scheduler.protos import diary_pb2, diary_pb2_grpc
-
-    channel = grpc.insecure_channel(address)
-    stub = diary_pb2_grpc.DiaryStub(channel)
-    calls = [
-        stub.GenerateAvatarDiary.future(
-            diary_pb2.GenerateAvatarDiaryRequest(avatar_id=i, date=DATE), timeout=60
-        )
-        for i in range(1, count + 1)
-    ]
-    try:
-        yield calls
-    finally:
-        for call in calls:
-            call.cancel()
-        channel.close()

@@ -21,9 +21,9 @@ def simulate() -> None:
 
 def main() -> None:
     """Console-script entry point."""
-    from me2_devkit import bench_cli, chaos_cli, simulators
+    from me2_devkit import bench_cli, chaos_cli, simulate_cli
 
-    simulators.register(simulate)
+    simulate_cli.register(simulate)
     chaos_cli.register(cli)
     bench_cli.register(cli)
     cli()

@@ -1,0 +1,117 @@
+"""``me2-dev simulate action|diary``: run a simulator as a process until SIGTERM."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+
+import click
+
+from me2_devkit.simulators import (
+    DEFAULT_MAX_CONCURRENCY,
+    ActionSimulator,
+    DiarySimulator,
+    _Simulator,
+    serve,
+)
+
+
+def run_until_signalled(
+    servicer: _Simulator, listen: str, max_workers: int = DEFAULT_MAX_CONCURRENCY
+) -> None:
+    """Serve, print the listening line, and stop gracefully on SIGTERM or SIGINT."""
+    stop = threading.Event()
+    # The handlers only record the signal; the main thread does the stopping.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        running = serve(servicer, listen, max_workers)
+    except RuntimeError as exc:  # grpc cannot bind the address
+        raise click.ClickException(f"cannot listen on {listen}: {exc}") from None
+    click.echo(f"{servicer.name} simulator listening on {running.address}")
+    sys.stdout.flush()
+    stop.wait()
+    running.stop(grace=2.0)
+
+
+def _avatar_ids(ctx: click.Context, param: click.Parameter, value: str) -> frozenset[int]:
+    try:
+        return frozenset(int(part) for part in value.split(",") if part.strip())
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of avatar ids") from None
+
+
+_listen = click.option("--listen", default="127.0.0.1:0", show_default=True, help="host:port")
+_latency = click.option("--latency-ms", type=click.IntRange(min=0), default=0, show_default=True)
+_fail_rate = click.option("--fail-rate", type=click.FloatRange(0.0, 1.0), default=0.0)
+_fail_avatars = click.option(
+    "--fail-avatars", default="", callback=_avatar_ids, help="Comma-separated ids that always fail."
+)
+_seed = click.option("--seed", type=int, default=None, help="Random seed (reproducible runs).")
+_capacity = click.option(
+    "--capacity",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Most calls handled at once; beyond it RESOURCE_EXHAUSTED at once (0: unlimited).",
+)
+_max_concurrency = click.option(
+    "--max-concurrency",
+    type=click.IntRange(min=1),
+    default=DEFAULT_MAX_CONCURRENCY,
+    show_default=True,
+    help="Server threads: the most calls that can be in flight (sleeping) at once.",
+)
+
+
+def register(group: click.Group) -> None:
+    """Add ``simulate action`` and ``simulate diary`` to ``group``."""
+
+    @group.command("action")
+    @_listen
+    @_latency
+    @_fail_rate
+    @_fail_avatars
+    @_seed
+    @_capacity
+    @_max_concurrency
+    def action(
+        listen: str,
+        latency_ms: int,
+        fail_rate: float,
+        fail_avatars: frozenset[int],
+        seed: int | None,
+        capacity: int,
+        max_concurrency: int,
+    ) -> None:
+        """Serve action.Action/ScheduleAction (and simulator.Control) until SIGTERM."""
+        simulator = ActionSimulator(latency_ms, fail_rate, fail_avatars, seed, capacity=capacity)
+        run_until_signalled(simulator, listen, max_concurrency)
+
+    @group.command("diary")
+    @_listen
+    @_latency
+    @_fail_rate
+    @_fail_avatars
+    @click.option(
+        "--hang-avatars", default="", callback=_avatar_ids, help="Ids whose calls never answer."
+    )
+    @_seed
+    @_capacity
+    @_max_concurrency
+    def diary(
+        listen: str,
+        latency_ms: int,
+        fail_rate: float,
+        fail_avatars: frozenset[int],
+        hang_avatars: frozenset[int],
+        seed: int | None,
+        capacity: int,
+        max_concurrency: int,
+    ) -> None:
+        """Serve diary.Diary/GenerateAvatarDiary (and simulator.Control) until SIGTERM."""
+        simulator = DiarySimulator(
+            latency_ms, fail_rate, fail_avatars, hang_avatars, seed, capacity=capacity
+        )
+        run_until_signalled(simulator, listen, max_concurrency)
