@@ -65,10 +65,24 @@ class _Simulator(simulator_pb2_grpc.ControlServicer):
 
     name = "simulator"
 
-    def __init__(self, behaviour: Behaviour, seed: int | None) -> None:
+    def __init__(
+        self,
+        seed: int | None,
+        latency_ms: int,
+        fail_rate: float,
+        fail_avatars: Iterable[int],
+        hang_avatars: Iterable[int],
+        capacity: int,
+    ) -> None:
         self._lock = threading.Lock()
         self._rng = random.Random(seed)
-        self.behaviour = behaviour
+        self.behaviour = Behaviour(
+            latency_ms,
+            fail_rate,
+            frozenset(fail_avatars),
+            frozenset(hang_avatars),
+            capacity=capacity,
+        )
         self._per_avatar: Counter[int] = Counter()
         self._per_key: Counter[str] = Counter()
         self._in_flight = 0
@@ -183,14 +197,7 @@ class ActionSimulator(_Simulator, action_pb2_grpc.ActionServicer):
         hang_avatars: Iterable[int] = frozenset(),
         capacity: int = 0,
     ) -> None:
-        behaviour = Behaviour(
-            latency_ms,
-            fail_rate,
-            frozenset(fail_avatars),
-            frozenset(hang_avatars),
-            capacity=capacity,
-        )
-        super().__init__(behaviour, seed)
+        super().__init__(seed, latency_ms, fail_rate, fail_avatars, hang_avatars, capacity)
         self._action_ids = itertools.count(1)
         self._answers: dict[str, Any] = {}
 
@@ -246,14 +253,7 @@ class DiarySimulator(_Simulator, diary_pb2_grpc.DiaryServicer):
         *,
         capacity: int = 0,
     ) -> None:
-        behaviour = Behaviour(
-            latency_ms,
-            fail_rate,
-            frozenset(fail_avatars),
-            frozenset(hang_avatars),
-            capacity=capacity,
-        )
-        super().__init__(behaviour, seed)
+        super().__init__(seed, latency_ms, fail_rate, fail_avatars, hang_avatars, capacity)
         self._diary_ids = itertools.count(1)
 
     def add_to_server(self, server: grpc.Server) -> None:
