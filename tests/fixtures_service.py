@@ -28,6 +28,7 @@ DEFAULTS: dict[str, Any] = {
     "action_timeout_ms": 2000,
     "workers": 3,
     "max_in_flight": 0,  # Schedule.MaxInFlight; 0: one call per worker (the default)
+    "max_failures": 5,  # Schedule.MaxConsecutiveFailures
     "lease_s": 5,
     "retry_s": 1,
     "min_h": 2 / 3600,
@@ -149,7 +150,7 @@ def compressed_schedule(values: dict[str, Any]) -> dict[str, Any]:
         "ClaimBatch": 100,
         "LeaseSeconds": values["lease_s"],
         "RetryDelaySeconds": values["retry_s"],
-        "MaxConsecutiveFailures": 5,
+        "MaxConsecutiveFailures": values["max_failures"],
         "SweepGraceSeconds": 2,
         "ShutdownTimeoutSeconds": 15,
     }

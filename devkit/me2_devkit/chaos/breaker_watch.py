@@ -32,8 +32,9 @@ LIMIT = "scheduler_action_inflight_limit"
 SCRAPE_EVERY_S = 0.5
 # The breaker closes within this of Action coming back: the channel's
 # reconnect backoff (at most 5 s) plus the breaker's 10 s window, by when
-# every failure has left it.
-CLOSE_WITHIN_S = 15.0
+# every failure has left it, plus slack for a loaded box and the scrape period
+# (a CI run under load saw 15.4 s).
+CLOSE_WITHIN_S = 20.0
 
 
 @dataclass(frozen=True)
