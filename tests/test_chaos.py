@@ -310,11 +310,11 @@ def samples(points: list[tuple[float, float]]) -> list[Sample]:
 
 def test_the_breaker_check_wants_rejections_while_down_and_none_soon_after() -> None:
     down = [(T0 + 10, T0 + 20)]
-    good = samples([(5, 0), (12, 30), (19, 90), (24, 95), (30, 95), (40, 95)])
+    good = samples([(5, 0), (12, 30), (19, 90), (24, 95), (30, 95), (45, 95)])
     assert breaker_finding(good, down, 400, 400).ok
     never = samples([(5, 0), (12, 0), (19, 0), (40, 0)])
     assert "rejected nothing" in breaker_finding(never, down, 400, 400).violations[0]
-    late = samples([(5, 0), (19, 90), (38, 120), (40, 120)])
+    late = samples([(5, 0), (19, 90), (45, 120), (50, 120)])  # still rising 25 s after
     assert "still rose" in breaker_finding(late, down, 400, 400).violations[0]
     assert not breaker_finding([], down, 400, 400).ok
 
