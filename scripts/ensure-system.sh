@@ -11,6 +11,9 @@ declare -A need=(
   [etcd]=etcd-server
   [etcdctl]=etcd-client
   [openssl]=openssl
+  [chromium]=chromium
+  [chromedriver]=chromium-driver
+  [faketime]=faketime
 )
 missing=()
 for bin in "${!need[@]}"; do
