@@ -1,5 +1,5 @@
-"""What the migration tests share: the seed's DDL, the shipped versions, runs by hand,
-and readers of information_schema."""
+"""What the migration tests share: the seed's DDL and its fingerprint, the shipped versions,
+runs by hand, and readers of information_schema."""
 
 from __future__ import annotations
 
@@ -12,22 +12,13 @@ import pymysql
 from me2_devkit.testing.servers import MariaDBServer
 from me2_scheduler.storage.migrations import available_migrations, split_statements
 
-# The seed document's DDL, copied verbatim: what the Go original created.
-SEED_DDL = """
-CREATE TABLE IF NOT EXISTS avatar_schedules (
-    id BIGINT AUTO_INCREMENT PRIMARY KEY,
-    avatar_id BIGINT NOT NULL UNIQUE COMMENT '分身ID',
-    status ENUM('active', 'paused', 'disabled') DEFAULT 'active' COMMENT '调度状态',
-    next_schedule_time DATETIME NOT NULL COMMENT '下次调度时间',
-    last_schedule_time DATETIME DEFAULT NULL COMMENT '上次调度时间',
-    last_action_type VARCHAR(50) DEFAULT NULL COMMENT '上次行为类型',
-    schedule_count INT DEFAULT 0 COMMENT '总调度次数',
-    failed_count INT DEFAULT 0 COMMENT '失败次数',
-    created_at DATETIME DEFAULT CURRENT_TIMESTAMP,
-    updated_at DATETIME DEFAULT CURRENT_TIMESTAMP ON UPDATE CURRENT_TIMESTAMP,
-    INDEX idx_next_schedule_time (next_schedule_time, status)
-) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci COMMENT='分身调度配置表'
-"""
+# The seed's CREATE TABLE as 001_seed.sql ships it. It must be the seed document's own text
+# (its ```sql block, without the final ";"), which is not in the repository: this is the
+# sha256 of that text, so an edit of 001_seed.sql is caught (test_migrations.py).
+(SEED_DDL,) = split_statements(
+    next(m.sql for m in available_migrations() if m.version == "001_seed")
+)
+SEED_DOCUMENT_DDL_SHA256 = "6058afd8e27760b296fafc8ef7e59a8f9f572667a86a2d4a2b05ba71e598c55a"
 SEED_COLUMNS = (
     "id", "avatar_id", "status", "next_schedule_time", "last_schedule_time",
     "last_action_type", "schedule_count", "failed_count", "created_at", "updated_at",

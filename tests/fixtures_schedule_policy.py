@@ -47,6 +47,11 @@ def rates(**by_day: float) -> tuple[float, ...]:
     return tuple(by_day.get(name, 1.0) for name in names)
 
 
+def rated(**by_day: float) -> SchedulePolicy:
+    """A policy of no windows whose day rates are ``by_day`` (others 1)."""
+    return SchedulePolicy(day_rates=rates(**by_day))
+
+
 class FixedDraw(random.Random):
     """A random source whose randint returns ``seconds``, and checks it was in bounds."""
 

@@ -16,7 +16,7 @@ import random
 import re
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -202,25 +202,26 @@ def test_the_example_configs_load_as_they_are(name: str, tmp_path: Path) -> None
     assert check_mutant(path) is not None
 
 
-@pytest.mark.parametrize("name", EXAMPLES)
-@FUZZ
-@given(mutations=MUTATIONS)
-def test_a_mutated_config_tree_loads_or_fails_with_one_line(
-    name: str, mutations: list, tmp_path: Path
-) -> None:
-    path = tmp_path / "mutant.yaml"
-    path.write_text(tree_mutant(name, mutations), encoding="utf-8")
-    check_mutant(path)
+# How a mutant is made: changes to the parsed tree, or edits of the raw text.
+MUTANTS = [
+    pytest.param(MUTATIONS, tree_mutant, id="tree"),
+    pytest.param(EDITS, text_mutant, id="text"),
+]
 
 
 @pytest.mark.parametrize("name", EXAMPLES)
+@pytest.mark.parametrize(("changes", "mutant"), MUTANTS)
 @FUZZ
-@given(edits=EDITS)
-def test_a_mutated_config_text_loads_or_fails_with_one_line(
-    name: str, edits: list, tmp_path: Path
+@given(data=st.data())
+def test_a_mutated_config_loads_or_fails_with_one_line(
+    name: str,
+    changes: st.SearchStrategy[list],
+    mutant: Callable[[str, list], str],
+    data: st.DataObject,
+    tmp_path: Path,
 ) -> None:
     path = tmp_path / "mutant.yaml"
-    path.write_text(text_mutant(name, edits), encoding="utf-8")
+    path.write_text(mutant(name, data.draw(changes, label="changes")), encoding="utf-8")
     check_mutant(path)
 
 

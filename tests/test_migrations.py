@@ -3,6 +3,7 @@ runs cut after their DDL, concurrent runs and statement splitting."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from datetime import date, datetime, time, timedelta
 
@@ -28,6 +29,7 @@ from .fixtures_migrations import (
     ALL_VERSIONS,
     SEED_COLUMNS,
     SEED_DDL,
+    SEED_DOCUMENT_DDL_SHA256,
     columns,
     cursor,
     indexes,
@@ -47,6 +49,12 @@ def other_database(mariadb: MariaDBServer) -> Iterator[str]:
 def test_the_shipped_migrations_are_the_listed_versions_in_order() -> None:
     assert [m.version for m in available_migrations()] == ALL_VERSIONS
     assert latest_version() == ALL_VERSIONS[-1]
+
+
+def test_the_seed_migration_creates_the_seed_documents_table_verbatim() -> None:
+    # The Go original's databases hold this table: 001 may not differ from it by a byte.
+    assert hashlib.sha256(SEED_DDL.encode()).hexdigest() == SEED_DOCUMENT_DDL_SHA256
+    assert SEED_DDL.startswith("CREATE TABLE IF NOT EXISTS avatar_schedules (")
 
 
 def test_migrating_an_empty_database_creates_every_table_column_and_index(

@@ -4,11 +4,13 @@ gRPC server in-process, on real MariaDB and Redis."""
 from __future__ import annotations
 
 import json
+import subprocess
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from click.testing import Result
 from prometheus_client import REGISTRY
 
 from me2_devkit.testing.servers import free_port
@@ -41,6 +43,13 @@ def write(tmp_path: Path, name: str, text: str) -> str:
     path = tmp_path / name
     path.write_text(text)
     return str(path)
+
+
+def error_line(result: Result | subprocess.CompletedProcess[str], exit_code: int) -> str:
+    """The one ``error: ...`` line of a command (in-process or real) that exited ``exit_code``."""
+    got = result.exit_code if isinstance(result, Result) else result.returncode
+    assert got == exit_code, result.stderr
+    return assert_one_error_line(result.stderr)
 
 
 def rpc_count(method: str) -> float:
@@ -111,29 +120,34 @@ def test_a_policy_file_that_cannot_be_read_exits_2_naming_file_and_field(
     path = write(tmp_path, "policy.json", text)
     result = run_cli("avatar", "policy", "set", "42", "--file", path, "--target", api)
 
-    assert result.returncode == 2
-    line = assert_one_error_line(result.stderr)
+    line = error_line(result, 2)
     assert line.startswith(f"error: {path}: ") and wanted in line, line
     assert ops.sql("SELECT COUNT(*) FROM avatar_schedule_policies") == [(0,)]
 
 
+SET_42 = ("avatar", "policy", "set", "42")
+SET_MANY = ("policy", "set-many", "--default")
+
+
 @pytest.mark.parametrize(
-    ("options", "wanted"),
+    ("command", "options", "wanted"),
     [
-        (("--window", "8am to 11pm"), "--window '8am to 11pm': write START-END[@DAYS]"),
-        (("--window", "8-23"), 'windows[0].start: "8" is not a time HH:MM or HH:MM:SS'),
-        (("--window", "08:00-23:00@someday"), "'someday' is not a day"),
-        (("--day-rate", "sat"), "--day-rate 'sat': write DAYS=RATE"),
-        (("--quiet-date", "christmas"), "quiet_dates[0]: "),
+        (SET_42, ("--window", "8am to 11pm"), "--window '8am to 11pm': write START-END[@DAYS]"),
+        (SET_42, ("--window", "8-23"), 'windows[0].start: "8" is not a time HH:MM or HH:MM:SS'),
+        (SET_42, ("--window", "08:00-23:00@someday"), "'someday' is not a day"),
+        (SET_42, ("--day-rate", "sat"), "--day-rate 'sat': write DAYS=RATE"),
+        (SET_42, ("--quiet-date", "christmas"), "quiet_dates[0]: "),
+        (SET_MANY, ("--ids", "1,x,3"), "--ids line 1: 'x' is not a positive id"),
+        (SET_MANY, ("--ids", "1,-3"), "'-3' is not a positive id"),
+        (SET_MANY, ("--ids", " , "), "--ids: no avatar id in it"),
     ],
 )
-def test_inline_options_that_cannot_be_read_exit_2_with_one_line(
-    ops: OpsEnv, api: str, options: tuple[str, ...], wanted: str
+def test_options_that_cannot_be_read_exit_2_with_one_line(
+    ops: OpsEnv, api: str, command: tuple[str, ...], options: tuple[str, ...], wanted: str
 ) -> None:
     enable(api, 42)
-    result = invoke("avatar", "policy", "set", "42", *options, "--target", api)
-    assert result.exit_code == 2
-    assert wanted in assert_one_error_line(result.stderr)
+    result = invoke(*command, *options, "--target", api)
+    assert wanted in error_line(result, 2)
 
 
 def test_a_policy_the_server_refuses_exits_1_with_its_code_and_message(
@@ -141,12 +155,10 @@ def test_a_policy_the_server_refuses_exits_1_with_its_code_and_message(
 ) -> None:
     enable(api, 42)
     result = invoke("avatar", "policy", "set", "42", "--min-hours", "9", "--target", api)
-    assert result.exit_code == 1
-    assert assert_one_error_line(result.stderr).startswith("error: code 400: min_interval_hours: ")
+    assert error_line(result, 1).startswith("error: code 400: min_interval_hours: ")
 
     missing = invoke("avatar", "policy", "get", "404", "--target", api)
-    assert missing.exit_code == 1
-    assert assert_one_error_line(missing.stderr).startswith("error: code 404: ")
+    assert error_line(missing, 1).startswith("error: code 404: ")
 
 
 @pytest.mark.parametrize(
@@ -164,8 +176,7 @@ def test_set_needs_the_policy_given_exactly_once(
 def test_an_unreachable_server_is_one_error_line_and_exit_1(ops: OpsEnv) -> None:
     target = f"127.0.0.1:{free_port()}"
     result = run_cli("avatar", "policy", "get", "1", "--target", target, "--timeout", "2")
-    assert result.returncode == 1
-    assert target in assert_one_error_line(result.stderr)
+    assert target in error_line(result, 1)
 
 
 # -- policy preview -----------------------------------------------------------------------
@@ -211,8 +222,7 @@ def test_preview_as_text_numbers_each_draw_and_repeats_with_a_seed(ops: OpsEnv, 
 
 def test_preview_of_an_avatar_without_a_schedule_exits_1(ops: OpsEnv, api: str) -> None:
     result = invoke("policy", "preview", "--avatar", "5", "--target", api)
-    assert result.exit_code == 1
-    assert assert_one_error_line(result.stderr).startswith("error: code 404: ")
+    assert error_line(result, 1).startswith("error: code 404: ")
 
 
 # -- policy set-many ----------------------------------------------------------------------
@@ -251,22 +261,6 @@ def test_set_many_from_a_file_sends_one_call_per_thousand_ids(
     ]
 
 
-@pytest.mark.parametrize(
-    ("args", "wanted"),
-    [
-        (("--ids", "1,x,3"), "--ids line 1: 'x' is not a positive id"),
-        (("--ids", "1,-3"), "'-3' is not a positive id"),
-        (("--ids", " , "), "--ids: no avatar id in it"),
-    ],
-)
-def test_set_many_refuses_ids_it_cannot_read_with_exit_2(
-    ops: OpsEnv, api: str, args: tuple[str, ...], wanted: str
-) -> None:
-    result = run_cli("policy", "set-many", *args, "--default", "--target", api)
-    assert result.returncode == 2
-    assert wanted in assert_one_error_line(result.stderr)
-
-
 def test_set_many_needs_ids_given_exactly_once(ops: OpsEnv, api: str, tmp_path: Path) -> None:
     ids = write(tmp_path, "ids.txt", "1\n")
     for args in ((), ("--ids", "1", "--ids-file", ids)):
@@ -278,5 +272,4 @@ def test_set_many_needs_ids_given_exactly_once(ops: OpsEnv, api: str, tmp_path: 
 def test_set_many_refused_by_the_server_exits_1(ops: OpsEnv, api: str) -> None:
     enable(api, 1)
     result = invoke("policy", "set-many", "--ids", "1", "--max-hours", "1", "--target", api)
-    assert result.exit_code == 1
-    assert assert_one_error_line(result.stderr).startswith("error: code 400: max_interval_hours")
+    assert error_line(result, 1).startswith("error: code 400: max_interval_hours")

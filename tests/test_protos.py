@@ -49,31 +49,20 @@ SEED_FIELDS = {
     },
 }
 
-SCHEDULER_METHODS = {
-    "EnableAvatarSchedule": ("EnableAvatarScheduleRequest", "EnableAvatarScheduleResponse"),
-    "PauseAvatarSchedule": ("PauseAvatarScheduleRequest", "PauseAvatarScheduleResponse"),
-    "ResumeAvatarSchedule": ("ResumeAvatarScheduleRequest", "ResumeAvatarScheduleResponse"),
-    "GetAvatarScheduleStatus": (
-        "GetAvatarScheduleStatusRequest",
-        "GetAvatarScheduleStatusResponse",
-    ),
-    "TriggerSchedule": ("TriggerScheduleRequest", "TriggerScheduleResponse"),
-    "BatchGetScheduleStatus": ("BatchGetScheduleStatusRequest", "BatchGetScheduleStatusResponse"),
-    "DisableAvatarSchedule": ("DisableAvatarScheduleRequest", "DisableAvatarScheduleResponse"),
-    "GetAvatarScheduleHistory": (
-        "GetAvatarScheduleHistoryRequest",
-        "GetAvatarScheduleHistoryResponse",
-    ),
-    "SetAvatarSchedulePolicy": (
-        "SetAvatarSchedulePolicyRequest",
-        "SetAvatarSchedulePolicyResponse",
-    ),
-    "GetAvatarSchedulePolicy": (
-        "GetAvatarSchedulePolicyRequest",
-        "GetAvatarSchedulePolicyResponse",
-    ),
-    "SetSchedulePolicies": ("SetSchedulePoliciesRequest", "SetSchedulePoliciesResponse"),
-}
+# Each takes <Method>Request and returns <Method>Response, as in the seed.
+SCHEDULER_METHODS = (
+    "EnableAvatarSchedule",
+    "PauseAvatarSchedule",
+    "ResumeAvatarSchedule",
+    "GetAvatarScheduleStatus",
+    "TriggerSchedule",
+    "BatchGetScheduleStatus",
+    "DisableAvatarSchedule",
+    "GetAvatarScheduleHistory",
+    "SetAvatarSchedulePolicy",
+    "GetAvatarSchedulePolicy",
+    "SetSchedulePolicies",
+)
 # Fields added to seed messages, after the seed's numbers (never in their place).
 ADDED_TO_SEED = {"ScheduleInfo": {"policy": 10}}
 
@@ -145,9 +134,8 @@ def test_scheduler_wire_names_are_what_go_zero_clients_call():
 @pytest.mark.parametrize("method", sorted(SCHEDULER_METHODS))
 def test_each_scheduler_method_takes_and_returns_its_named_messages(method):
     descriptor = scheduler_pb2.DESCRIPTOR.services_by_name["Scheduler"].methods_by_name[method]
-    request, response = SCHEDULER_METHODS[method]
-    assert descriptor.input_type.full_name == f"scheduler.{request}"
-    assert descriptor.output_type.full_name == f"scheduler.{response}"
+    assert descriptor.input_type.full_name == f"scheduler.{method}Request"
+    assert descriptor.output_type.full_name == f"scheduler.{method}Response"
 
 
 def test_action_and_diary_wire_names():

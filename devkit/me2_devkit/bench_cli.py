@@ -10,13 +10,16 @@ failed to run, 2 for bad options.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 
 from me2_scheduler.cli.common import EXIT_FAILURE, fail
 
 DEFAULT_REPORT = "docs/BENCHMARKS.md"
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _scenario_list(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
@@ -29,19 +32,24 @@ def _scenario_list(ctx: click.Context, param: click.Parameter, value: str) -> tu
     return chosen
 
 
+def _whole_option(name: str, least: int, default: int | None, text: str) -> Callable[[F], F]:
+    """A ``--name`` taking a whole number of at least ``least`` (bad input: exit 2)."""
+    return click.option(
+        name,
+        type=click.IntRange(min=least),
+        default=default,
+        show_default=default is not None,
+        help=text,
+    )
+
+
 @click.command("bench")
-@click.option(
-    "--runs",
-    type=click.IntRange(min=1),
-    default=3,
-    show_default=True,
-    help="Runs per figure (the report shows medians).",
-)
-@click.option(
+@_whole_option("--runs", 1, 3, "Runs per figure (the report shows medians).")
+@_whole_option(
     "--latency-runs",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Runs of the Action-latency table (default 1: it has 16 runs of the service).",
+    1,
+    None,
+    "Runs of the Action-latency table (default 1: it has 16 runs of the service).",
 )
 @click.option("--quick", is_flag=True, help="One run, smaller sizes, no 1 M scale.")
 @click.option(
@@ -60,13 +68,7 @@ def _scenario_list(ctx: click.Context, param: click.Parameter, value: str) -> tu
     type=click.Path(dir_okay=False),
     help="Where to write the Markdown report.",
 )
-@click.option(
-    "--max-avatars",
-    type=click.IntRange(min=1000),
-    default=1_000_000,
-    show_default=True,
-    help="Largest scale size.",
-)
+@_whole_option("--max-avatars", 1000, 1_000_000, "Largest scale size.")
 @click.option("--no-profile", is_flag=True, help="Skip the py-spy run.")
 @click.option(
     "--set",

@@ -5,6 +5,8 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+from collections.abc import Callable
+from typing import Any
 
 import click
 
@@ -65,53 +67,41 @@ _max_concurrency = click.option(
 )
 
 
+_hang_avatars = click.option(
+    "--hang-avatars", default="", callback=_avatar_ids, help="Ids whose calls never answer."
+)
+
+
 def register(group: click.Group) -> None:
     """Add ``simulate action`` and ``simulate diary`` to ``group``."""
-
-    @group.command("action")
-    @_listen
-    @_latency
-    @_fail_rate
-    @_fail_avatars
-    @_seed
-    @_capacity
-    @_max_concurrency
-    def action(
-        listen: str,
-        latency_ms: int,
-        fail_rate: float,
-        fail_avatars: frozenset[int],
-        seed: int | None,
-        capacity: int,
-        max_concurrency: int,
-    ) -> None:
-        """Serve action.Action/ScheduleAction (and simulator.Control) until SIGTERM."""
-        simulator = ActionSimulator(latency_ms, fail_rate, fail_avatars, seed, capacity=capacity)
-        run_until_signalled(simulator, listen, max_concurrency)
-
-    @group.command("diary")
-    @_listen
-    @_latency
-    @_fail_rate
-    @_fail_avatars
-    @click.option(
-        "--hang-avatars", default="", callback=_avatar_ids, help="Ids whose calls never answer."
+    _add_simulator_command(
+        group,
+        "action",
+        ActionSimulator,
+        "Serve action.Action/ScheduleAction (and simulator.Control) until SIGTERM.",
     )
-    @_seed
-    @_capacity
-    @_max_concurrency
-    def diary(
-        listen: str,
-        latency_ms: int,
-        fail_rate: float,
-        fail_avatars: frozenset[int],
-        hang_avatars: frozenset[int],
-        seed: int | None,
-        capacity: int,
-        max_concurrency: int,
-    ) -> None:
-        """Serve diary.Diary/GenerateAvatarDiary (and simulator.Control) until SIGTERM."""
-        simulator = DiarySimulator(
-            latency_ms, fail_rate, fail_avatars, hang_avatars, seed, capacity=capacity
-        )
-        run_until_signalled(simulator, listen, max_concurrency)
+    _add_simulator_command(
+        group,
+        "diary",
+        DiarySimulator,
+        "Serve diary.Diary/GenerateAvatarDiary (and simulator.Control) until SIGTERM.",
+        _hang_avatars,
+    )
+
+
+def _add_simulator_command(
+    group: click.Group,
+    name: str,
+    simulator: type[_Simulator],
+    text: str,
+    *extra_options: Callable[[Callable[..., None]], Callable[..., None]],
+) -> None:
+    """Add ``name``: serve a ``simulator`` built from the behaviour options given."""
+
+    def command(listen: str, max_concurrency: int, **behaviour: Any) -> None:
+        run_until_signalled(simulator(**behaviour), listen, max_concurrency)
+
+    options = (_listen, _latency, _fail_rate, _fail_avatars, *extra_options, _seed, _capacity)
+    for option in reversed((*options, _max_concurrency)):  # the last applied is listed first
+        command = option(command)
+    group.command(name, help=text)(command)

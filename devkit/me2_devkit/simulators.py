@@ -18,11 +18,12 @@ benchmark holds in flight (400).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import random
 import threading
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent import futures
 from dataclasses import dataclass, field
 from typing import Any
@@ -61,18 +62,23 @@ class Behaviour:
 
 
 class _Simulator(simulator_pb2_grpc.ControlServicer):
-    """Counting, configurable behaviour and the Control service, shared by both simulators."""
+    """Counting, configurable behaviour and the Control service, shared by both simulators.
+
+    A simulator is given its behaviour by keyword (``Behaviour``'s fields, and
+    ``seed`` for the failure rolls and the answers' randomness).
+    """
 
     name = "simulator"
 
     def __init__(
         self,
-        seed: int | None,
-        latency_ms: int,
-        fail_rate: float,
-        fail_avatars: Iterable[int],
-        hang_avatars: Iterable[int],
-        capacity: int,
+        *,
+        latency_ms: int = 0,
+        fail_rate: float = 0.0,
+        fail_avatars: Iterable[int] = frozenset(),
+        hang_avatars: Iterable[int] = frozenset(),
+        seed: int | None = None,
+        capacity: int = 0,
     ) -> None:
         self._lock = threading.Lock()
         self._rng = random.Random(seed)
@@ -88,10 +94,44 @@ class _Simulator(simulator_pb2_grpc.ControlServicer):
         self._in_flight = 0
         self._peak_in_flight = 0
         self._rejected = 0
+        self._init_memory()
+
+    def _init_memory(self) -> None:
+        """Create the simulator's own state; called once, by ``__init__``."""
+
+    def _add_service(self, server: grpc.Server) -> None:
+        """Register the simulated service (not Control) on ``server``."""
+        raise NotImplementedError
 
     def add_to_server(self, server: grpc.Server) -> None:
         """Register the simulated service and Control on ``server``."""
         simulator_pb2_grpc.add_ControlServicer_to_server(self, server)
+        self._add_service(server)
+
+    def _serve(
+        self,
+        context: grpc.ServicerContext,
+        avatar_id: int,
+        key: str,
+        response: Callable[..., Any],
+        succeed: Callable[[], Any],
+    ) -> Any:
+        """One simulated call: admit it (or answer RESOURCE_EXHAUSTED), count it under
+        ``key``, wait as configured, then fail, or answer what ``succeed`` returns.
+
+        ``response`` is the call's response type: empty when the caller left
+        meanwhile, ``code=1`` for a failure (which performed nothing).
+        """
+        self._admit(context)
+        try:
+            self._count(avatar_id, key)
+            if not self._wait(avatar_id, context):
+                return response()
+            if self._fails(avatar_id):
+                return response(code=1, message=SIMULATED_FAILURE)
+            return succeed()
+        finally:
+            self._leave()
 
     def _count(self, avatar_id: int, key: str) -> None:
         with self._lock:
@@ -187,41 +227,22 @@ class ActionSimulator(_Simulator, action_pb2_grpc.ActionServicer):
 
     name = "action"
 
-    def __init__(
-        self,
-        latency_ms: int = 0,
-        fail_rate: float = 0.0,
-        fail_avatars: Iterable[int] = frozenset(),
-        seed: int | None = None,
-        *,
-        hang_avatars: Iterable[int] = frozenset(),
-        capacity: int = 0,
-    ) -> None:
-        super().__init__(seed, latency_ms, fail_rate, fail_avatars, hang_avatars, capacity)
+    def _init_memory(self) -> None:
         self._action_ids = itertools.count(1)
         self._answers: dict[str, Any] = {}
 
-    def add_to_server(self, server: grpc.Server) -> None:
-        super().add_to_server(server)
+    def _add_service(self, server: grpc.Server) -> None:
         action_pb2_grpc.add_ActionServicer_to_server(self, server)
 
     def ScheduleAction(self, request: Any, context: grpc.ServicerContext) -> Any:
         """Admit the call (or answer RESOURCE_EXHAUSTED), count it, wait as configured,
         then act, fail, or repeat the first answer."""
-        self._admit(context)
-        try:
-            return self._act(request, context)
-        finally:
-            self._leave()
-
-    def _act(self, request: Any, context: grpc.ServicerContext) -> Any:
         key = request.idempotency_key
-        self._count(request.avatar_id, key)
-        if not self._wait(request.avatar_id, context):
-            return action_pb2.ScheduleActionResponse()
-        if self._fails(request.avatar_id):
-            # A failure performed nothing, so it is not remembered: a repeat may act.
-            return action_pb2.ScheduleActionResponse(code=1, message=SIMULATED_FAILURE)
+        act = functools.partial(self._act, key)
+        return self._serve(context, request.avatar_id, key, action_pb2.ScheduleActionResponse, act)
+
+    def _act(self, key: str) -> Any:
+        # A failure performed nothing, so it is not remembered (``_serve``): a repeat may act.
         with self._lock:
             answer = self._answers.get(key) if key else None
             if answer is None:
@@ -243,37 +264,19 @@ class DiarySimulator(_Simulator, diary_pb2_grpc.DiaryServicer):
 
     name = "diary"
 
-    def __init__(
-        self,
-        latency_ms: int = 0,
-        fail_rate: float = 0.0,
-        fail_avatars: Iterable[int] = frozenset(),
-        hang_avatars: Iterable[int] = frozenset(),
-        seed: int | None = None,
-        *,
-        capacity: int = 0,
-    ) -> None:
-        super().__init__(seed, latency_ms, fail_rate, fail_avatars, hang_avatars, capacity)
+    def _init_memory(self) -> None:
         self._diary_ids = itertools.count(1)
 
-    def add_to_server(self, server: grpc.Server) -> None:
-        super().add_to_server(server)
+    def _add_service(self, server: grpc.Server) -> None:
         diary_pb2_grpc.add_DiaryServicer_to_server(self, server)
 
     def GenerateAvatarDiary(self, request: Any, context: grpc.ServicerContext) -> Any:
         """Admit the call (or answer RESOURCE_EXHAUSTED), count it, wait, then write or fail."""
-        self._admit(context)
-        try:
-            return self._write(request, context)
-        finally:
-            self._leave()
+        key = f"{request.avatar_id}:{request.date}"
+        response = diary_pb2.GenerateAvatarDiaryResponse
+        return self._serve(context, request.avatar_id, key, response, self._write)
 
-    def _write(self, request: Any, context: grpc.ServicerContext) -> Any:
-        self._count(request.avatar_id, f"{request.avatar_id}:{request.date}")
-        if not self._wait(request.avatar_id, context):
-            return diary_pb2.GenerateAvatarDiaryResponse()
-        if self._fails(request.avatar_id):
-            return diary_pb2.GenerateAvatarDiaryResponse(code=1, message=SIMULATED_FAILURE)
+    def _write(self) -> Any:
         with self._lock:
             diary_id = next(self._diary_ids)
         return diary_pb2.GenerateAvatarDiaryResponse(code=0, diary_id=diary_id)

@@ -27,6 +27,7 @@ import grpc
 from redis.exceptions import RedisError
 
 from me2_scheduler.config import Config
+from me2_scheduler.rpc_server.handlers import HandlerInterceptor, with_behavior
 from me2_scheduler.storage.redis_conn import make_redis
 
 log = logging.getLogger("me2_scheduler.rpc")
@@ -88,7 +89,7 @@ def _first(metadata: Sequence[tuple[str, Any]] | None, name: str) -> str:
     return ""
 
 
-class AuthInterceptor(grpc.ServerInterceptor):
+class AuthInterceptor(HandlerInterceptor):
     """Refuses calls whose ``app``/``token`` do not match, before the handler runs."""
 
     def __init__(self, tokens: TokenStore, *, strict: bool) -> None:
@@ -96,15 +97,10 @@ class AuthInterceptor(grpc.ServerInterceptor):
         self.strict = strict
         self._last_logged = -_LOG_EVERY_S
 
-    def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Any],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Any:
-        handler = continuation(handler_call_details)
-        if handler is None or handler_call_details.method.startswith(OPEN_PREFIXES):
+    def wrap(self, details: grpc.HandlerCallDetails, handler: Any) -> Any:
+        if handler is None or details.method.startswith(OPEN_PREFIXES):
             return handler
-        denied = self.check(handler_call_details.invocation_metadata)
+        denied = self.check(details.invocation_metadata)
         return handler if denied is None else _refusal(handler, *denied)
 
     def check(
@@ -140,15 +136,4 @@ def _refusal(handler: grpc.RpcMethodHandler, code: grpc.StatusCode, message: str
     def refuse(request_or_iterator: Any, context: grpc.ServicerContext) -> Any:
         context.abort(code, message)
 
-    kinds = (
-        ("unary_unary", grpc.unary_unary_rpc_method_handler),
-        ("unary_stream", grpc.unary_stream_rpc_method_handler),
-        ("stream_unary", grpc.stream_unary_rpc_method_handler),
-        ("stream_stream", grpc.stream_stream_rpc_method_handler),
-    )
-    make = next(m for kind, m in kinds if getattr(handler, kind) is not None)
-    return make(
-        refuse,
-        request_deserializer=handler.request_deserializer,
-        response_serializer=handler.response_serializer,
-    )
+    return with_behavior(handler, refuse)

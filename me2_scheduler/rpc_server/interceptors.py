@@ -31,7 +31,7 @@ import functools
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, NoReturn
@@ -39,14 +39,18 @@ from typing import Any, NoReturn
 import grpc
 
 from me2_scheduler import metrics
+from me2_scheduler.rpc_server.handlers import (
+    Behavior,
+    HandlerInterceptor,
+    behavior_of,
+    with_behavior,
+)
 
 log = logging.getLogger("me2_scheduler.rpc")
 
 SCHEDULER_PREFIX = "/scheduler.Scheduler/"
 DEADLINE_MESSAGE = "context deadline exceeded"  # go-zero's text for this status
 UNMARSHAL_MESSAGE = "grpc: error unmarshalling request: "  # grpc-go's, before the error
-
-Behavior = Callable[[Any, grpc.ServicerContext], Any]
 
 
 def _scheduler_unary(details: grpc.HandlerCallDetails, handler: Any) -> bool:
@@ -55,14 +59,6 @@ def _scheduler_unary(details: grpc.HandlerCallDetails, handler: Any) -> bool:
         handler is not None
         and handler.unary_unary is not None
         and details.method.startswith(SCHEDULER_PREFIX)
-    )
-
-
-def _with_behavior(handler: grpc.RpcMethodHandler, behavior: Behavior) -> grpc.RpcMethodHandler:
-    return grpc.unary_unary_rpc_method_handler(
-        behavior,
-        request_deserializer=handler.request_deserializer,
-        response_serializer=handler.response_serializer,
     )
 
 
@@ -103,7 +99,7 @@ def unknown_method_message(path: str, services: Iterable[str]) -> str:
     return f"unknown service {service}"
 
 
-class GuardInterceptor(grpc.ServerInterceptor):
+class GuardInterceptor(HandlerInterceptor):
     """Unknown methods and unparsable requests answered as grpc-go answers them (module doc).
 
     ``services`` are the services the server registers: a call to one of them
@@ -113,13 +109,8 @@ class GuardInterceptor(grpc.ServerInterceptor):
     def __init__(self, services: Iterable[str]) -> None:
         self.services = frozenset(services)
 
-    def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Any],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Any:
-        handler = continuation(handler_call_details)
-        method = handler_call_details.method
+    def wrap(self, details: grpc.HandlerCallDetails, handler: Any) -> Any:
+        method = details.method
         if handler is None:
             return _unknown_method(method, unknown_method_message(method, self.services))
         if handler.request_deserializer is None:
@@ -137,18 +128,9 @@ def _unknown_method(method: str, message: str) -> grpc.RpcMethodHandler:
     return grpc.stream_stream_rpc_method_handler(refuse)  # no deserializer: bytes stay bytes
 
 
-_HANDLER_KINDS: tuple[tuple[str, Callable[..., grpc.RpcMethodHandler]], ...] = (
-    ("unary_unary", grpc.unary_unary_rpc_method_handler),
-    ("unary_stream", grpc.unary_stream_rpc_method_handler),
-    ("stream_unary", grpc.stream_unary_rpc_method_handler),
-    ("stream_stream", grpc.stream_stream_rpc_method_handler),
-)
-
-
 def _parsing_here(method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
     """``handler`` taking raw request bytes and parsing them itself (module doc)."""
-    kind, make = next((k, m) for k, m in _HANDLER_KINDS if getattr(handler, k) is not None)
-    behavior, parse = getattr(handler, kind), handler.request_deserializer
+    behavior, parse = behavior_of(handler), handler.request_deserializer
 
     def parsed(raw: bytes, context: grpc.ServicerContext) -> Any:
         try:
@@ -162,8 +144,7 @@ def _parsing_here(method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethod
     def stream(raws: Iterator[bytes], context: grpc.ServicerContext) -> Any:
         return behavior((parsed(raw, context) for raw in raws), context)
 
-    run = stream if handler.request_streaming else one
-    return make(run, response_serializer=handler.response_serializer)
+    return with_behavior(handler, stream if handler.request_streaming else one, parsed=False)
 
 
 def _refuse_unparsable(method: str, context: grpc.ServicerContext, exc: Exception) -> NoReturn:
@@ -178,21 +159,14 @@ def _refuse_unparsable(method: str, context: grpc.ServicerContext, exc: Exceptio
     context.abort(grpc.StatusCode.INTERNAL, UNMARSHAL_MESSAGE + _one_line(exc))
 
 
-class AccessLogInterceptor(grpc.ServerInterceptor):
+class AccessLogInterceptor(HandlerInterceptor):
     """One log line and the RPC metrics per Scheduler call."""
 
-    def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Any],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Any:
-        handler = continuation(handler_call_details)
-        if not _scheduler_unary(handler_call_details, handler):
+    def wrap(self, details: grpc.HandlerCallDetails, handler: Any) -> Any:
+        if not _scheduler_unary(details, handler):
             return handler
-        method = handler_call_details.method.removeprefix(SCHEDULER_PREFIX)
-        return _with_behavior(
-            handler, functools.partial(self._observe, method, handler.unary_unary)
-        )
+        method = details.method.removeprefix(SCHEDULER_PREFIX)
+        return with_behavior(handler, functools.partial(self._observe, method, handler.unary_unary))
 
     @staticmethod
     def _observe(
@@ -218,7 +192,7 @@ class AccessLogInterceptor(grpc.ServerInterceptor):
             )  # fmt: skip
 
 
-class TimeoutInterceptor(grpc.ServerInterceptor):
+class TimeoutInterceptor(HandlerInterceptor):
     """Answers ``DEADLINE_EXCEEDED`` when a handler overruns ``timeout_ms`` (0: no limit).
 
     Call ``close`` after the server stopped, to release the handler pool.
@@ -228,15 +202,10 @@ class TimeoutInterceptor(grpc.ServerInterceptor):
         self.timeout_s = timeout_ms / 1000 if timeout_ms > 0 else None
         self._pool = ThreadPoolExecutor(max(1, max_workers), thread_name_prefix="rpc-handler")
 
-    def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Any],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Any:
-        handler = continuation(handler_call_details)
-        if self.timeout_s is None or not _scheduler_unary(handler_call_details, handler):
+    def wrap(self, details: grpc.HandlerCallDetails, handler: Any) -> Any:
+        if self.timeout_s is None or not _scheduler_unary(details, handler):
             return handler
-        return _with_behavior(handler, functools.partial(self._bounded, handler.unary_unary))
+        return with_behavior(handler, functools.partial(self._bounded, handler.unary_unary))
 
     def budget_s(self, context: grpc.ServicerContext) -> float:
         """Seconds the handler may take: the server timeout or the client's deadline, if sooner."""

@@ -17,9 +17,24 @@ names: they get them in ``KEYS`` from here.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import overload
 
 from me2_scheduler.config import RedisConf
 from me2_scheduler.errors import ConfigError
+
+
+class _Key:
+    """The name ``{P}:<suffix>`` of one key of the ``Keys`` it is read from."""
+
+    def __init__(self, suffix: str) -> None:
+        self.suffix = suffix
+
+    @overload
+    def __get__(self, keys: None, owner: type) -> _Key: ...
+    @overload
+    def __get__(self, keys: Keys, owner: type) -> str: ...
+    def __get__(self, keys: Keys | None, owner: type) -> _Key | str:
+        return self if keys is None else f"{keys.prefix}:{self.suffix}"
 
 
 @dataclass(frozen=True)
@@ -27,6 +42,13 @@ class Keys:
     """The key names for one ``Redis.Key``; raise ``ConfigError`` for an unusable key."""
 
     key: str = "me2:scheduler"
+
+    # The keys of the module's table.
+    due = _Key("due")
+    inflight = _Key("inflight")
+    leases = _Key("leases")
+    ready = _Key("ready")
+    meta = _Key("meta")
 
     def __post_init__(self) -> None:
         # An empty tag or a brace inside it would make Redis hash the keys
@@ -42,26 +64,6 @@ class Keys:
     @property
     def prefix(self) -> str:
         return "{" + self.key + "}"
-
-    @property
-    def due(self) -> str:
-        return f"{self.prefix}:due"
-
-    @property
-    def inflight(self) -> str:
-        return f"{self.prefix}:inflight"
-
-    @property
-    def leases(self) -> str:
-        return f"{self.prefix}:leases"
-
-    @property
-    def ready(self) -> str:
-        return f"{self.prefix}:ready"
-
-    @property
-    def meta(self) -> str:
-        return f"{self.prefix}:meta"
 
     @property
     def due_rebuild(self) -> str:

@@ -9,11 +9,11 @@ dispatch, which is what says where the time of a dispatch goes.
 from __future__ import annotations
 
 import os
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from me2_devkit.testing.stack import child_pids
+from me2_devkit.ticker import Ticker
 
 TITLE_PREFIX = "me2-scheduler: "
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -72,19 +72,16 @@ class RssSampler:
     supervisor_pid: int
     interval_s: float = 0.5
     peaks: dict[str, int] = field(default_factory=dict)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
+    _ticker: Ticker | None = None
 
     def start(self) -> RssSampler:
-        self._thread = threading.Thread(target=self._loop, name="bench-rss", daemon=True)
-        self._thread.start()
+        self._ticker = Ticker(self.sample, self.interval_s, "bench-rss").start()
         return self
 
     def stop(self) -> dict[str, int]:
         """Stop sampling; return the peaks."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(5)
+        if self._ticker is not None:
+            self._ticker.stop(5)
         return self.peaks
 
     def sample(self) -> None:
@@ -92,11 +89,6 @@ class RssSampler:
             rss = rss_bytes(pid)
             if rss > self.peaks.get(label, 0):
                 self.peaks[label] = rss
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            self.sample()
-            self._stop.wait(self.interval_s)
 
 
 def cpu_snapshot(pids: dict[str, int]) -> dict[str, float]:

@@ -69,32 +69,33 @@ def _cores(results: Results) -> float:
     return float(results.machine.get("cores", "0") or 0)
 
 
+def _ceiling(results: Results, per_dispatch_ms: float | None) -> float | None:
+    """Dispatches/s the cores allow when a dispatch costs ``per_dispatch_ms`` of CPU, or None
+    when that cost or the core count is not known."""
+    cores = _cores(results)
+    return cores * 1000 / per_dispatch_ms if per_dispatch_ms and cores else None
+
+
 def cpu_ceiling(results: Results) -> float | None:
     """Dispatches/s the cores allow at the CPU a dispatch cost under the burst (all processes)."""
-    per_dispatch_ms = results.get("footprint.cpu_ms.total")
-    if not per_dispatch_ms or not _cores(results):
-        return None
-    return _cores(results) * 1000 / per_dispatch_ms
+    return _ceiling(results, results.get("footprint.cpu_ms.total"))
 
 
 def anatomy_ceiling(results: Results) -> float | None:
     """Dispatches/s the cores allow at the CPU one dispatch costs alone (``anatomy``)."""
     costs = [results.get(f"anatomy.dispatch.{part}") for part in tables.ANATOMY_PARTS]
-    if any(cost is None for cost in costs) or not _cores(results):
-        return None
-    return _cores(results) * 1000 / sum(costs)
-
-
-def _share(value: float, name: str, limit: float | None) -> str | None:
-    return f"{value / limit:.2f} of {name} ({tables.num(limit)}/s)" if limit else None
+    return None if None in costs else _ceiling(results, sum(costs))
 
 
 def cell_cpu_ceiling(results: Results, prefix: str) -> float | None:
     """Dispatches/s the cores allow at the CPU a dispatch cost in one latency cell's burst."""
-    per_dispatch_ms = results.get(f"{prefix}.cpu_ms")
-    if not per_dispatch_ms or not _cores(results):
-        return None
-    return _cores(results) * 1000 / per_dispatch_ms
+    return _ceiling(results, results.get(f"{prefix}.cpu_ms"))
+
+
+def _share(value: float, name: str, limit: float | None, relation: str = "of") -> str | None:
+    """``value`` as a share of the rate ``limit``: ``0.50 of name (2,000/s)``; None without
+    a limit."""
+    return f"{value / limit:.2f} {relation} {name} ({tables.num(limit)}/s)" if limit else None
 
 
 def latency_burst_bound(max_in_flight: int, latency_ms: int) -> Bound:
@@ -141,12 +142,8 @@ def burst_bound(results: Results, value: float) -> str:
 
 def steady_bound(results: Results, value: float) -> str:
     offered, capacity = results.get("steady.offered"), results.get("burst.0ms.rate")
-    if not offered or not capacity:
-        return ""
-    return (
-        f"offered {tables.num(offered)}/s = {offered / capacity:.2f} × the burst capacity"
-        f" ({tables.num(capacity)}/s)"
-    )
+    share = _share(offered, "the burst capacity", capacity, "×") if offered else None
+    return f"offered {tables.num(offered)}/s = {share}" if share else ""
 
 
 def claim_bound(results: Results, value: float) -> str:

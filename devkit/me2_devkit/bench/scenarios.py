@@ -12,8 +12,11 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from me2_devkit.bench import probe, profile
 from me2_devkit.bench.env import Servers, Stage, staged
@@ -37,67 +40,46 @@ MIB = 1024 * 1024
 
 @dataclass(frozen=True)
 class Sizes:
-    """How big each scenario is; ``FULL`` is the issue's, ``QUICK`` and ``SMOKE`` smaller."""
+    """How big each scenario is; the presets ``FULL`` (the issue's), ``QUICK`` and ``SMOKE``
+    are the columns of ``sizes.yaml``, which says what each field is for."""
 
-    burst_avatars: int = 20_000
-    burst_latencies_ms: tuple[int, ...] = (0, 5)
-    steady_rate: int = 500
-    steady_seconds: int = 60
-    steady_fit: bool = True  # also at half the burst capacity
-    scale_counts: tuple[int, ...] = (10_000, 100_000, 1_000_000)
-    scale_repeats: int = 5
-    limit_seconds: float = 8.0
-    limit_processes: int = 10
-    anatomy_dispatches: int = 2000
-    profile_seconds: int = 8
-    workers: int = 10
-    # The Action-latency table (``latency``): MaxInFlight × latency cells, each
-    # a burst sized to last about ``latency_burst_s`` at its ideal rate and a
-    # steady run; fewer runs than the rest, since it has many cells.
-    latency_ms: tuple[int, ...] = (0, 50, 200, 1000)
-    latency_in_flight: tuple[int, ...] = (10, 400)
-    latency_runs: int = 1
-    latency_burst_s: float = 12.0
-    latency_burst_min: int = 200
-    latency_burst_max: int = 12_000
-    latency_steady_s: int = 20
-    latency_steady_rate: int = 500  # offered, or half the cell's ideal rate when lower
+    burst_avatars: int
+    burst_latencies_ms: tuple[int, ...]
+    steady_rate: int
+    steady_seconds: int
+    steady_fit: bool
+    scale_counts: tuple[int, ...]
+    scale_repeats: int
+    limit_seconds: float
+    limit_processes: int
+    anatomy_dispatches: int
+    profile_seconds: int
+    workers: int
+    latency_ms: tuple[int, ...]
+    latency_in_flight: tuple[int, ...]
+    latency_runs: int
+    latency_burst_s: float
+    latency_burst_min: int
+    latency_burst_max: int
+    latency_steady_s: int
+    latency_steady_rate: int
 
 
-FULL = Sizes()
-QUICK = Sizes(
-    burst_avatars=5_000,
-    steady_seconds=20,
-    scale_counts=(10_000, 100_000),
-    scale_repeats=3,
-    limit_seconds=4.0,
-    anatomy_dispatches=1000,
-    profile_seconds=5,
-    latency_burst_s=6.0,
-    latency_burst_max=5_000,
-    latency_steady_s=10,
-)
-SMOKE = Sizes(
-    burst_avatars=300,
-    burst_latencies_ms=(0,),
-    steady_rate=100,
-    steady_seconds=2,
-    steady_fit=False,
-    scale_counts=(1_000,),
-    scale_repeats=2,
-    limit_seconds=1.0,
-    limit_processes=2,
-    anatomy_dispatches=50,
-    profile_seconds=0,
-    workers=3,
-    latency_ms=(0, 50),
-    latency_in_flight=(12,),
-    latency_burst_s=1.0,
-    latency_burst_min=60,
-    latency_burst_max=120,
-    latency_steady_s=2,
-    latency_steady_rate=40,
-)
+def _presets() -> list[Sizes]:
+    """The columns of ``sizes.yaml`` (``[FULL, QUICK, SMOKE]`` per field), in order."""
+    text = resources.files("me2_devkit.bench").joinpath("sizes.yaml").read_text(encoding="utf-8")
+    table = yaml.safe_load(text)
+    return [
+        Sizes(**{name: _frozen(row[column]) for name, row in table.items()}) for column in range(3)
+    ]
+
+
+def _frozen(value: Any) -> Any:
+    """A YAML list as a tuple (sizes are compared and hashed), anything else as it is."""
+    return tuple(value) if isinstance(value, list) else value
+
+
+FULL, QUICK, SMOKE = _presets()
 
 
 def _ambient_pids(servers: Servers) -> dict[str, int]:
