@@ -1,4 +1,5 @@
-"""Time helpers, in one place: the current UTC time and epoch seconds both ways.
+"""Time helpers, in one place: the current UTC time, epoch seconds both ways, and the
+servers' clock as a worker reads it.
 
 The Redis index scores avatars by whole epoch seconds (the resolution of the
 seed's DATETIME columns); the store and the API work with aware datetimes.
@@ -6,7 +7,18 @@ seed's DATETIME columns); the store and the API work with aware datetimes.
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
+from collections.abc import Callable
 from datetime import datetime, timezone
+
+log = logging.getLogger("me2_scheduler.clock")
+
+# This host's clock this far off the servers' is worth a warning (what a worker
+# records follows the servers whatever it is), at most once per SKEW_WARN_EVERY_S.
+SKEW_WARN_S = 2.0
+SKEW_WARN_EVERY_S = 600.0
 
 
 def utc_now() -> datetime:
@@ -22,3 +34,62 @@ def epoch(moment: datetime) -> int:
 def from_epoch(seconds: float) -> datetime:
     """The aware UTC datetime of ``seconds`` since the epoch (a fraction is kept)."""
     return datetime.fromtimestamp(seconds, timezone.utc)
+
+
+class ServerClock:
+    """The servers' time as read on this host: the last Redis ``TIME`` sampled, plus the
+    local monotonic time elapsed since.
+
+    What a worker records (a dispatch's start, its next time, its lag) is read
+    here, so a host whose wall clock is skewed records what any other host
+    would: the index already decides "is it due" by Redis ``TIME``. Samples
+    come from script calls made anyway (a lease renewal returns ``TIME``);
+    between them the monotonic clock, which no wall-clock step moves,
+    measures the time elapsed. ``wall`` (this host's clock) is only read to
+    warn when it is off. Thread-safe.
+    """
+
+    def __init__(
+        self,
+        monotonic: Callable[[], float] = time.monotonic,
+        wall: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self._monotonic = monotonic
+        self._wall = wall
+        self._lock = threading.Lock()
+        self._sample: tuple[float, float] | None = None  # (server epoch s, monotonic s)
+        self._warned_at: float | None = None
+
+    def sample(self, server_epoch: float) -> None:
+        """Take ``server_epoch`` (epoch seconds the server just reported) as the time now."""
+        at = self._monotonic()
+        with self._lock:
+            self._sample = (server_epoch, at)
+            skew = self._wall().timestamp() - server_epoch
+            if abs(skew) <= SKEW_WARN_S or (
+                self._warned_at is not None and at - self._warned_at < SKEW_WARN_EVERY_S
+            ):
+                return
+            self._warned_at = at
+        log.warning(
+            "this host's clock is %+.1f s off Redis TIME; times recorded follow Redis", skew
+        )
+
+    def age_s(self) -> float | None:
+        """Seconds since the last sample; None before the first."""
+        with self._lock:
+            sample = self._sample
+        return None if sample is None else self._monotonic() - sample[1]
+
+    def epoch_now(self) -> float:
+        """The servers' time now, in epoch seconds; raise ``LookupError`` before a sample."""
+        with self._lock:
+            sample = self._sample
+        if sample is None:
+            raise LookupError("the server clock has not been sampled yet")
+        server_epoch, at = sample
+        return server_epoch + max(0.0, self._monotonic() - at)
+
+    def now(self) -> datetime:
+        """The servers' time now, aware, in UTC; raise ``LookupError`` before a sample."""
+        return from_epoch(self.epoch_now())

@@ -1,15 +1,14 @@
 """One dispatch of an avatar (DESIGN §3.2), for the workers and for ``TriggerSchedule``.
 
-The pick-up check first: read the row and check it still wants the claimed
-slot, and renew the claim's lease (a stale claim is dropped). Then call
-Action with the slot's idempotency key, record the attempt in MySQL (what it
-writes is ``policy.after_dispatch``'s), and settle the avatar in Redis where
-MySQL now says. A success's next time is drawn in the active time of the
-avatar's scheduling policy (read for the whole batch in one query); a
-failure's retry is ``RetryDelaySeconds`` later whatever the policy's windows
-say, so a failing Action is not hammered at a window's opening. A manual
-dispatch goes through the same ``Dispatcher``, so it is recorded exactly as
-a worker records one.
+The pick-up check first: read the rows and check they still want the claimed
+slots (a slot already recorded as a success is not dispatched again: its row
+moves on past it), and renew the claims' leases (a stale claim is dropped).
+Then call Action with the slot's idempotency key, each call fenced by its
+lease (``fence``), record the attempts in MySQL (what they write is
+``policy.after_dispatch``'s), and settle the avatars in Redis where MySQL now
+says. The times recorded come from the servers' clock (``attempts``). A
+manual dispatch goes through the same ``Dispatcher``, so it is recorded
+exactly as a worker records one.
 """
 
 from __future__ import annotations
@@ -22,17 +21,16 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
-from typing import Any
 
-from me2_scheduler import metrics, policy
-from me2_scheduler.clients.action import ActionClient, ActionResult
+from me2_scheduler import metrics
+from me2_scheduler.attempts import ActionCaller
+from me2_scheduler.clients.action import ActionClient
 from me2_scheduler.clients.channels import Caller
-from me2_scheduler.clients.limiter import Signal, signal_for
-from me2_scheduler.clock import from_epoch, utc_now
+from me2_scheduler.clock import ServerClock, from_epoch, utc_now
 from me2_scheduler.config import Config
-from me2_scheduler.errors import DownstreamError
+from me2_scheduler.fence import LeaseFence
 from me2_scheduler.inflight import InFlight
-from me2_scheduler.policy import Attempt, Failure, Success
+from me2_scheduler.policy import Attempt, Success
 from me2_scheduler.policy_context import PolicyContext
 from me2_scheduler.schedule_policy import DEFAULT, SchedulePolicy
 from me2_scheduler.states import Outcome, Trigger
@@ -49,6 +47,9 @@ Called = tuple[Claim, Attempt]  # a claim whose Action call is done, with the at
 # A batch hands its not-yet-called claims back to ``ready`` once it has run
 # this long, so one slow Action call delays the rest of a batch by one call.
 BATCH_BUDGET_S = 0.5
+# The server clock is sampled by every lease renewal; a dispatcher that renewed
+# none for this long (a TriggerSchedule one) reads Redis TIME before it records.
+SERVER_CLOCK_MAX_AGE_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -56,9 +57,9 @@ class Dispatched:
     """What one dispatch did.
 
     ``result`` is success, failure, or skipped: no longer due, lease lost, or
-    the slot already recorded by another worker. ``attempt`` is the Action
-    call (None when skipped); ``row`` the schedule as recorded, or as read
-    for a skip (None when the avatar has no schedule).
+    the slot already recorded. ``attempt`` is the Action call (None when
+    skipped); ``row`` the schedule as recorded, or as read for a skip (None
+    when the avatar has no schedule).
     """
 
     avatar_id: int
@@ -81,7 +82,9 @@ class Dispatcher:
     worker's share of ``Schedule.MaxInFlight``; one, the seed's semaphore, by
     default), then every attempt is recorded in one MySQL transaction and
     settled in Redis in one script call. The round trips are paid once per
-    batch, not per dispatch.
+    batch, not per dispatch. ``clock`` is this host's wall clock, read only to
+    warn when it is off the servers' (``ServerClock``); ``monotonic`` measures
+    time locally.
     """
 
     def __init__(
@@ -96,14 +99,17 @@ class Dispatcher:
         display: Callable[[datetime | None], str] = str,
         budget_s: float = BATCH_BUDGET_S,
         max_in_flight: int = 1,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._config = config
         self._store = store
         self.index = index
-        self._action = action
-        self._clock = clock
-        self._rng = rng or random.Random()
-        self._policies = PolicyContext.from_config(config)
+        self._monotonic = monotonic
+        self._server = ServerClock(monotonic, clock)
+        policies = PolicyContext.from_config(config)
+        self._caller = ActionCaller(
+            config, action, policies, rng or random.Random(), self._server_now
+        )
         self._display = display
         self._budget_s = budget_s
         self._max_in_flight = max_in_flight
@@ -134,10 +140,13 @@ class Dispatcher:
         Raises StoreError or RedisIndexError when a server fails mid-way; the
         leases then expire and the slots are dispatched again with the same keys.
         """
-        picked, skipped = self._pick_up(claims)
+        fence = LeaseFence(self._confirm, self._config.schedule.lease_seconds, self._monotonic)
+        picked, skipped = self._pick_up(claims, fence)
         policies = self._store.get_policies([row.avatar_id for row, _ in picked])  # one query
-        called = self._call_in_turn(picked, Trigger.AUTO, stopping, policies)
-        return skipped + self._record_and_settle(called)
+        called, lost = self._call_in_turn(picked, Trigger.AUTO, stopping, policies, fence)
+        rows = {claim: row for row, claim in picked}
+        metrics.DISPATCHES.labels(result=Outcome.SKIPPED).inc(len(lost))
+        return skipped + [_skipped(c, rows[c]) for c in lost] + self._record_and_settle(called)
 
     def dispatch(
         self, row: ScheduleRow, claim: Claim, trigger: Trigger, caller: Caller | None = None
@@ -149,55 +158,85 @@ class Dispatcher:
         recorded as a failure, never as a success. Raises StoreError or
         RedisIndexError when a server fails mid-way (the lease then expires).
         """
-        policies = self._store.get_policies([row.avatar_id])
-        attempt = self._call_action(row, claim, trigger, caller, policies)
+        chosen = self._store.get_policies([row.avatar_id]).get(row.avatar_id, DEFAULT)
+        attempt = self._caller.call(row, claim, trigger, chosen, caller)
         (dispatched,) = self._record_and_settle([(claim, attempt)])
         return dispatched
 
+    # -- the servers' clock ---------------------------------------------------
+
+    def _server_now(self) -> datetime:
+        """The servers' time now (Redis TIME read by the last renewal, or read now)."""
+        age = self._server.age_s()
+        if age is None or age > SERVER_CLOCK_MAX_AGE_S:
+            self._server.sample(self.index.now())
+        return self._server.now()
+
+    def _confirm(self, claims: list[Claim]) -> list[bool]:
+        """Renew the leases of ``claims`` in one script call (sampling the server clock)."""
+        confirmed = self.index.confirm_leases(claims, self._config.schedule.lease_seconds)
+        self._server.sample(confirmed.server_time)
+        return confirmed.held
+
     # -- the pick-up check ----------------------------------------------------
 
-    def _pick_up(self, claims: Sequence[Claim]) -> tuple[list[Picked], list[Dispatched]]:
-        """The claims to call Action for, with their rows, and the skipped ones."""
+    def _pick_up(
+        self, claims: Sequence[Claim], fence: LeaseFence
+    ) -> tuple[list[Picked], list[Dispatched]]:
+        """The claims to call Action for, with their rows (their leases renewed right
+        before Action and noted in ``fence``), and the skipped ones."""
         wanted, skipped = self._still_due(claims)
-        picked, lost = self._still_held(wanted)
-        skipped += lost
+        sent = self._monotonic()
+        held = self._confirm([claim for _, claim in wanted]) if wanted else []
+        picked = [pair for pair, ok in zip(wanted, held, strict=True) if ok]
+        # Gone meanwhile: a worker starved of CPU may have outlived its lease.
+        skipped += [_skipped(c, row) for (row, c), ok in zip(wanted, held, strict=True) if not ok]
+        fence.confirmed([claim for _, claim in picked], sent)
         metrics.DISPATCHES.labels(result=Outcome.SKIPPED).inc(len(skipped))
         return picked, skipped
 
     def _still_due(self, claims: Sequence[Claim]) -> tuple[list[Picked], list[Dispatched]]:
         """The claims whose rows still want their slots; the others, settled at once where
-        MySQL says (not after the batch's calls)."""
-        rows = {row.avatar_id: row for row in self._store.batch_get([c.avatar_id for c in claims])}
+        MySQL says (not after the batch's calls). A slot already recorded as a success
+        is one of the others: its row moves on past it first."""
+        slots = [(claim.avatar_id, claim.idempotency_key) for claim in claims]
+        rows, done = self._store.read_for_pickup(slots)  # one query
         wanted: list[Picked] = []
-        skipped: list[Dispatched] = []
-        settle_now: list[tuple[Claim, int | None]] = []
+        redone: list[Picked] = []
+        others: list[tuple[ScheduleRow | None, Claim]] = []
         for claim in claims:
             row = rows.get(claim.avatar_id)
-            if row is not None and _wants_slot(row, claim):
+            if row is None or not _wants_slot(row, claim):
+                others.append((row, claim))
+            elif claim.idempotency_key in done:
+                redone.append((row, claim))
+            else:
                 wanted.append((row, claim))
-            else:
-                settle_now.append((claim, row.due_epoch if row else None))
-                skipped.append(_skipped(claim, row))
-        if settle_now:
-            self.index.ack_many(settle_now)
-        return wanted, skipped
+        others += self._move_past_recorded(redone)
+        if others:
+            self.index.ack_many([(c, row.due_epoch if row else None) for row, c in others])
+        return wanted, [_skipped(claim, row) for row, claim in others]
 
-    def _still_held(self, wanted: list[Picked]) -> tuple[list[Picked], list[Dispatched]]:
-        """Renew the leases right before Action; the claims still held, and those gone.
-
-        A claim may have waited in ``ready``, or a worker starved of CPU may
-        have outlived its lease and the slot be with another worker now.
-        """
-        lease_s = self._config.schedule.lease_seconds
-        held = self.index.renew_leases([claim for _, claim in wanted], lease_s)
-        picked: list[Picked] = []
-        lost: list[Dispatched] = []
-        for (row, claim), ok in zip(wanted, held, strict=True):
-            if ok:
-                picked.append((row, claim))
-            else:
-                lost.append(_skipped(claim, row))
-        return picked, lost
+    def _move_past_recorded(self, redone: list[Picked]) -> list[tuple[ScheduleRow | None, Claim]]:
+        """Move the rows of slots already recorded as a success on to a success's next
+        time (MySQL first), without calling Action again; the rows as they now stand."""
+        if not redone:
+            return []
+        policies = self._store.get_policies([row.avatar_id for row, _ in redone])
+        moves = []
+        for row, claim in redone:
+            planned_at, avatar_id = from_epoch(claim.planned_at), row.avatar_id
+            chosen = policies.get(avatar_id, DEFAULT)
+            moves.append(
+                (avatar_id, planned_at, self._caller.next_time(planned_at, chosen, avatar_id))
+            )
+            log.warning(
+                "[TaskExecutor] slot %s was already recorded as a success; not dispatched again",
+                claim.idempotency_key,
+                extra={"avatar_id": avatar_id},
+            )
+        rows = self._store.move_past_recorded(moves)
+        return [(rows.get(claim.avatar_id), claim) for _, claim in redone]
 
     # -- calling Action -------------------------------------------------------
 
@@ -207,38 +246,44 @@ class Dispatcher:
         trigger: Trigger,
         stopping: Callable[[], bool],
         policies: Mapping[int, SchedulePolicy],
-    ) -> list[Called]:
+        fence: LeaseFence,
+    ) -> tuple[list[Called], list[Claim]]:
         """Call Action for the claims, up to the in-flight limit at once; hand back the
-        claims not yet called when told to stop or once the batch is late."""
+        claims not yet called when told to stop or once the batch is late. Returns the
+        calls made, and the claims the fence found lost (not called)."""
         lease_s = self._config.schedule.lease_seconds
         timeout_s = self._config.action_rpc.timeout_ms / 1000
         # Renew every lease of the batch before a call that could otherwise end
         # too close to their expiry to record: a lone dispatch has the lease
         # minus the Action timeout for that; a batch keeps at least half of it.
         renew_after_s = (lease_s - timeout_s) / 2
-        began = renewed = time.monotonic()
+        began = renewed = self._monotonic()
         called: list[Called] = []
+        lost: list[Claim] = []
         in_flight = self._in_flight
         pending = deque(picked)
-        call = partial(self._call_action, trigger=trigger, policies=policies)
+        call = partial(self._call_action, trigger=trigger, policies=policies, fence=fence)
         while pending or in_flight.running:
-            now = time.monotonic()
-            started = bool(called or in_flight.running)
+            now = self._monotonic()
+            started = bool(called or lost or in_flight.running)
             if pending and started and (stopping() or now - began > self._budget_s):
-                self.index.requeue([claim for _, claim in pending])
+                handed_back = [claim for _, claim in pending]
+                self.index.requeue(handed_back)
+                fence.forget(handed_back)
                 pending.clear()
             elif pending and started and now - renewed > renew_after_s:
-                pending = self._renew_leases(called, pending, lease_s)
+                pending = self._renew_leases(called, pending, fence)
                 renewed = now
             in_flight.start(pending, call)
-            called += in_flight.finished()
-        return called
+            for claim, attempt in in_flight.finished():
+                if attempt is None:
+                    lost.append(claim)
+                else:
+                    called.append((claim, attempt))
+        return called, lost
 
     def _renew_leases(
-        self,
-        called: list[Called],
-        pending: deque[Picked],
-        lease_s: float,
+        self, called: list[Called], pending: deque[Picked], fence: LeaseFence
     ) -> deque[Picked]:
         """Restart the leases of the whole batch; the pending claims still held.
 
@@ -247,7 +292,10 @@ class Dispatcher:
         """
         settled = [claim for claim, _ in called] + self._in_flight.tags()
         claims = settled + [claim for _, claim in pending]
-        held = self.index.renew_leases(claims, lease_s)[len(settled) :]
+        sent = self._monotonic()
+        every = self._confirm(claims)
+        fence.renewed(claims, every, sent)  # the pending ones, and calls not yet begun
+        held = every[len(settled) :]
         kept = deque(pair for pair, ok in zip(pending, held, strict=True) if ok)
         # Gone meanwhile (paused, or released while this worker stalled): not called.
         metrics.DISPATCHES.labels(result=Outcome.SKIPPED).inc(len(pending) - len(kept))
@@ -260,74 +308,17 @@ class Dispatcher:
         trigger: Trigger,
         caller: Caller | None = None,
         policies: Mapping[int, SchedulePolicy] | None = None,
-    ) -> Attempt:
-        """Call Action for the claimed slot; the attempt to record, success or failure.
+        fence: LeaseFence | None = None,
+    ) -> Attempt | None:
+        """Call Action for the claimed slot; the attempt to record, or None when ``fence``
+        finds the claim's lease lost right before the call (Action is then not called).
 
         ``policies`` holds the avatar's scheduling policy (absent: the default).
         """
-        avatar_id = row.avatar_id
-        planned_at = from_epoch(claim.planned_at)
-        key = policy.idempotency_key(avatar_id, planned_at)
-        started_at = self._clock()
-        metrics.DISPATCH_LAG.observe(max(0.0, (started_at - planned_at).total_seconds()))
-        log.info("[TaskExecutor] 开始调度分身: %d", avatar_id, extra={"avatar_id": avatar_id})
-        common: dict[str, Any] = {
-            "avatar_id": avatar_id,
-            "expected_version": row.version,
-            "trigger": trigger,
-            "planned_at": planned_at,
-            "started_at": started_at,
-            "idempotency_key": key,
-        }
-        chosen = (policies or {}).get(avatar_id, DEFAULT)
-        began = time.perf_counter()
-        try:
-            result = self._schedule_action(avatar_id, key, trigger, caller)
-        except DownstreamError as exc:
-            metrics.ACTION_DURATION.observe(time.perf_counter() - began)
-            return self._failure(exc, chosen, **common)
-        metrics.ACTION_DURATION.observe(time.perf_counter() - began)
-        return self._success(result, chosen, **common)
-
-    def _schedule_action(
-        self, avatar_id: int, key: str, trigger: Trigger, caller: Caller | None
-    ) -> ActionResult:
-        """Action's answer; raise DownstreamError. A worker's call answers to no caller."""
-        if caller is None:
-            return self._action.schedule_action(avatar_id, key, trigger)
-        return self._action.schedule_action(avatar_id, key, trigger, caller=caller)
-
-    def _success(self, result: ActionResult, chosen: SchedulePolicy, **common: Any) -> Success:
-        """The success to record: the next time drawn in the active time of ``chosen``
-        (the default policy draws exactly ``policy.next_due``)."""
-        finished_at = self._clock()
-        avatar_id = common["avatar_id"]
-        next_time = self._policies.next_due_or_default(finished_at, chosen, self._rng, avatar_id)
-        hour = self._policies.local_hour(common["started_at"], chosen)
-        metrics.DISPATCH_LOCAL_HOUR.labels(hour=str(hour)).inc()
-        return Success(
-            **common,
-            finished_at=finished_at,
-            action_type=result.action_type,
-            action_id=result.action_id,
-            next_time=next_time,
-        )
-
-    def _failure(self, exc: DownstreamError, chosen: SchedulePolicy, **common: Any) -> Failure:
-        """The failure to record: retried ``RetryDelaySeconds`` later, at the first active
-        second from then on (so a retry, too, falls inside the avatar's windows)."""
-        finished_at = self._clock()
-        schedule = self._config.schedule
-        retry_time = self._policies.retry_due(finished_at, chosen, schedule.retry_delay_seconds)
-        return Failure(
-            **common,
-            finished_at=finished_at,
-            error=str(exc),
-            retry_time=retry_time,
-            max_consecutive_failures=schedule.max_consecutive_failures,
-            unavailable=exc.unavailable,
-            overloaded=signal_for(exc.code) is Signal.OVERLOAD,
-        )
+        if fence is not None and not fence.lets_through(claim):
+            return None
+        chosen = (policies or {}).get(row.avatar_id, DEFAULT)
+        return self._caller.call(row, claim, trigger, chosen, caller)
 
     # -- recording ------------------------------------------------------------
 

@@ -47,22 +47,28 @@ def share_of(max_in_flight: int, max_workers: int, worker_index: int) -> int:
     return max(1, base + (1 if worker_index % max_workers < extra else 0))
 
 
-def signal_of(attempt: Attempt) -> Signal:
-    """What an attempt tells the in-flight limit: Action answered, had no room, or neither."""
+def signal_of(attempt: Attempt | None) -> Signal:
+    """What an attempt tells the in-flight limit: Action answered, had no room, or neither
+    (None: the call was dropped before it reached Action)."""
+    if attempt is None:
+        return Signal.IGNORED
     if isinstance(attempt, Success):
         return Signal.SUCCESS
     return Signal.OVERLOAD if attempt.overloaded else Signal.IGNORED
 
 
+Outcome = Attempt | None  # what a call ends with; None: dropped before it reached Action
+
+
 class _Executor(Protocol):
-    def submit(self, fn: Callable[..., Attempt], /, *args: Any) -> Future[Attempt]: ...
+    def submit(self, fn: Callable[..., Outcome], /, *args: Any) -> Future[Outcome]: ...
 
 
 class _Inline:
     """One call at a time, on the caller's own thread."""
 
-    def submit(self, fn: Callable[..., Attempt], /, *args: Any) -> Future[Attempt]:
-        future: Future[Attempt] = Future()
+    def submit(self, fn: Callable[..., Outcome], /, *args: Any) -> Future[Outcome]:
+        future: Future[Outcome] = Future()
         future.set_result(fn(*args))
         return future
 
@@ -81,8 +87,8 @@ class InFlight(Generic[T]):
             if max_in_flight > 1
             else _Inline()
         )
-        self.running: dict[Future[Attempt], tuple[T, Permit]] = {}
-        self._started: dict[Future[Attempt], float] = {}
+        self.running: dict[Future[Outcome], tuple[T, Permit]] = {}
+        self._started: dict[Future[Outcome], float] = {}
         self.call_s: float | None = None  # running average of a call's duration; None: no call yet
 
     @property
@@ -105,8 +111,13 @@ class InFlight(Generic[T]):
         rounds = max(1, int(POP_AHEAD_S / max(self.call_s, 1e-4)))
         return max(min(limit, most), min(most, limit * rounds))
 
-    def start(self, pending: deque[tuple[Any, T]], call: Callable[[Any, T], Attempt]) -> None:
-        """Start ``call(item, tag)`` for pending pairs while there is room (one when none runs)."""
+    def start(self, pending: deque[tuple[Any, T]], call: Callable[[Any, T], Outcome]) -> None:
+        """Start ``call(item, tag)`` for pending pairs while there is room (one when none runs).
+
+        A call may still be dropped when it starts (it returns None): the
+        fence right before Action sits in the call itself, since a call
+        submitted here may start later than it was submitted.
+        """
         while pending:
             permit = self._limiter.acquire(0 if self.running else None)
             if permit is None:
@@ -118,17 +129,20 @@ class InFlight(Generic[T]):
             self._started[future] = began
             metrics.ACTION_INFLIGHT.inc()
 
-    def finished(self, wait_s: float = FINISH_POLL_S) -> list[tuple[T, Attempt]]:
-        """The calls that end within ``wait_s``, with their attempts; their room given back."""
+    def finished(self, wait_s: float = FINISH_POLL_S) -> list[tuple[T, Outcome]]:
+        """The calls that end within ``wait_s``, with their attempts (None: dropped before
+        Action); their room given back."""
         if not self.running:
             return []
         done, _ = wait(self.running, timeout=wait_s, return_when=FIRST_COMPLETED)
-        finished: list[tuple[T, Attempt]] = []
+        finished: list[tuple[T, Outcome]] = []
         now = time.perf_counter()
         for future in done:
             tag, permit = self.running.pop(future)
-            self._measured(now - self._started.pop(future))
+            began = self._started.pop(future)
             attempt = future.result()  # the call turns every Action error into an attempt
+            if attempt is not None:  # a dropped call says nothing of Action's speed
+                self._measured(now - began)
             metrics.ACTION_INFLIGHT.dec()
             permit.release(signal_of(attempt))
             finished.append((tag, attempt))

@@ -193,6 +193,9 @@ class Success(_Attempt):
 class Failure(_Attempt):
     """Action failed; ``retry_time`` is when to try again, unless this pauses the avatar.
 
+    ``next_time`` is the next slot a success would have drawn: where the row
+    moves on to when this slot turns out recorded as a success already
+    (``past_recorded_slot``); None falls back on ``retry_time``.
     ``unavailable``: Action was unreachable or too slow (not stored; a
     TriggerSchedule answers 503 for it). ``overloaded``: Action said it has no
     room (RESOURCE_EXHAUSTED or UNAVAILABLE): the worker holds fewer calls in
@@ -202,11 +205,54 @@ class Failure(_Attempt):
     error: str
     retry_time: datetime
     max_consecutive_failures: int
+    next_time: datetime | None = None
     unavailable: bool = False
     overloaded: bool = False
 
 
 Attempt = Success | Failure
+
+
+class SlotRow(Protocol):
+    """What ``past_recorded_slot`` reads of a schedule row."""
+
+    @property
+    def status(self) -> str: ...
+    @property
+    def next_schedule_time(self) -> datetime: ...
+
+
+def waits_for_slot(row: SlotRow, planned_at: datetime | None) -> bool:
+    """Whether ``row`` still waits for the slot planned at ``planned_at``: active, and its
+    next time not after the slot's (the pick-up check)."""
+    return (
+        planned_at is not None
+        and row.status == Status.ACTIVE
+        and row.next_schedule_time <= planned_at
+    )
+
+
+def past_recorded_slot(
+    row: SlotRow, planned_at: datetime | None, next_time: datetime
+) -> dict[str, Any]:
+    """What meeting again a slot already recorded as a success writes to ``row``.
+
+    While the row still waits for that slot (``waits_for_slot``), it moves on
+    to ``next_time``, and never to a time at or before the slot: else the slot
+    would be claimed, found recorded, and put back at the same past time, for
+    ever. A row that moved on already (or is not active) is left alone.
+    """
+    if planned_at is None or not waits_for_slot(row, planned_at):
+        return {}
+    return {"next_schedule_time": max(next_time, whole_second(planned_at) + timedelta(seconds=1))}
+
+
+def recorded_next_time(attempt: Attempt) -> datetime:
+    """Where a repeat ``attempt`` of a slot recorded as a success moves its row: the next
+    time a success would have drawn (a failure that drew none: its retry time)."""
+    if isinstance(attempt, Success):
+        return attempt.next_time
+    return attempt.next_time or attempt.retry_time
 
 
 class RowState(Protocol):

@@ -26,7 +26,7 @@ from me2_scheduler.dispatch import Dispatcher
 from me2_scheduler.policy import Attempt, Failure, Success
 from me2_scheduler.states import Status, Trigger
 from me2_scheduler.storage.claim import Claim
-from me2_scheduler.storage.index import DelayIndex
+from me2_scheduler.storage.index import Confirmed, DelayIndex
 from me2_scheduler.storage.mysql import MysqlStore
 from me2_scheduler.storage.recording import RECENT_HISTORY
 
@@ -252,18 +252,18 @@ def test_a_long_batch_renews_its_leases_and_drops_a_claim_lost_meanwhile(
 
     dispatcher = Dispatcher(short, store, index, slow, rng=random.Random(3), budget_s=60)
     renewed_at: list[float] = []
-    renew_leases = index.renew_leases
+    confirm_leases = index.confirm_leases
 
-    def spying_begin(batch: list[Claim], lease_s: float) -> list[bool]:
-        held = renew_leases(batch, lease_s)
+    def spying_begin(batch: list[Claim], lease_s: float) -> Confirmed:
+        confirmed = confirm_leases(batch, lease_s)
         renewed_at.append(index.client.zscore(index.keys.inflight, claims[2].avatar_id) or 0)
-        return held
+        return confirmed
 
-    index.renew_leases = spying_begin  # type: ignore[method-assign]
+    index.confirm_leases = spying_begin  # type: ignore[method-assign]
     try:
         outcomes = {o.avatar_id: o.result for o in dispatcher.dispatch_batch(claims)}
     finally:
-        del index.renew_leases
+        del index.confirm_leases
 
     assert outcomes == {claims[0].avatar_id: "success", claims[2].avatar_id: "success"}
     assert len(renewed_at) == 2 and renewed_at[1] > renewed_at[0]

@@ -14,11 +14,17 @@ from typing import Any
 from me2_scheduler.errors import StoreError
 from me2_scheduler.policy import Attempt
 from me2_scheduler.storage.mysql_conn import where
-from me2_scheduler.storage.recording import MissingRowError, record_attempts
+from me2_scheduler.storage.recording import (
+    MissingRowError,
+    move_past_recorded,
+    read_for_pickup,
+    record_attempts,
+)
 from me2_scheduler.storage.rows import (
     HISTORY_SELECT,
     HistoryEntry,
     Recorded,
+    ScheduleRow,
     history_from_db,
     to_db,
 )
@@ -32,7 +38,8 @@ class HistoryTable(StoreBase):
         """Record dispatches in one transaction; one ``Recorded`` per attempt, in order.
 
         Each is decided from its locked row by ``policy.after_dispatch``. A
-        slot already recorded as a success writes nothing (``duplicate``).
+        slot already recorded as a success writes no history (``duplicate``);
+        its row only moves on past it (``policy.past_recorded_slot``).
         Raises StoreError, also when an avatar has no schedule row (then
         nothing of the batch is written).
         """
@@ -43,6 +50,24 @@ class HistoryTable(StoreBase):
                 raise StoreError(
                     f"MySQL {where(self._dsn)}: avatar {exc.args[0]} has no schedule row"
                 ) from None
+
+    def read_for_pickup(
+        self, slots: Sequence[tuple[int, str]]
+    ) -> tuple[dict[int, ScheduleRow], set[str]]:
+        """The rows of the picked-up ``(avatar_id, idempotency_key)`` slots by avatar_id, and
+        the keys among them already recorded as a success; one query."""
+        with self._cursor("reading schedules") as cur:
+            return read_for_pickup(cur, self._loc, slots)
+
+    def move_past_recorded(
+        self, moves: Sequence[tuple[int, datetime, datetime]]
+    ) -> dict[int, ScheduleRow]:
+        """Move the rows still waiting for slots recorded as a success already on to their
+        next times, in one transaction; see ``recording.move_past_recorded``."""
+        if not moves:
+            return {}
+        with self._cursor("moving past recorded slots", write=True) as cur:
+            return move_past_recorded(cur, self._loc, self._clock(), moves)
 
     def history(self, avatar_id: int, limit: int, before_id: int = 0) -> list[HistoryEntry]:
         """The avatar's dispatches, newest first; ``before_id`` > 0 pages past that entry id."""

@@ -79,7 +79,9 @@ class Recorded:
     counters and the history row are written either way. ``auto_paused`` is
     True exactly when this failure paused the schedule. ``duplicate`` is True
     when the slot was already recorded as a success (by a worker whose lease
-    ran out while it lived): then nothing was written.
+    ran out while it lived): then no history and no counter was written, and
+    ``applied`` says whether the row, still waiting for that slot, moved on
+    to a new next time (``policy.past_recorded_slot``).
     """
 
     applied: bool

@@ -8,18 +8,20 @@
 -- ARGV[1] lease_seconds  new lease length from Redis TIME, or "" to keep the leases
 -- ARGV[2k], ARGV[2k+1]   avatar_id, token of each popped claim (k = 1, 2, ...)
 --
--- Returns one 1 or 0 per claim, in order: 1 when the claim is current, 0 when it
--- is stale (its lease expired and was released, or the avatar was removed): the
--- worker must not dispatch it. A lease restarts before Action because a claim
--- may have waited in the ready list, or behind the earlier claims of its batch.
+-- Returns {TIME, flags}: Redis TIME as {seconds, microseconds} (the worker's clock
+-- for what it records, so a host with a skewed clock records server time), and
+-- one 1 or 0 per claim, in order: 1 when the claim is current, 0 when it is stale
+-- (its lease expired and was released, or the avatar was removed): the worker
+-- must not dispatch it. A lease restarts before Action because a claim may have
+-- waited in the ready list, or behind the earlier claims of its batch.
 
 if redis.replicate_commands then
   redis.replicate_commands()
 end
 
+local t = redis.call('TIME')
 local expiry = nil
 if ARGV[1] ~= '' then
-  local t = redis.call('TIME')
   local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
   expiry = string.format('%.6f', now + tonumber(ARGV[1]))
 end
@@ -38,4 +40,4 @@ for i = 2, #ARGV, 2 do
     current[#current + 1] = 0
   end
 end
-return current
+return {t, current}

@@ -1,0 +1,138 @@
+"""What a worker records is timed by the servers' clock, not its host's, on real MariaDB,
+Redis and the Action simulator.
+
+A dispatcher on a host whose clock is 45 s behind or ahead records the
+same started time, lag and next time as one on a host in step: all of them
+follow Redis ``TIME`` (sampled by the lease renewal it makes anyway), and a
+next time is drawn from the later of the server time and the planned time.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from me2_devkit.simulators import ActionSimulator, RunningSimulator, serve
+from me2_scheduler.attempts import ActionCaller
+from me2_scheduler.clients.action import ActionClient
+from me2_scheduler.clock import ServerClock, epoch, from_epoch, utc_now
+from me2_scheduler.config import Config, ScheduleConf
+from me2_scheduler.dispatch import Dispatcher
+from me2_scheduler.policy_context import PolicyContext
+from me2_scheduler.schedule_policy import DEFAULT
+from me2_scheduler.storage.index import DelayIndex
+from me2_scheduler.storage.mysql import MysqlStore
+
+from .support import FakeClock
+
+UTC = timezone.utc
+LEASE_S = 600.0
+FAILING = 13
+SKEWS = [timedelta(seconds=-45), timedelta(seconds=45)]
+
+
+@pytest.fixture
+def simulator() -> Iterator[RunningSimulator]:
+    running = serve(ActionSimulator(seed=1, fail_avatars={FAILING}), "127.0.0.1:0")
+    yield running
+    running.stop(grace=0)
+
+
+@pytest.fixture
+def config(dispatch_config, simulator: RunningSimulator) -> Config:
+    return dispatch_config(simulator.address, schedule=ScheduleConf(lease_seconds=LEASE_S))
+
+
+@pytest.fixture
+def parts(config: Config) -> Iterator[tuple[MysqlStore, DelayIndex, ActionClient]]:
+    made = MysqlStore(config.mysql), DelayIndex(config.redis), ActionClient(config.action_rpc)
+    yield made
+    for part in reversed(made):
+        part.close()
+
+
+def between(moment: datetime, low: float, high: float) -> bool:
+    """Whether ``moment`` (whole seconds, as MySQL keeps it) lies in [low, high] epoch s."""
+    return int(low) <= moment.timestamp() <= high
+
+
+@pytest.mark.parametrize("skew", SKEWS, ids=["host-45s", "host+45s"])
+def test_a_skewed_host_records_times_by_the_server_clock(
+    config: Config, parts, skew: timedelta
+) -> None:
+    store, index, action = parts
+    planned = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=3)
+    for avatar_id in (1, FAILING):
+        assert store.create(avatar_id, planned) is not None
+        index.put_due(avatar_id, epoch(planned))
+    index.claim_due(batch=10, lease_s=LEASE_S)
+    claims = index.pop_ready_many(10, timeout_s=0).claims
+    skewed = Dispatcher(
+        config, store, index, action, clock=lambda: utc_now() + skew, rng=random.Random(1)
+    )
+
+    before = index.now()
+    outcomes = {o.avatar_id: o.result for o in skewed.dispatch_batch(claims)}
+    after = index.now()
+
+    assert outcomes == {1: "success", FAILING: "failure"}
+    hours, retry_s = config.action_schedule, config.schedule.retry_delay_seconds
+    next_after_s = {
+        1: (hours.min_interval_hours * 3600, hours.max_interval_hours * 3600),
+        FAILING: (retry_s, retry_s),
+    }
+    for avatar_id, (least_s, most_s) in next_after_s.items():
+        (entry,) = store.history(avatar_id, 10)
+        assert between(entry.started_time, before, after), (entry.started_time, before, after)
+        assert between(entry.finished_time, before, after)
+        assert (before - planned.timestamp()) * 1000 - 1 <= entry.lag_ms
+        assert entry.lag_ms <= (after - planned.timestamp()) * 1000 + 1
+        row = store.get(avatar_id)
+        assert between(row.next_schedule_time, before + least_s, after + most_s)
+        assert index.due_score(avatar_id) == epoch(row.next_schedule_time)
+
+
+def test_a_next_time_is_drawn_from_the_planned_time_when_the_server_clock_is_behind_it(
+    config: Config,
+) -> None:
+    server_now = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
+    planned = server_now + timedelta(minutes=10)
+    caller = ActionCaller(
+        config, None, PolicyContext.from_config(config), random.Random(1), lambda: server_now
+    )
+
+    drawn = [caller.next_time(planned, DEFAULT, 1) for _ in range(50)]
+
+    low_h = config.action_schedule.min_interval_hours
+    assert min(drawn) >= planned + timedelta(hours=low_h)
+
+
+def test_the_server_clock_runs_on_by_the_local_monotonic_clock_between_samples() -> None:
+    monotonic = FakeClock(100.0)
+    clock = ServerClock(monotonic, wall=lambda: from_epoch(1_000.0))
+    with pytest.raises(LookupError):
+        clock.now()
+
+    clock.sample(1_000.0)
+    monotonic.advance(2.5)
+
+    assert clock.now() == from_epoch(1_002.5)
+    assert clock.age_s() == 2.5
+
+
+def test_a_host_far_off_the_server_clock_is_warned_about_once_in_a_while(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monotonic = FakeClock(0.0)
+    clock = ServerClock(monotonic, wall=lambda: from_epoch(1_045.0))
+    with caplog.at_level(logging.WARNING, logger="me2_scheduler.clock"):
+        for _ in range(3):
+            clock.sample(1_000.0)
+            monotonic.advance(1.0)
+
+    (warning,) = [r.getMessage() for r in caplog.records]
+    assert "+45.0 s off Redis TIME" in warning
