@@ -4,8 +4,15 @@
 database part starts at the LAST ``/``; user-info ends at the last ``@`` before
 it; the user ends at the first ``:`` (so a password may hold ``:`` and ``@``).
 A ``/`` in a param value must be escaped (``loc=Asia%2FShanghai``), exactly as
-with the Go driver. Of the params, ``charset``, ``parseTime``, ``loc`` and
-``timeout`` are used; the rest are ignored.
+with the Go driver. Of the params, ``charset``, ``parseTime``, ``loc``,
+``timeout``, ``readTimeout`` and ``writeTimeout`` are used; the rest are ignored.
+
+The three timeouts are Go durations (``5s``, ``500ms``, ``1m30s``) as
+go-sql-driver reads them with ``time.ParseDuration``. Go takes ``0`` (and its
+default) as "no timeout"; here every timeout must be positive, because a
+connection without one hangs for ever on a server that stops answering.
+Absent, ``timeout`` is ``DEFAULT_CONNECT_TIMEOUT_S`` and the I/O timeouts stay
+None, for ``storage.mysql_conn`` to fill in with its defaults.
 
 Every error is ``ConfigError("Mysql.DataSource", ...)`` and never holds the
 password: messages echo no part of the DSN that could contain it.
@@ -37,6 +44,15 @@ _UNIT_SECONDS = {
     "h": 3600,
 }
 _TRUE, _FALSE = ("1", "true", "TRUE", "True"), ("0", "false", "FALSE", "False")
+# Covers two lost SYNs (Linux resends at 1 s and 3 s), yet a dead address fails
+# a start or an RPC quickly; a handshake on a healthy LAN takes milliseconds.
+DEFAULT_CONNECT_TIMEOUT_S = 5.0
+MAX_TIMEOUT_S = 365 * 24 * 3600  # PyMySQL refuses a longer connect timeout
+_TIMEOUT_PARAMS = {
+    "timeout": "timeout_s",
+    "readTimeout": "read_timeout_s",
+    "writeTimeout": "write_timeout_s",
+}
 
 
 @dataclass(frozen=True)
@@ -55,7 +71,9 @@ class MysqlDsn:
     charset: str = "utf8mb4"
     parse_time: bool = False
     loc: str = "UTC"  # IANA zone name DATETIME columns are read/written in ("Local" resolved)
-    timeout_s: float = 10.0
+    timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S  # ``timeout``: TCP connect
+    read_timeout_s: float | None = None  # ``readTimeout``; None: absent from the DSN
+    write_timeout_s: float | None = None  # ``writeTimeout``; None: absent from the DSN
 
 
 def parse_dsn(dsn: str) -> MysqlDsn:
@@ -159,8 +177,8 @@ def _params(query: str) -> dict[str, object]:
             found["parse_time"] = _bool(value)
         elif key == "loc":
             found["loc"] = _location(_unescape(value, "loc", plus=True))
-        elif key == "timeout":
-            found["timeout_s"] = _timeout(value)
+        elif key in _TIMEOUT_PARAMS:
+            found[_TIMEOUT_PARAMS[key]] = _timeout(key, value)
     return found
 
 
@@ -187,13 +205,22 @@ def _location(name: str) -> str:
     return name
 
 
-def _timeout(value: str) -> float:
+def _timeout(key: str, value: str) -> float:
+    """A timeout param's seconds; raise ConfigError naming ``key`` unless a positive duration."""
     try:
         seconds = parse_go_duration(value)
     except ValueError as exc:
-        raise ConfigError(DSN_KEY, f"invalid DSN: timeout: {exc}") from None
+        raise ConfigError(
+            DSN_KEY, f"invalid DSN: {key}: {exc}; write a Go duration such as 5s, 500ms or 1m30s"
+        ) from None
     if seconds <= 0:
-        raise ConfigError(DSN_KEY, f"invalid DSN: timeout must be positive, got {value!r}")
+        raise ConfigError(
+            DSN_KEY,
+            f"invalid DSN: {key} must be positive, got {value!r}"
+            " (without a timeout a silent server would hang the service)",
+        )
+    if seconds > MAX_TIMEOUT_S:
+        raise ConfigError(DSN_KEY, f"invalid DSN: {key} must be at most 8760h, got {value!r}")
     return seconds
 
 

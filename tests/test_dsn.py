@@ -85,6 +85,21 @@ SEED_DSN = "root:123456@tcp(127.0.0.1:3306)/me2?charset=utf8mb4&parseTime=true"
         pytest.param("root@tcp(db)/me2?timeout=1m30s", {"timeout_s": 90.0}, id="timeout-compound"),
         pytest.param("root@tcp(db)/me2?timeout=500ms", {"timeout_s": 0.5}, id="timeout-millis"),
         pytest.param(
+            "root@tcp(db)/me2?readTimeout=30s&writeTimeout=1m30s",
+            {"read_timeout_s": 30.0, "write_timeout_s": 90.0, "timeout_s": 5.0},
+            id="read-and-write-timeouts",
+        ),
+        pytest.param(
+            "root@tcp(db)/me2?timeout=2s&readTimeout=1.5s&writeTimeout=750ms",
+            {"timeout_s": 2.0, "read_timeout_s": 1.5, "write_timeout_s": 0.75},
+            id="all-three-timeouts",
+        ),
+        pytest.param(
+            "root@tcp(db)/me2?parseTime=true",
+            {"read_timeout_s": None, "write_timeout_s": None},
+            id="io-timeouts-absent",
+        ),
+        pytest.param(
             "root@tcp(db)/me2?charset=utf8mb4,utf8", {"charset": "utf8mb4"}, id="charset-list"
         ),
         pytest.param("root@tcp(db)/me2?parseTime=False", {"parse_time": False}, id="parse-false"),
@@ -119,6 +134,21 @@ def test_dsn_is_parsed_as_go_sql_driver_parses_it(
         pytest.param("root:pw@tcp(db:3306)/me2?timeout=5", "timeout", id="timeout-without-unit"),
         pytest.param("root:pw@tcp(db:3306)/me2?timeout=5x", "timeout", id="timeout-bad-unit"),
         pytest.param("root:pw@tcp(db:3306)/me2?timeout=0s", "positive", id="timeout-zero"),
+        pytest.param(
+            "root:pw@tcp(db:3306)/me2?readTimeout=30", "readTimeout: invalid duration", id="rt-unit"
+        ),
+        pytest.param(
+            "root:pw@tcp(db:3306)/me2?readTimeout=0", "readTimeout must be positive", id="rt-zero"
+        ),
+        pytest.param(
+            "root:pw@tcp(db:3306)/me2?writeTimeout=-1s", "writeTimeout must be", id="wt-neg"
+        ),
+        pytest.param(
+            "root:pw@tcp(db:3306)/me2?writeTimeout=", "writeTimeout: invalid", id="wt-empty"
+        ),
+        pytest.param(
+            "root:pw@tcp(db:3306)/me2?readTimeout=9000h", "at most 8760h", id="rt-too-long"
+        ),
         pytest.param("root:pw@tcp(db:3306)/me2?parseTime=yes", "parseTime", id="bad-bool"),
         pytest.param("root:pw@tcp(db:70000)/me2", "port", id="port-out-of-range"),
         pytest.param("root:pw@tcp(db:abc)/me2", "port", id="port-not-a-number"),
@@ -144,6 +174,7 @@ def test_malformed_dsn_is_a_config_error_on_the_datasource_key(dsn: str, fragmen
         ("me2:Shanghai@tcp(db)/me2?loc=Asia/Shanghai", "Shanghai"),
         ("me2:Olympus@tcp(db)/me2?loc=Mars%2FOlympus", "Olympus"),
         ("me2:5x@tcp(db)/me2?timeout=5x", "5x"),
+        ("me2:9q@tcp(db)/me2?readTimeout=9q", "9q"),
     ],
 )
 def test_dsn_error_never_shows_the_password(dsn: str, password: str) -> None:
@@ -220,4 +251,5 @@ def test_loc_local_in_dsn_is_resolved_to_the_local_zone(monkeypatch: pytest.Monk
 def test_dsn_defaults_match_go_sql_driver() -> None:
     parsed = parse_dsn("root@tcp(db)/me2")
     assert (parsed.loc, parsed.parse_time, parsed.charset) == ("UTC", False, "utf8mb4")
-    assert parsed.timeout_s == MysqlDsn().timeout_s
+    assert parsed.timeout_s == MysqlDsn().timeout_s == 5.0
+    assert (parsed.read_timeout_s, parsed.write_timeout_s) == (None, None)

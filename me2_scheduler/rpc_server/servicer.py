@@ -19,7 +19,7 @@ from typing import Any
 
 import grpc
 
-from me2_scheduler import policy
+from me2_scheduler import deadline, policy
 from me2_scheduler.clients.channels import Caller
 from me2_scheduler.clock import utc_now
 from me2_scheduler.config import Config
@@ -42,6 +42,7 @@ from me2_scheduler.rpc_server.answers import (
     SUCCESS,
     Refused,
     answers,
+    io_budget_s,
     one_sentence,
     valid_avatar_id,
 )
@@ -134,6 +135,10 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
         self._display = Display(config.timezone)
         self._policies = PolicyContext.from_config(config)
 
+    def io_budget_s(self, context: grpc.ServicerContext) -> float | None:
+        """How long this call's MySQL and Redis I/O may take (``answers.io_budget_s``)."""
+        return io_budget_s(context.time_remaining(), self._config.timeout_ms)
+
     # -- the API ------------------------------------------------------------
 
     @answers(pb.EnableAvatarScheduleResponse)
@@ -172,7 +177,12 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
             raise Refused(CONFLICT, IN_FLIGHT)
         row = self._still_dispatchable(claim)
         caller = self._caller(context, began)
-        success = acted(self._dispatcher.dispatch(row, claim, Trigger.MANUAL, caller=caller))
+        # Once Action may be called, the outcome must be recorded even if the
+        # caller's time runs out: the dispatch keeps its own bounds (Action's
+        # deadline, MySQL's and Redis's timeouts), not what is left of this call.
+        with deadline.lifted():
+            dispatched = self._dispatcher.dispatch(row, claim, Trigger.MANUAL, caller=caller)
+        success = acted(dispatched)
         return pb.TriggerScheduleResponse(
             code=OK,
             message=SUCCESS,

@@ -265,7 +265,7 @@ def apply_migrations(conf: MysqlConf) -> list[str]:
     """
     lock_name = f"me2_scheduler.migrate.{conf.dsn.database}"
     with translated(conf.dsn, "migrating the schema"):
-        conn = open_connection(conf)
+        conn = open_connection(conf, ddl=True)  # an index build may take minutes
         try:
             busy = (
                 f"MySQL {where(conf.dsn)}: another migration run held the lock "

@@ -1,8 +1,16 @@
-"""Connections to MySQL: connect arguments, session time zone, error translation, the pool.
+"""Connections to MySQL: connect arguments and timeouts, session time zone, error translation.
 
 One place builds pymysql's connect arguments from ``MysqlConf.dsn`` and turns
 every driver error into a ``StoreError`` whose text names the server and what
-failed, and never the password.
+failed, and never the password; and holds this process's pool.
+
+Every wait on the network is bounded. A connection is established (TCP
+connect, handshake, session set-up) within the DSN's ``timeout``; each read
+and write within ``readTimeout``/``writeTimeout`` (defaults below when the DSN
+has none); and all of them within the deadline of the call in progress, if
+any (``me2_scheduler.deadline``). PyMySQL closes the socket of a connection
+whose read or write failed or timed out, so such a connection is never used
+again.
 
 Time zone: DATETIME columns hold wall-clock times in the zone the DSN's
 ``loc`` names (as go-sql-driver/mysql does). Every value this package writes
@@ -26,15 +34,31 @@ from typing import Any, ClassVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pymysql
-from dbutils.pooled_db import PooledDB, PooledDBError
-from dbutils.steady_db import SteadyDBError
 
+from me2_scheduler import deadline
 from me2_scheduler.config import MysqlConf, MysqlDsn
 from me2_scheduler.errors import ConfigError, StoreError
+from me2_scheduler.storage.mysql_bounded import DEADLINE_PASSED, BoundedConnection
 
 # Client-side error codes that mean "the connection is gone", as opposed to a
 # statement that failed (deadlock, lock wait timeout) on a healthy connection.
 CONNECTION_LOST = frozenset({0, 2003, 2006, 2013, 2055})
+SERVER_LOST = 2013  # CR_SERVER_LOST
+
+# Defaults for a DSN without readTimeout/writeTimeout (go-sql-driver's are "none").
+# The service's statements are short: point reads and writes by primary key,
+# pages of at most a few thousand rows, a COUNT(*) by status over the index;
+# even at millions of avatars each answers in well under a few seconds, and a
+# row-lock wait longer than 30 s means a stuck transaction, not a busy server.
+# 30 s also matches the default Schedule.LeaseSeconds: a worker whose MySQL
+# went silent gives up about when its lease lapses, never minutes later. The
+# longer legitimate waits are raised explicitly: GET_LOCK waits (``named_lock``)
+# and the DDL of ``init-db`` (``ddl=True``), which may rebuild an index of a
+# table of millions of rows for minutes.
+DEFAULT_READ_TIMEOUT_S = 30.0
+DEFAULT_WRITE_TIMEOUT_S = 30.0  # a statement is a few KB; a write only waits on a full buffer
+DDL_READ_TIMEOUT_S = 3600.0
+LOCK_WAIT_MARGIN_S = 10.0  # beyond a GET_LOCK's own timeout, for the server's answer
 
 
 def zone(loc: str) -> tzinfo:
@@ -58,14 +82,28 @@ def session_offset(loc: tzinfo, now: datetime | None = None) -> str:
     return f"{sign}{minutes // 60:02d}:{minutes % 60:02d}"
 
 
-def connect_args(dsn: MysqlDsn) -> dict[str, Any]:
+def io_timeouts(dsn: MysqlDsn, *, ddl: bool = False) -> tuple[float, float]:
+    """``(read, write)`` seconds: the DSN's ``readTimeout``/``writeTimeout``, else the defaults.
+
+    ``ddl``: the connection runs schema changes, whose reads default to
+    ``DDL_READ_TIMEOUT_S``. A ``readTimeout`` in the DSN applies to them too,
+    as go-sql-driver applies it to every read.
+    """
+    read = dsn.read_timeout_s or (DDL_READ_TIMEOUT_S if ddl else DEFAULT_READ_TIMEOUT_S)
+    return read, dsn.write_timeout_s or DEFAULT_WRITE_TIMEOUT_S
+
+
+def connect_args(dsn: MysqlDsn, *, ddl: bool = False) -> dict[str, Any]:
     """pymysql's keyword arguments for ``dsn`` (autocommit off, no time zone yet)."""
+    read_s, write_s = io_timeouts(dsn, ddl=ddl)
     args: dict[str, Any] = {
         "user": dsn.user,
         "password": dsn.password,
         "database": dsn.database or None,
         "charset": dsn.charset or "utf8mb4",
-        "connect_timeout": max(1, round(dsn.timeout_s)),
+        "connect_timeout": dsn.timeout_s,
+        "read_timeout": read_s,
+        "write_timeout": write_s,
         "autocommit": False,
         # go-sql-driver's default is tls=false, and the DSN has no tls param yet.
         # PyMySQL >= 1.2 would otherwise try TLS ("preferred") and build an SSL
@@ -80,14 +118,18 @@ def connect_args(dsn: MysqlDsn) -> dict[str, Any]:
     return args
 
 
-def open_connection(conf: MysqlConf, **extra: Any) -> pymysql.connections.Connection:
-    """A new pymysql connection with the session time zone set to ``loc``'s offset.
+def open_connection(
+    conf: MysqlConf, *, ddl: bool = False, **extra: Any
+) -> pymysql.connections.Connection:
+    """A new connection (``BoundedConnection``) with the session time zone set to ``loc``'s offset.
 
-    Raises pymysql errors untranslated; callers wrap it in ``translated``.
+    ``ddl``: reads default to ``DDL_READ_TIMEOUT_S`` (see ``io_timeouts``).
+    Raises pymysql errors and ``TimeoutError`` untranslated; callers wrap it in
+    ``translated``.
     """
     offset = session_offset(zone(conf.dsn.loc))
-    args = {**connect_args(conf.dsn), "init_command": f"SET time_zone = '{offset}'", **extra}
-    return pymysql.connect(**args)
+    args = {**connect_args(conf.dsn, ddl=ddl), "init_command": f"SET time_zone = '{offset}'"}
+    return BoundedConnection(**(args | extra))
 
 
 def where(dsn: MysqlDsn) -> str:
@@ -96,21 +138,38 @@ def where(dsn: MysqlDsn) -> str:
     return f"{server}/{dsn.database}"
 
 
-def describe(dsn: MysqlDsn, action: str, exc: BaseException) -> str:
-    """One sentence for a driver error, with the password scrubbed should it appear."""
+def reason(exc: BaseException) -> str:
+    """What went wrong, in words: the driver's message and code, never an empty one.
+
+    PyMySQL raises ``InterfaceError(0, '')`` for a statement on a connection
+    whose socket it already closed, and words a read timeout as a lost
+    connection; each becomes a sentence of its own.
+    """
     args = getattr(exc, "args", ())
     if len(args) >= 2 and isinstance(args[0], int):
-        reason = f"{args[1]} ({args[0]})"
-    else:
-        reason = str(exc) or type(exc).__name__
-    text = f"MySQL {where(dsn)}: {action} failed: {reason}"
+        code, message = args[0], str(args[1]).strip()
+        if code == SERVER_LOST and isinstance(exc.__context__, TimeoutError):
+            # PyMySQL says "Lost connection ... during query (timed out)", also
+            # for a handshake: the server was there, and silent.
+            return f"no answer from MySQL in time, connection dropped ({code})"
+        if message:
+            return f"{message} ({code})"
+        if is_connection_lost(exc):
+            return f"connection lost: the connection was already closed ({type(exc).__name__})"
+        return f"{type(exc).__name__} {code} without a message"
+    return str(exc).strip() or type(exc).__name__
+
+
+def describe(dsn: MysqlDsn, action: str, exc: BaseException) -> str:
+    """One sentence for a driver error, with the password scrubbed should it appear."""
+    text = f"MySQL {where(dsn)}: {action} failed: {reason(exc)}"
     if dsn.password:
         text = text.replace(dsn.password, "***")
     return text
 
 
 def is_connection_lost(exc: BaseException) -> bool:
-    """Whether a driver error means the connection broke (DBUtils may then reconnect)."""
+    """Whether a driver error means the connection broke (it must not be used again)."""
     if isinstance(exc, pymysql.err.InterfaceError):
         return True
     args = getattr(exc, "args", ())
@@ -119,12 +178,12 @@ def is_connection_lost(exc: BaseException) -> bool:
 
 @contextlib.contextmanager
 def translated(dsn: MysqlDsn, action: str) -> Iterator[None]:
-    """Turn any driver or pool error raised inside into a ``StoreError``."""
+    """Turn any driver or network error raised inside into a ``StoreError``."""
     try:
         yield
     except StoreError:
         raise
-    except (pymysql.MySQLError, PooledDBError, SteadyDBError, OSError) as exc:
+    except (pymysql.MySQLError, OSError) as exc:
         raise StoreError(describe(dsn, action, exc)) from None
 
 
@@ -133,8 +192,13 @@ def named_lock(cur: Any, name: str, timeout_s: int, busy: str) -> Iterator[None]
     """Hold MySQL's ``GET_LOCK(name)`` (one server-wide name, cut to MySQL's 64 characters)
     for the block; raise ``StoreError(busy)`` when another session holds it ``timeout_s``."""
     name = name[:64]
-    cur.execute("SELECT GET_LOCK(%s, %s)", (name, timeout_s))
-    (got,) = cur.fetchone()
+    connection = cur.connection
+    waiting: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+    if isinstance(connection, BoundedConnection):  # the server answers after up to timeout_s
+        waiting = connection.reads_at_least(timeout_s + LOCK_WAIT_MARGIN_S)
+    with waiting:
+        cur.execute("SELECT GET_LOCK(%s, %s)", (name, timeout_s))
+        (got,) = cur.fetchone()
     if got != 1:
         raise StoreError(busy)
     try:
@@ -145,66 +209,133 @@ def named_lock(cur: Any, name: str, timeout_s: int, busy: str) -> Iterator[None]
 
 
 class MysqlPool:
-    """This process's DBUtils pool for one ``MysqlConf``, created on first use.
+    """This process's pool of at most ``pool_size`` connections for one ``MysqlConf``.
 
-    A pool inherited through fork is dropped (and kept referenced, never
-    closed: closing would send COM_QUIT down sockets the parent still uses),
-    and the child builds its own.
+    A connection goes back to the pool only from a use that left it sound. A
+    network failure or a timeout (PyMySQL has then closed its socket), or a
+    failed write whose rollback failed too, discards it; the next use opens a
+    new one, so the pool recovers by itself once the server answers again.
+    An idle connection is pinged when taken, bounded by the connect timeout (a
+    server restart leaves idle connections dead): one that fails discards
+    every idle one, as old as it. Waiting for a free connection ends by the
+    call's deadline, else after ``wait_s``.
+
+    A pool inherited through fork is dropped (its connections kept referenced,
+    never closed: closing would send COM_QUIT down sockets the parent still
+    uses), and the child opens its own.
     """
 
-    _inherited: ClassVar[list[PooledDB]] = []
+    _inherited: ClassVar[list[list[BoundedConnection]]] = []
 
     def __init__(self, conf: MysqlConf) -> None:
         self.conf = conf
-        self._pool: PooledDB | None = None
-        self._pid = 0
+        self.size = max(1, conf.pool_size)
+        # Every holder is bounded by its own timeouts, so a wait longer than one
+        # whole connect-and-statement means the pool is stuck, not just busy.
+        self.wait_s = conf.dsn.timeout_s + io_timeouts(conf.dsn)[0]
         self._lock = threading.Lock()
-
-    def _get(self) -> PooledDB:
-        with self._lock:
-            if self._pool is not None and self._pid != os.getpid():
-                MysqlPool._inherited.append(self._pool)
-                self._pool = None
-            if self._pool is None:
-                size = max(1, self.conf.pool_size)
-                # autocommit + reset=False: a read is its own statement, with no
-                # transaction to roll back when the connection goes back to the
-                # pool; a write is an explicit transaction (begin) that the pool
-                # rolls back only if it was left open. One round trip fewer per use.
-                self._pool = PooledDB(
-                    creator=lambda: open_connection(self.conf, autocommit=True),
-                    maxcached=size, maxconnections=size, blocking=True, reset=False, ping=1,
-                    isfatal=is_connection_lost,
-                )  # fmt: skip
-                self._pid = os.getpid()
-            return self._pool
+        self._idle: list[BoundedConnection] = []
+        self._slots = threading.BoundedSemaphore(self.size)
+        self._pid = os.getpid()
 
     @contextlib.contextmanager
     def cursor(self, action: str, *, write: bool = False) -> Iterator[pymysql.cursors.Cursor]:
         """A pooled cursor; errors inside become StoreError naming ``action``.
 
         A write runs in one transaction, committed when the block ends without
-        error, rolled back by the pool otherwise. A read runs in autocommit:
-        each statement sees the latest committed data, and nothing is left
-        open when the connection goes back to the pool.
+        error, rolled back otherwise. A read runs in autocommit: each statement
+        sees the latest committed data, and nothing is left open when the
+        connection goes back to the pool.
         """
         with translated(self.conf.dsn, action):
-            conn = self._get().connection()
+            conn = self._take()
             try:
-                if write:  # BEGIN; also stops DBUtils replaying statements mid-transaction
+                if write:
                     conn.begin()
                 with conn.cursor() as cur:
                     yield cur
                 if write:
                     conn.commit()
-            finally:
-                conn.close()  # back to the pool; an unfinished write is rolled back
+            except BaseException as exc:
+                self._give_back(conn, sound=_sound_after(conn, exc, write=write))
+                raise
+            self._give_back(conn, sound=conn.open)
 
     def close(self) -> None:
-        """Close this process's pooled connections (a later ``cursor`` reopens them)."""
+        """Close this process's idle connections (a later ``cursor`` opens new ones)."""
         with self._lock:
-            pool, self._pool = self._pool, None
-            mine = self._pid == os.getpid()
-        if pool is not None and mine:
-            with contextlib.suppress(Exception):
-                pool.close()
+            self._adopt_after_fork()
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            _close_quietly(conn)
+
+    def _take(self) -> BoundedConnection:
+        """A connection for one use: a live idle one, else a new one.
+
+        Raises ``TimeoutError`` when no connection frees up in time, and the
+        errors of ``open_connection``.
+        """
+        with self._lock:
+            self._adopt_after_fork()
+            slots = self._slots
+        left = deadline.remaining()
+        wait_s = self.wait_s if left is None else max(0.0, left)
+        if not slots.acquire(timeout=wait_s):
+            raise TimeoutError(f"all {self.size} pooled connections stayed busy for {wait_s:.3g}s")
+        if deadline.passed():
+            slots.release()
+            raise TimeoutError(DEADLINE_PASSED)
+        try:
+            return self._idle_or_new()
+        except BaseException:
+            slots.release()
+            raise
+
+    def _idle_or_new(self) -> BoundedConnection:
+        with self._lock:
+            conn = self._idle.pop() if self._idle else None
+        if conn is not None:
+            if conn.answers_ping(self.conf.dsn.timeout_s):
+                return conn
+            with self._lock:
+                stale, self._idle = self._idle, []
+            for other in [conn, *stale]:
+                _close_quietly(other)
+        return open_connection(self.conf, autocommit=True)  # type: ignore[return-value]
+
+    def _give_back(self, conn: BoundedConnection, *, sound: bool) -> None:
+        with self._lock:
+            keep = sound and self._pid == os.getpid()
+            if keep:
+                self._idle.append(conn)
+            slots = self._slots
+        if not keep:
+            _close_quietly(conn)
+        slots.release()
+
+    def _adopt_after_fork(self) -> None:
+        """In a forked child, drop the parent's connections and slots (call under the lock)."""
+        if self._pid != os.getpid():
+            MysqlPool._inherited.append(self._idle)
+            self._idle = []
+            self._slots = threading.BoundedSemaphore(self.size)
+            self._pid = os.getpid()
+
+
+def _sound_after(conn: BoundedConnection, exc: BaseException, *, write: bool) -> bool:
+    """Whether a connection whose use raised ``exc`` may be used again (rolled back if a write)."""
+    if not conn.open or is_connection_lost(exc):
+        return False
+    if write:
+        try:
+            conn.rollback()
+        except (pymysql.MySQLError, OSError):
+            return False
+    return conn.open
+
+
+def _close_quietly(conn: pymysql.connections.Connection) -> None:
+    """Close a connection that is being discarded; a broken one is just let go."""
+    if conn.open:
+        with contextlib.suppress(Exception):
+            conn.close()

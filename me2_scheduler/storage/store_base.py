@@ -1,9 +1,11 @@
 """What every table of the MySQL store shares: its DSN, its pool, its zone, its clock.
 
-One DBUtils ``PooledDB`` per process, created on first use in the process
-that uses it (never at import, never inherited through fork). Every driver
-error leaves as ``StoreError`` (see ``mysql_conn``); times in and out are
-aware datetimes (see ``rows``).
+One connection pool per process (``mysql_conn.MysqlPool``), filled on first
+use in the process that uses it (never at import, never inherited through
+fork); every wait on MySQL is bounded by the DSN's timeouts and by the
+deadline of the call in progress. Every driver error leaves as
+``StoreError`` (see ``mysql_conn``); times in and out are aware datetimes
+(see ``rows``).
 """
 
 from __future__ import annotations

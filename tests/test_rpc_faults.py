@@ -1,0 +1,111 @@
+"""During a MySQL or Redis fault the API answers 503 in time, in one sentence; after it, it serves.
+
+The server runs in-process on real MariaDB and Redis, one of them behind a
+``BlackholeProxy`` that accepts and never answers. Each call has a 10 s
+deadline and the server's ``Timeout`` is its default 2 s, so an answer with a
+code (not a DEADLINE_EXCEEDED status) shows the handler gave up in time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from me2_devkit.testing.servers import MariaDBServer, RedisServer
+from me2_scheduler.config import MysqlConf, RedisConf
+from me2_scheduler.dsn import parse_dsn
+from me2_scheduler.rpc_server.answers import io_budget_s
+
+from .blackhole import BlackholeProxy, blackhole_proxy
+from .fixtures_rpc import Harness
+from .support import wait_until
+
+RECOVERY_S = 30
+
+
+def assert_unavailable(reply: Any, dependency: str) -> None:
+    """A 503 whose one sentence names the dependency."""
+    assert reply.code == 503, reply
+    assert reply.message.startswith(f"storage unavailable: {dependency}"), reply.message
+    assert "\n" not in reply.message and "Traceback" not in reply.message
+    assert ". " not in reply.message.rstrip(".")
+
+
+def serves(rpc: Harness, avatar_id: int) -> bool:
+    return rpc.call("GetAvatarScheduleStatus", avatar_id=avatar_id).code == 0
+
+
+@pytest.fixture
+def mysql_proxy(mariadb: MariaDBServer) -> Iterator[BlackholeProxy]:
+    with blackhole_proxy(mariadb.port) as proxy:
+        yield proxy
+
+
+@pytest.fixture
+def redis_proxy(redis_server: RedisServer) -> Iterator[BlackholeProxy]:
+    with blackhole_proxy(redis_server.port) as proxy:
+        yield proxy
+
+
+def mysql_through(proxy: BlackholeProxy, database: str) -> MysqlConf:
+    dsn = f"root@tcp({proxy.address})/{database}?parseTime=true"
+    return MysqlConf(data_source=dsn, dsn=parse_dsn(dsn))
+
+
+def test_a_silent_mysql_answers_503_naming_it_then_serves_again(
+    harnesses: Callable[..., Harness], mysql_proxy: BlackholeProxy, database: str
+) -> None:
+    rpc = harnesses(mysql=mysql_through(mysql_proxy, database))
+    assert rpc.call("EnableAvatarSchedule", avatar_id=31).code == 0
+    mysql_proxy.blackhole()
+    assert_unavailable(rpc.call("GetAvatarScheduleStatus", avatar_id=31), "MySQL")
+    assert_unavailable(rpc.call("PauseAvatarSchedule", avatar_id=31), "MySQL")
+    mysql_proxy.heal()
+    wait_until(lambda: serves(rpc, 31), RECOVERY_S, "the API to read MySQL again")
+    assert rpc.call("PauseAvatarSchedule", avatar_id=31).code == 0
+    rpc.assert_index_matches_mysql()
+
+
+def test_a_blackhole_as_the_mysql_address_answers_503(
+    harnesses: Callable[..., Harness], database: str
+) -> None:
+    with blackhole_proxy(None) as hole:
+        rpc = harnesses(mysql=mysql_through(hole, database))
+        assert_unavailable(rpc.call("EnableAvatarSchedule", avatar_id=32), "MySQL")
+
+
+def test_a_silent_redis_answers_503_naming_it_then_serves_again(
+    harnesses: Callable[..., Harness], redis_proxy: BlackholeProxy, redis_key: str
+) -> None:
+    rpc = harnesses(redis=RedisConf(host=redis_proxy.address, key=redis_key))
+    assert rpc.call("EnableAvatarSchedule", avatar_id=33).code == 0
+    redis_proxy.blackhole()
+    reply = rpc.call("PauseAvatarSchedule", avatar_id=33)  # MySQL first, then Redis
+    assert_unavailable(reply, "redis")
+    assert f"Redis 127.0.0.1:{redis_proxy.port}" in reply.message
+    redis_proxy.heal()
+    enabled = wait_until(
+        lambda: rpc.call("EnableAvatarSchedule", avatar_id=33).code == 0,
+        RECOVERY_S,
+        "the API to write Redis again",
+    )
+    assert enabled
+    rpc.assert_index_matches_mysql()
+
+
+@pytest.mark.parametrize(
+    ("caller_left_s", "server_ms", "expected"),
+    [
+        (None, 2000, 1.8),  # the server's Timeout, less a tenth
+        (0.5, 2000, 0.45),  # the caller's deadline is sooner: less the 50 ms floor
+        (30.0, 0, 29.5),  # no server Timeout: the caller's, less the 500 ms cap
+        (None, 0, None),  # no deadline at all: the socket timeouts alone
+        (0.01, 2000, 0.0),  # spent: nothing left for I/O
+    ],
+)
+def test_io_budget_leaves_time_to_answer(
+    caller_left_s: float | None, server_ms: int, expected: float | None
+) -> None:
+    assert io_budget_s(caller_left_s, server_ms) == pytest.approx(expected)
