@@ -87,6 +87,11 @@ BREAKER_REJECTIONS = Counter(
     "Calls dropped locally by the adaptive breaker (go-zero's Google SRE throttling).",
     ["service"],
 )
+CHANNEL_RESETS = Counter(
+    "scheduler_channel_resets_total",
+    "gRPC channels closed and opened again after deadlines in a row, by service.",
+    ["service"],
+)
 ACTION_INFLIGHT = Gauge(
     "scheduler_action_inflight",
     "Action calls in flight, summed over live workers.",
@@ -137,3 +142,5 @@ for _outcome in (Outcome.SUCCESS, Outcome.FAILURE):
     DIARY_AVATARS.labels(result=_outcome)
 for _service in ("Action", "Diary"):
     BREAKER_REJECTIONS.labels(service=_service)
+for _service in ("Action", "Diary", "etcd"):
+    CHANNEL_RESETS.labels(service=_service)

@@ -23,7 +23,8 @@ from typing import Any
 import grpc
 
 from me2_scheduler import metrics
-from me2_scheduler.clients.breaker import AdaptiveBreaker
+from me2_scheduler.channel_recovery import ChannelRecovery
+from me2_scheduler.clients.breaker import AdaptiveBreaker, BreakerOpen, acceptable
 from me2_scheduler.config import EtcdConf, RpcClientConf
 from me2_scheduler.discovery.addresses import address_list_target
 from me2_scheduler.discovery.resolver import (
@@ -37,13 +38,34 @@ from me2_scheduler.discovery.resolver import (
 from me2_scheduler.errors import DownstreamError, SchedulerError
 from me2_scheduler.tls import channel_credentials, secure_channel
 
+# Keepalive within what a go-zero server accepts. go-zero's zrpc server sets
+# only MaxConnectionIdle (5 min) and no EnforcementPolicy, so grpc-go's
+# default applies: a client may ping at most every 5 minutes (MinTime), and
+# never while it has no call in flight (PermitWithoutStream=false); beyond
+# that the server counts strikes and closes the connection with GOAWAY
+# too_many_pings. Hence 5.5 minutes (a margin over MinTime for timer skew)
+# and no pings without calls. The keepalive only catches a connection that
+# stays silent for minutes; a silent connection is left within seconds by the
+# reset after consecutive deadlines (``channel_recovery``).
+KEEPALIVE_TIME_MS = 330_000
+KEEPALIVE_TIMEOUT_MS = 20_000  # grpc-go's default client Timeout
 CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
     ("grpc.lb_policy_name", "round_robin"),
-    # grpc-go servers (the other Me2 services) answer pings more often than
-    # every 5 minutes with GOAWAY too_many_pings, so ping no faster than that.
-    ("grpc.keepalive_time_ms", 300_000),
-    ("grpc.keepalive_timeout_ms", 20_000),
+    ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
+    ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+    # grpc-core (1.85 measured) waits for a keepalive ack this long, not
+    # keepalive_timeout_ms: its default is a minute.
+    ("grpc.http2.ping_timeout_ms", KEEPALIVE_TIMEOUT_MS),
     ("grpc.keepalive_permit_without_calls", 0),
+    # grpc-core sends at most 2 pings while it sends no data or headers, the
+    # keepalive ping included: a long call waiting for its answer would stop
+    # being checked after two. 0 lifts that; the server still sees at most one
+    # ping per KEEPALIVE_TIME_MS, so it is as safe against grpc-go as above.
+    ("grpc.http2.max_pings_without_data", 0),
+    # Each channel owns its connections: without this a new channel to the same
+    # address reuses the old one's connection from gRPC's global pool, and a
+    # channel reset would reconnect nothing.
+    ("grpc.use_local_subchannel_pool", 1),
     # A restarted downstream is used again within seconds, not after the
     # default two-minute reconnect backoff.
     ("grpc.initial_reconnect_backoff_ms", 500),
@@ -140,7 +162,7 @@ class RpcClient:
         self._pid = 0
         self._pool: EndpointPool | None = None
         self._watcher: EndpointWatcher | None = None
-        self._breaker_state: tuple[int, AdaptiveBreaker] | None = None  # (pid, breaker)
+        self._guards: tuple[int, AdaptiveBreaker, ChannelRecovery] | None = None  # per pid
 
     def _make_stub(self, channel: grpc.Channel) -> Any:
         raise NotImplementedError
@@ -212,10 +234,17 @@ class RpcClient:
         (``unavailable``), or when no endpoint can be picked;
         ``SchedulerError`` when the config resolves to nothing.
         """
-        ticket = self._breaker().allow()
+        breaker, recovery = self._process_guards()
+        try:
+            ticket = breaker.allow()
+        except BreakerOpen as exc:
+            recovery.failed(str(exc))
+            raise
         try:
             response = self._invoke(method, request, timeout_s, caller)
         except DownstreamError as exc:
+            if exc.code is None:  # no endpoint to call
+                recovery.failed(str(exc))
             # No endpoint to call counts as UNAVAILABLE, as in go-zero.
             ticket.record(exc.code or grpc.StatusCode.UNAVAILABLE)
             raise
@@ -241,10 +270,13 @@ class RpcClient:
         try:
             with pool.using(endpoint):
                 if caller is None:
-                    return invoke(request, **options)
-                return answer_for(caller, invoke.future(request, **options))
+                    response = invoke(request, **options)
+                else:
+                    response = answer_for(caller, invoke.future(request, **options))
         except grpc.RpcError as exc:
-            raise rpc_error(self.service, exc) from None
+            error = rpc_error(self.service, exc)
+            self._note_error(pool, endpoint, error)
+            raise error from None
         except grpc.FutureCancelledError:
             raise DownstreamError(
                 f"{self.service} call cancelled: the caller went away (its deadline passed"
@@ -252,17 +284,39 @@ class RpcClient:
                 unavailable=True,
                 code=grpc.StatusCode.CANCELLED,
             ) from None
+        self._process_guards()[1].answered(endpoint)
+        return response
 
-    def _breaker(self) -> AdaptiveBreaker:
-        """This process's breaker (a lock inherited through fork could deadlock: start afresh)."""
+    def _note_error(self, pool: EndpointPool, endpoint: Endpoint, error: DownstreamError) -> None:
+        """Count a deadline towards a channel reset; report other failures as trouble."""
+        recovery = self._process_guards()[1]
+        if endpoint.retired:
+            return  # a call on a channel replaced meanwhile says nothing about the new one
+        if error.code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            recovery.missed_deadline(endpoint, endpoint.address, lambda: pool.replace(endpoint))
+        elif error.code == grpc.StatusCode.CANCELLED:
+            pass  # the caller went away: nothing learnt about the service
+        elif not acceptable(error.code):
+            recovery.failed(str(error))
+        else:
+            recovery.answered(endpoint)  # an error of the service's own: it answered
+
+    def _process_guards(self) -> tuple[AdaptiveBreaker, ChannelRecovery]:
+        """This process's breaker and channel recovery (inherited locks could deadlock)."""
         with self._lock:
-            if self._breaker_state is None or self._breaker_state[0] != os.getpid():
+            if self._guards is None or self._guards[0] != os.getpid():
                 rejected = metrics.BREAKER_REJECTIONS.labels(service=self.service).inc
-                self._breaker_state = (
+                reset = metrics.CHANNEL_RESETS.labels(service=self.service).inc
+                self._guards = (
                     os.getpid(),
                     AdaptiveBreaker(self.service, on_reject=rejected),
+                    ChannelRecovery(self.service, self.service.lower(), on_reset=reset),
                 )
-            return self._breaker_state[1]
+            return self._guards[1], self._guards[2]
+
+    def channel_trouble(self) -> str:
+        """Why this process's channels are in trouble now ("" when they are not)."""
+        return self._process_guards()[1].reason()
 
     def _auth(self) -> tuple[tuple[str, str], ...] | None:
         # go-zero's App/Token authentication travels as "app" and "token" metadata.

@@ -24,6 +24,8 @@ from typing import Any
 
 import grpc
 
+from me2_scheduler import metrics
+from me2_scheduler.channel_recovery import ChannelRecovery
 from me2_scheduler.config import EtcdConf
 from me2_scheduler.discovery.addresses import address_list_target
 from me2_scheduler.errors import SchedulerError
@@ -36,10 +38,19 @@ CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
     ("grpc.lb_policy_name", "round_robin"),
     # A half-open connection to etcd is noticed within ~15 s, so a stream on a
     # dead member is replaced before a 10 s lease runs out for good. etcd
-    # refuses pings more often than every 5 s (its --grpc-keepalive-min-time).
+    # refuses pings more often than every 5 s (its --grpc-keepalive-min-time)
+    # and pings without a stream (PermitWithoutStream=false), as go-zero's
+    # etcd does; a watch or a lease keepalive stream is always open here.
     ("grpc.keepalive_time_ms", 10_000),
     ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.http2.ping_timeout_ms", 5_000),  # what grpc-core really waits for the ack
     ("grpc.keepalive_permit_without_calls", 0),
+    # A quiet watch sends no data: grpc-core's default of 2 pings without data
+    # would stop the keepalive after 20 s, and a silent member would never be left.
+    ("grpc.http2.max_pings_without_data", 0),
+    # A reset after deadlines in a row must open new connections (see
+    # channel_recovery), not reuse the old one from gRPC's global pool.
+    ("grpc.use_local_subchannel_pool", 1),
     ("grpc.initial_reconnect_backoff_ms", 500),
     ("grpc.max_reconnect_backoff_ms", 2_000),
 )
@@ -149,13 +160,35 @@ class EtcdClient:
         target, https = etcd_target(conf.hosts)
         self.conf = conf
         self.call_timeout_s = call_timeout_s
-        self._channel = secure_channel(target, _credentials(conf, https), CHANNEL_OPTIONS)
-        self._kv = pb_grpc.KVStub(self._channel)
-        self._lease = pb_grpc.LeaseStub(self._channel)
-        self._watch = pb_grpc.WatchStub(self._channel)
-        self._auth = pb_grpc.AuthStub(self._channel)
+        self._target = target
+        self._credentials = _credentials(conf, https)
+        self._channel_lock = threading.Lock()
+        self._connect()
         self._token_lock = threading.Lock()
         self._token = ""
+        self._recovery = ChannelRecovery(
+            "etcd", "etcd", on_reset=metrics.CHANNEL_RESETS.labels(service="etcd").inc
+        )
+
+    def _connect(self) -> None:
+        """A new channel (new connections) and its stubs; the old channel, if any, is closed."""
+        channel = secure_channel(self._target, self._credentials, CHANNEL_OPTIONS)
+        with self._channel_lock:
+            old = getattr(self, "_channel", None)
+            self._channel = channel
+            self._kv = pb_grpc.KVStub(channel)
+            self._lease = pb_grpc.LeaseStub(channel)
+            self._watch = pb_grpc.WatchStub(channel)
+            self._auth = pb_grpc.AuthStub(channel)
+        if old is not None:
+            old.close()  # its streams end with an error: their loops open them again here
+
+    def _reset(self, channel: grpc.Channel) -> bool:
+        """Replace ``channel`` if it is still the one in use (see ``channel_recovery``)."""
+        if self._channel is not channel:
+            return False
+        self._connect()
+        return True
 
     # --- plumbing --------------------------------------------------------------
 
@@ -175,16 +208,34 @@ class EtcdClient:
             raise _error(f"authenticate as {self.conf.user!r}", exc) from None
 
     def _unary(self, what: str, method: Callable[..., Any], request: Any) -> Any:
+        channel = self._channel
         for attempt in (1, 2):
             try:
-                return method(request, timeout=self.call_timeout_s, metadata=self._metadata())
+                reply = method(request, timeout=self.call_timeout_s, metadata=self._metadata())
             except grpc.RpcError as exc:
                 expired = exc.code() == grpc.StatusCode.UNAUTHENTICATED  # type: ignore[attr-defined]
                 if attempt == 1 and expired and self.conf.user:
                     self._forget_token()  # authenticate again, once
                     continue
-                raise _error(what, exc) from None
+                error = _error(what, exc)
+                self._note_error(channel, exc, error)
+                raise error from None
+            self._recovery.answered(channel)
+            return reply
         raise AssertionError("unreachable")
+
+    def _note_error(self, channel: grpc.Channel, exc: grpc.RpcError, error: EtcdError) -> None:
+        """Count a deadline towards a channel reset; etcd unreachable is trouble too."""
+        if channel is not self._channel:
+            return  # a call on a channel replaced meanwhile says nothing about the new one
+        code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
+        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            where = ",".join(self.conf.hosts)
+            self._recovery.missed_deadline(channel, where, lambda: self._reset(channel))
+        elif code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL):
+            self._recovery.failed(str(error))
+        else:
+            self._recovery.answered(channel)  # etcd answered (a refusal of its own)
 
     def _forget_token(self) -> None:
         with self._token_lock:

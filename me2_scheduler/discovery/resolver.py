@@ -11,7 +11,9 @@ call with "power of two choices": of two random endpoints, the one with fewer
 calls in flight. An endpoint whose last call failed UNAVAILABLE (a server
 killed before its lease ran out) is passed over for ``COOLDOWN_SECONDS``
 while another one answers. An endpoint removed from etcd gets no new call;
-its channel is closed once its last call in flight returns.
+its channel is closed once its last call in flight returns; so is a channel
+``replace``-d by a new one (``channel_recovery``: a channel whose calls keep
+missing their deadline).
 """
 
 from __future__ import annotations
@@ -219,6 +221,22 @@ class EndpointPool:
                 endpoint.inflight -= 1
                 if endpoint.retired and endpoint.inflight == 0:
                     self._close(endpoint)
+
+    def replace(self, endpoint: Endpoint) -> bool:
+        """Give ``endpoint``'s address a new channel (new connections); retire the old one.
+
+        The old channel takes no new call and is closed after its last call
+        in flight. Returns False when ``endpoint`` is no longer the live one
+        (replaced or removed meanwhile).
+        """
+        with self._lock:
+            if self._live.get(endpoint.address) is not endpoint:
+                return False
+            self._live[endpoint.address] = self._open(endpoint.address)
+            endpoint.retired = True
+            if endpoint.inflight == 0:
+                self._close(endpoint)
+        return True
 
     def close(self) -> None:
         """Close every channel."""

@@ -5,7 +5,9 @@ Reflection is served as v1 and v1alpha, as grpc-go's ``reflection.Register``.
 ``main`` is the role's entry point (``me2_scheduler.rpc_server.server:main``):
 it builds its own store, index and Action client in this process, serves on
 ``ListenOn`` until ``ctx.stop``, then drains: health turns NOT_SERVING, new
-calls are refused, and calls in progress get ``ShutdownTimeoutSeconds``.
+calls are refused, and calls in progress get ``ShutdownTimeoutSeconds``. Once it serves it tells the
+supervisor so (``/healthz`` is 503 until then) and pings MySQL and Redis every
+second for ``/healthz`` (``rpc_server.probe``).
 
 With ``Etcd.Hosts`` and ``Etcd.Key`` the server registers itself in etcd once
 it listens (go-zero's publisher, ``discovery.registry``) and revokes the
@@ -31,6 +33,7 @@ from me2_scheduler.discovery.etcd_client import EtcdError
 from me2_scheduler.discovery.registry import Publisher, publish_address
 from me2_scheduler.dispatch import Dispatcher
 from me2_scheduler.errors import SchedulerError
+from me2_scheduler.health import board as health_board
 from me2_scheduler.protos import scheduler_pb2, scheduler_pb2_grpc
 from me2_scheduler.rpc_server.auth import AuthInterceptor, redis_token_store
 from me2_scheduler.rpc_server.interceptors import (
@@ -38,6 +41,7 @@ from me2_scheduler.rpc_server.interceptors import (
     GuardInterceptor,
     TimeoutInterceptor,
 )
+from me2_scheduler.rpc_server.probe import DependencyProbe
 from me2_scheduler.rpc_server.reflection import (
     V1_SERVICE_NAME,
     V1ALPHA_SERVICE_NAME,
@@ -166,10 +170,16 @@ def main(config: Config, ctx: ChildContext) -> int:
         log.error("rpc_server %s", exc)
         return EXIT_CANNOT_BOOT
     rpc.start()
-    log.info("rpc_server listening on %s", listen_address(config.listen_on, rpc.port))
+    address = listen_address(config.listen_on, rpc.port)
+    log.info("rpc_server listening on %s", address)
+    probe = DependencyProbe({"mysql": store.ping, "redis": index.ping})
+    probe.start()
+    # Only now may /healthz answer 200: the port accepts and serves calls.
+    health_board().announce_listening(address)
     try:
         code = _serve(config, ctx, rpc)
     finally:
+        probe.stop()
         action.close()
         index.close()
         store.close()

@@ -9,8 +9,9 @@ remains. Signal handlers only record the signal; ``set_wakeup_fd`` wakes the
 loop. No gRPC, Redis or MySQL object is ever created in this process.
 
 ``run_service`` exports ``PROMETHEUS_MULTIPROC_DIR`` before anything imports
-prometheus_client; ``supervisor.http`` counts restarts, marks reaped children
-dead and serves ``/metrics`` and ``/healthz``. Which slot holds which pid,
+prometheus_client, and the dir children report their health in (``health``);
+``supervisor.http`` counts restarts, marks reaped children dead and serves
+``/metrics`` and ``/healthz``. Which slot holds which pid,
 the backoff and the stop stages are plain bookkeeping in ``supervisor.slots``.
 
 Exit codes: 0 after a shutdown asked for by a signal; the preflight's own code
@@ -23,14 +24,17 @@ from __future__ import annotations
 import logging
 import os
 import select
+import shutil
 import signal
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
+from pathlib import Path
 
 from setproctitle import setproctitle
 
+from me2_scheduler import health
 from me2_scheduler.config import Config
 from me2_scheduler.logs import setup_logging
 from me2_scheduler.supervisor.child import (
@@ -80,10 +84,12 @@ class Arbiter:
         backoff: Backoff | None = None,
         tick: float = LOOP_TICK,
         metrics_dir: str | None = None,
+        health_dir: Path | None = None,
     ) -> None:
         check_unique(roles)
         self.config = config
         self.tick = tick
+        self._health_dir = health_dir
         self._table = SlotTable(roles, backoff or Backoff())
         self._signals: list[int] = []
         self._respawn = False  # True only while serving: children that die are restarted
@@ -126,19 +132,41 @@ class Arbiter:
     # --- metrics and health ---------------------------------------------------
 
     def health_problems(self) -> list[str]:
-        """What makes ``/healthz`` answer 503: starting, stopping, or the slots that are down."""
+        """What ``/healthz`` lists, one line each; any but ``degraded: ...`` makes it 503.
+
+        Starting or stopping; the slots without a process; a server not
+        listening yet; the dependencies the children report down or degraded.
+        Runs on the HTTP thread: reads the slot table and the children's files.
+        """
         if not self._respawn:
             return ["stopping" if self._stopping else "starting"]
         down = self._table.down()
-        return [f"down: {', '.join(down)}"] if down else []
+        return ([f"down: {', '.join(down)}"] if down else []) + self._children_health()
+
+    def _children_health(self) -> list[str]:
+        if self._health_dir is None:  # an Arbiter without run_service: nothing reported
+            return []
+        lines, reports = [], {}
+        for slot in list(self._table.slots):
+            pid = slot.pid  # read once: the main loop may change it meanwhile
+            if pid is None:
+                continue
+            report = health.read_report(self._health_dir, pid)
+            if slot.role.announces_listening and (report is None or not report.listening):
+                lines.append(f"starting: {slot.label} is not listening yet")
+            if report is not None:
+                reports[slot.label] = report
+        return lines + health.dependency_lines(reports, time.time())
 
     def _on_child_restart(self, role: str) -> None:
         """Called once per restart of a ``role`` child (``restarts`` already counts it)."""
         self.observer.child_restarted(role)
 
     def _on_child_reaped(self, pid: int) -> None:
-        """Called for every reaped child: forget its live gauges in the multiprocess dir."""
+        """Called for every reaped child: forget its live gauges and its health report."""
         self.observer.child_reaped(pid)
+        if self._health_dir is not None:
+            health.forget(self._health_dir, pid)
 
     # --- signals -----------------------------------------------------------
 
@@ -340,13 +368,16 @@ def run_service(
     """
     setup_logging(config.log, "supervisor", timezone=config.timezone)
     metrics_dir = MetricsDir.create()  # before anything imports prometheus_client
+    health_dir = health.prepare_dir(metrics_dir.path)  # exported before the first fork
     try:
         arbiter = Arbiter(
             config,
             default_roles(config) if roles is None else roles,
             backoff=backoff,
             metrics_dir=str(metrics_dir.path),
+            health_dir=health_dir,
         )
         return arbiter.run(preflight)
     finally:
+        shutil.rmtree(health_dir, ignore_errors=True)
         metrics_dir.remove()

@@ -15,7 +15,10 @@ Metrics use prometheus_client's multiprocess mode (its ``multiprocess.py``):
 ``StatusServer`` serves both paths from a ``ThreadingHTTPServer`` thread of
 the supervisor. It holds no gRPC, Redis or MySQL object, so forking children
 while it runs is safe. ``/healthz`` answers 200 ``ok`` while every child slot
-has a live process, else 503 with one line per problem (``down: worker[2]``).
+has a live process, the rpc_server listens and MySQL and Redis answer, else
+503 with one line per problem (``down: worker[2]``, ``down: mysql: <why>``);
+a dependency the children report ``degraded`` (Action, Diary, etcd) is listed
+under ``ok`` and keeps the 200 (see ``health``).
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from me2_scheduler.config import PrometheusConf
+from me2_scheduler.console.proxy import forward as forward_to_console
+from me2_scheduler.console.proxy import is_console_path
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 HEALTH_PATH = "/healthz"
@@ -41,8 +46,18 @@ TEXT = "text/plain; charset=utf-8"
 
 log = logging.getLogger(__name__)
 
+DEGRADED_PREFIX = "degraded:"
+
 HealthCheck = Callable[[], list[str]]
-"""Returns the problems that make the service unhealthy; [] means healthy."""
+"""Returns the problems, one line each; [] or only ``degraded: ...`` lines mean healthy."""
+
+
+def health_answer(problems: list[str]) -> tuple[int, str]:
+    """``/healthz``'s status and body: 503 and the problems, or 200 ``ok`` and what is degraded."""
+    failing = [line for line in problems if not line.startswith(DEGRADED_PREFIX)]
+    if failing:
+        return 503, "\n".join(problems) + "\n"
+    return 200, "\n".join(["ok", *problems]) + "\n"
 
 
 @dataclass(frozen=True)
@@ -119,15 +134,23 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # the name http.server dispatches to
         path = urlsplit(self.path).path
-        if path == self.server.metrics_path:
+        if is_console_path(path):  # the console child answers; this thread only relays
+            forward_to_console(self, self.server.metrics_dir)
+        elif path == self.server.metrics_path:
             self._metrics()
         elif path == HEALTH_PATH:
-            problems = self.server.health()
-            body = "\n".join(problems) if problems else "ok"
-            self._send(503 if problems else 200, TEXT, (body + "\n").encode())
+            status, body = health_answer(self.server.health())
+            self._send(status, TEXT, body.encode())
         else:
             hint = f"not found: {path}; try {self.server.metrics_path} or {HEALTH_PATH}\n"
             self._send(404, TEXT, hint.encode())
+
+    def do_POST(self) -> None:
+        if is_console_path(urlsplit(self.path).path):
+            forward_to_console(self, self.server.metrics_dir)
+        else:
+            self.close_connection = True  # its body is not read
+            self._send(405, TEXT, b"only the console takes POST\n")
 
     def _metrics(self) -> None:
         try:

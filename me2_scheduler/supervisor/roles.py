@@ -18,13 +18,16 @@ class RoleSpec:
     """One role: ``count`` children each calling ``target(config, ctx)``.
 
     ``target`` is ``"package.module:function"``, imported in the child only, so
-    the supervisor never pays for (or is broken by) a role's imports.
+    the supervisor never pays for (or is broken by) a role's imports. A role
+    that ``announces_listening`` (the rpc_server) keeps ``/healthz`` at 503
+    until its child says it serves (``health.Board.announce_listening``).
     """
 
     name: str
     target: str
     count: int = 1
     stop_order: int = STOP_DRAIN
+    announces_listening: bool = False
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -37,15 +40,19 @@ class RoleSpec:
 
 
 def default_roles(config: Config) -> list[RoleSpec]:
-    """The service's roles: poller, ``Schedule.MaxWorkers`` workers, diary, rpc_server."""
-    return [
+    """The service's roles: poller, ``Schedule.MaxWorkers`` workers, diary, rpc_server,
+    and the console when ``Console.Enabled``."""
+    roles = [
         RoleSpec("poller", "me2_scheduler.workers.poller:main", 1, STOP_FIRST),
         RoleSpec(
             "worker", "me2_scheduler.workers.worker:main", config.schedule.max_workers, STOP_DRAIN
         ),
         RoleSpec("diary", "me2_scheduler.workers.diary:main", 1, STOP_DRAIN),
-        RoleSpec("rpc_server", "me2_scheduler.rpc_server.server:main", 1, STOP_LAST),
+        RoleSpec("rpc_server", "me2_scheduler.rpc_server.server:main", 1, STOP_LAST, True),
     ]
+    if config.console.enabled:
+        roles.append(RoleSpec("console", "me2_scheduler.console.server:main", 1, STOP_DRAIN))
+    return roles
 
 
 def check_unique(roles: Sequence[RoleSpec]) -> None:
