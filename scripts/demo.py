@@ -3,7 +3,8 @@
 Starts MariaDB and Redis under ``.run/demo`` on free loopback ports, the Action
 simulator (10 % failures, a few avatars that always fail) and the Diary
 simulator, applies the migrations, runs ``me2-scheduler run`` on
-``etc/scheduler-demo.yaml``, enables 200 avatars through the gRPC API, then
+``etc/scheduler-demo.yaml`` plus the console (``demo_config``), enables 200
+avatars through the gRPC API, prints the console's URL and credentials, then
 prints what happens. Ctrl-C (or ``--duration N``) stops everything it started.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -29,6 +31,14 @@ ROOT = Path(__file__).resolve().parent.parent
 RUN = ROOT / ".run" / "demo"
 AVATARS = 200
 ALWAYS_FAILING = (7, 42, 99)
+CONSOLE_USER = "demo"
+CONSOLE_SECTION = f"""
+# Added by scripts/demo.py: the operators' console under /console/ on the metrics port.
+Console:
+  Enabled: true
+  User: {CONSOLE_USER}
+  Password: ${{DEMO_CONSOLE_PASSWORD}}
+"""
 
 
 class Stop(Exception):
@@ -37,6 +47,19 @@ class Stop(Exception):
 
 def _on_signal(signum: int, frame: object) -> None:
     raise Stop
+
+
+def demo_config() -> Path:
+    """``etc/scheduler-demo.yaml`` with the operators' console turned on, under ``.run/demo``.
+
+    The console needs a password (there is no default), so the file in ``etc``
+    leaves it off and loads anywhere; this run's copy adds it, the password
+    taken from the environment as any deployment would.
+    """
+    path = RUN / "scheduler-demo.yaml"
+    text = (ROOT / "etc" / "scheduler-demo.yaml").read_text(encoding="utf-8")
+    path.write_text(text + CONSOLE_SECTION, encoding="utf-8")
+    return path
 
 
 def start_stack() -> tuple[list, Service, dict[str, str]]:
@@ -62,8 +85,9 @@ def start_stack() -> tuple[list, Service, dict[str, str]]:
         "DEMO_DIARY_PORT": str(diary.port),
         "DEMO_RPC_PORT": str(free_port()),
         "DEMO_METRICS_PORT": str(free_port()),
+        "DEMO_CONSOLE_PASSWORD": secrets.token_urlsafe(12),  # a new one every run
     }
-    config = ROOT / "etc" / "scheduler-demo.yaml"
+    config = demo_config()
     subprocess.run(cli_argv("init-db", "-f", str(config)), env={**os.environ, **env}, check=True)
     service = Service(config, RUN, env=env).start()
     started.append(service)
@@ -153,6 +177,11 @@ def main() -> int:
         )
         print(f"service log: {service.process.log_path}", flush=True)
         print(f"metrics: http://127.0.0.1:{env['DEMO_METRICS_PORT']}/metrics", flush=True)
+        print(
+            f"console: http://127.0.0.1:{env['DEMO_METRICS_PORT']}/console/"
+            f"  user {CONSOLE_USER}  password {env['DEMO_CONSOLE_PASSWORD']}",
+            flush=True,
+        )
         deadline = time.monotonic() + args.duration if args.duration else float("inf")
         while time.monotonic() < deadline:
             time.sleep(2)

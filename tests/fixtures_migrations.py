@@ -25,7 +25,7 @@ SEED_COLUMNS = (
 )  # fmt: skip
 ALL_VERSIONS = [
     "001_seed", "002_schedule_state", "003_history_and_diary_runs", "004_diary_runs_per_fire",
-    "005_schedule_policies",
+    "005_schedule_policies", "006_paused_by_reason",
 ]  # fmt: skip
 
 # Quoted text in SQL: blanked before a statement is searched for keywords.

@@ -73,6 +73,7 @@ def test_migrating_an_empty_database_creates_every_table_column_and_index(
         "avatar_id": ["avatar_id"],
         "idx_next_schedule_time": ["next_schedule_time", "status"],
         "idx_status_avatar_id": ["status", "avatar_id"],
+        "idx_status_reason_avatar_id": ["status", "pause_reason", "avatar_id"],
     }
     history = columns(mariadb, database, "avatar_schedule_history")
     assert list(history) == [

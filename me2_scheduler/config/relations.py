@@ -3,8 +3,9 @@
 ``check_relations`` raises ``ConfigError(key_path, problem)`` at the first
 broken rule: an etcd Key with its Hosts, Action reachable, TLS files in
 pairs, the interval range, the lease against the Action timeout, a Redis
-cluster on db 0. ``derive_diary_rpc`` finds the Diary service in
-ActionRpc's etcd when DiaryRpc names none, as the seed's config expects.
+cluster on db 0, an enabled console with its listener and credentials.
+``derive_diary_rpc`` finds the Diary service in ActionRpc's etcd when
+DiaryRpc names none, as the seed's config expects.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ def check_relations(config: Config) -> None:
         _lease,
         _in_flight,
         _cluster_db,
+        _console,
     )
     for check in checks:
         check(config)
@@ -132,6 +134,34 @@ def _in_flight(config: Config) -> None:
 def _cluster_db(config: Config) -> None:
     if config.redis.type == "cluster" and config.redis.db != 0:
         raise ConfigError("Redis.DB", "must be 0 with Redis.Type cluster (a cluster has only db 0)")
+
+
+MIN_CONSOLE_SECRET = 12  # characters of a console password or token
+
+
+def _console(config: Config) -> None:
+    """An enabled console is on the Prometheus listener, with credentials and no default."""
+    console = config.console
+    if console.password and not console.user.strip():
+        raise ConfigError("Console.User", "must be set with Console.Password (the login name)")
+    if ":" in console.user:
+        raise ConfigError("Console.User", "must not contain ':' (HTTP basic auth splits on it)")
+    for key, secret in (("Password", console.password), ("Token", console.token)):
+        if secret and len(secret) < MIN_CONSOLE_SECRET:
+            raise ConfigError(f"Console.{key}", f"must be at least {MIN_CONSOLE_SECRET} characters")
+    if not console.enabled:
+        return
+    if not config.prometheus.host.strip():
+        raise ConfigError(
+            "Console.Enabled",
+            "needs Prometheus.Host: the console is served on that listener, under /console/",
+        )
+    if not (console.password or console.token):
+        raise ConfigError(
+            "Console.Password",
+            "must be set when Console.Enabled is true (there is no default password;"
+            ' e.g. Password: "${ME2_CONSOLE_PASSWORD}")',
+        )
 
 
 def derive_diary_rpc(diary: RpcClientConf, action: RpcClientConf) -> RpcClientConf:

@@ -124,6 +124,17 @@ class PrometheusConf:
 
 
 @dataclass(frozen=True)
+class ConsoleConf:
+    """The operators' web console, served under ``/console/`` on the Prometheus listener."""
+
+    enabled: bool = False
+    user: str = ""  # the operator's login, named in the access log of every action
+    # No default: give it from the environment, Password: "${ME2_CONSOLE_PASSWORD}".
+    password: str = setting("", secret=True)
+    token: str = setting("", secret=True)  # optional bearer token for scripts
+
+
+@dataclass(frozen=True)
 class LogConf:
     encoding: str = setting("json", choices=("plain", "json"))  # json is go-zero's default
     level: str = setting("info", choices=("debug", "info", "error", "severe"))
@@ -157,4 +168,5 @@ class Config:
     diary_schedule: DiaryScheduleConf = field(default_factory=DiaryScheduleConf)
     history: HistoryConf = field(default_factory=HistoryConf)
     prometheus: PrometheusConf = field(default_factory=PrometheusConf)
+    console: ConsoleConf = field(default_factory=ConsoleConf)
     log: LogConf = field(default_factory=LogConf)

@@ -246,7 +246,7 @@ def versions(servers: Servers) -> dict[str, str]:
         "MariaDB": str(mariadb),
         "Redis": str(redis_version),
     }
-    for package in ("grpcio", "protobuf", "redis", "PyMySQL", "DBUtils", "hiredis", "py-spy"):
+    for package in ("grpcio", "protobuf", "redis", "PyMySQL", "Jinja2", "hiredis", "py-spy"):
         with contextlib.suppress(metadata.PackageNotFoundError):
             found[package] = metadata.version(package)
     return found
