@@ -103,6 +103,13 @@ class ChannelRecovery:
             self._failure = reason
             self._publish()
 
+    def withdraw(self) -> None:
+        """The client is closed: what it reported no longer holds."""
+        with self._lock:
+            self._per_channel.clear()
+            self._in_a_row, self._resets, self._failure = 0, 0, ""
+            self._publish()
+
     def reason(self) -> str:
         """Why the client is in trouble now, "" when it is not."""
         with self._lock:

@@ -29,11 +29,13 @@ def register(group: click.Group) -> None:
     @click.option("--keep", "keep_dir", type=click.Path(file_okay=False), default=None,
                   help="Run in this directory and keep its logs and data.")  # fmt: skip
     @click.option("--no-faults", is_flag=True, help="Run and audit without injecting faults.")
-    @click.option("--scenario", type=click.Choice(["faults", "inflight"]), default="faults",
-                  show_default=True,
-                  help="faults: the seeded fault plan; inflight: MaxInFlight 400 with Action"
-                  " slow (1 s), then failing half its calls, then down, and the breaker"
-                  " checked from the metrics.")  # fmt: skip
+    @click.option("--scenario", type=click.Choice(["all", "faults", "network", "inflight"]),
+                  default="all", show_default=True,
+                  help="faults: the seeded fault plan; network: fault proxies in front of"
+                  " MariaDB, Redis, Action and etcd, frozen processes, skewed clocks (needs"
+                  " about 300 s); all: faults, then network, in one report; inflight:"
+                  " MaxInFlight 400 with Action slow (1 s), then failing half its calls, then"
+                  " down, and the breaker checked from the metrics.")  # fmt: skip
     @click.option("--max-in-flight", type=click.IntRange(min=1), default=None,
                   help="Schedule.MaxInFlight (default: MaxWorkers; 400 for --scenario"
                   " inflight). At least --workers.")  # fmt: skip
@@ -49,8 +51,8 @@ def register(group: click.Group) -> None:
         max_in_flight: int | None,
     ) -> None:
         """Run the service under a seeded fault plan and audit DESIGN §2.3's invariants."""
-        from me2_devkit.chaos.report import render_markdown, render_text
-        from me2_devkit.chaos.runner import ChaosOptions, inflight_options, run_chaos
+        from me2_devkit.chaos.report import render_report, render_text
+        from me2_devkit.chaos.runner import options_for, run_chaos
         from me2_scheduler.errors import SchedulerError
 
         logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
@@ -60,22 +62,33 @@ def register(group: click.Group) -> None:
             raise click.BadParameter(
                 f"must be at least --workers ({workers})", param_hint="--max-in-flight"
             )
-        make = inflight_options if scenario == "inflight" else ChaosOptions
         chosen = {"max_in_flight": max_in_flight} if max_in_flight is not None else {}
-        options = make(
-            duration_s=duration, seed=seed, avatars=avatars, workers=workers,
-            faults=not no_faults, root=Path(keep_dir) if keep_dir else None, **chosen,
-        )  # fmt: skip
-        try:
-            result = run_chaos(options)
-        except (SchedulerError, ValueError) as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(1)
-        click.echo(render_text(result.summary), nl=False)
-        if not result.summary.ok:
-            click.echo(f"logs and data kept in {result.root}")
+        scenarios = ["faults", "network"] if scenario == "all" else [scenario]
+        runs = []
+        for name in scenarios:
+            root = Path(keep_dir) / name if keep_dir and len(scenarios) > 1 else keep_dir
+            options = options_for(
+                name, duration_s=duration, seed=seed, avatars=avatars, workers=workers,
+                faults=not no_faults, root=Path(root) if root else None, **chosen,
+            )  # fmt: skip
+            try:
+                runs.append((options, options.plan()))  # a plan that cannot fit fails first
+            except ValueError as exc:
+                click.echo(f"error: {exc}", err=True)
+                sys.exit(1)
+        summaries = []
+        for options, plan in runs:
+            try:
+                result = run_chaos(options, plan=plan)
+            except (SchedulerError, ValueError) as exc:
+                click.echo(f"error: {exc}", err=True)
+                sys.exit(1)
+            click.echo(render_text(result.summary), nl=False)
+            if not result.summary.ok:
+                click.echo(f"logs and data kept in {result.root}")
+            summaries.append(result.summary)
         if report_path:
             Path(report_path).parent.mkdir(parents=True, exist_ok=True)
-            Path(report_path).write_text(render_markdown(result.summary), encoding="utf-8")
+            Path(report_path).write_text(render_report(summaries), encoding="utf-8")
             click.echo(f"report written to {report_path}")
-        sys.exit(0 if result.summary.ok else 1)
+        sys.exit(0 if all(s.ok for s in summaries) else 1)

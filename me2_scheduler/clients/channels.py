@@ -220,6 +220,9 @@ class RpcClient:
                     self._watcher.close()
                 self._pool.close()
             self._pool, self._watcher = None, None
+            guards = self._guards
+        if guards is not None and guards[0] == os.getpid():
+            guards[2].withdraw()  # a closed client's trouble is not the process's
 
     def call(
         self, method: str, request: Any, timeout_s: float | None, caller: Caller | None = None

@@ -30,7 +30,8 @@ from me2_devkit.chaos.journal import (
     TRIGGER,
     RpcCall,
 )
-from me2_devkit.chaos.plan import CRASHES, OUTAGES
+from me2_devkit.chaos.plan import CRASHES, FREEZES, OUTAGES
+from me2_devkit.chaos.servertime import server_timed
 from me2_devkit.chaos.walk import Verdict, explain
 from me2_scheduler.states import PauseReason, Status
 
@@ -50,6 +51,8 @@ class Audit:
         for call in sorted(data.journal, key=lambda c: c.sent):
             self.calls[call.avatar_id].append(call)
         self.crashes = windows_of(data.windows, CRASHES)
+        self.freezes = windows_of(data.windows, FREEZES)
+        self.frozen_repeats = 0  # keys repeated by a takeover of a frozen worker's claim
         self.outages = windows_of(data.windows, OUTAGES)
         self.verdicts: dict[int, Verdict] = {
             avatar_id: explain(
@@ -174,6 +177,11 @@ class Audit:
             f" history rows; repeated: {history_repeats} in history, {call_repeats} at Action"
             f" (each across a crash, same key)"
         )
+        if self.freezes:
+            figure += (
+                f"; {self.frozen_repeats} keys repeated across a frozen worker, each first"
+                " called before it froze"
+            )
         return Finding("b", "no planned slot dispatched twice", figure, violations)
 
     def _crash_between(self, start: float, end: float) -> bool:
@@ -186,7 +194,25 @@ class Audit:
         upper = max(r.started for r in rows) + 1 if rows else planned + 3 * self.data.bounds.gap_s
         if self._crash_between(planned - 1, min(upper, self.data.t_end)):
             return []
-        return [f"slot {key} reached Action {self.data.calls_per_key[key]} times, no crash between"]
+        if self._called_before_freeze(key):
+            self.frozen_repeats += 1
+            return []
+        return [f"slot {key} reached Action {self.data.calls_per_key[key]} times, no crash between"
+                + self._arrivals_note(key)]  # fmt: skip
+
+    def _called_before_freeze(self, key: str) -> bool:
+        """A repeat by the worker that took over a frozen worker's claim: two calls, the
+        first before the freeze began (in flight, or its record pending, when it froze)."""
+        arrivals = sorted(self.data.arrivals.get(key, ()))
+        return len(arrivals) == 2 and any(
+            arrivals[0] < w.start <= arrivals[1] for w in self.freezes
+        )
+
+    def _arrivals_note(self, key: str) -> str:
+        arrivals = self.data.arrivals.get(key)
+        if not arrivals:
+            return ""
+        return " (at " + ", ".join(_clock(t) for t in sorted(arrivals)) + " by Action's clock)"
 
     def _rekeyed_slots(self, by_key: dict[str, list[Dispatch]]) -> list[str]:
         """A slot cut by a crash must be redone under its own key, not a new one."""
@@ -349,8 +375,8 @@ def _clock(epoch_s: float) -> str:
 
 
 def audit(data: AuditInput) -> list[Finding]:
-    """Run every check on ``data``."""
-    return Audit(data).run()
+    """Run every check on ``data``, its history rows on MySQL's clock (``server_timed``)."""
+    return Audit(server_timed(data)).run()
 
 
 def counts_by_outcome(dispatches: Iterable[Dispatch]) -> Counter[str]:

@@ -13,6 +13,7 @@ import pymysql
 from me2_devkit.chaos.data import AuditInput, Bounds, Dispatch, IndexSnapshot, Schedule
 from me2_devkit.chaos.injector import FaultWindow
 from me2_devkit.chaos.journal import RpcCall
+from me2_devkit.chaos.servertime import HISTORY_CLOCK
 from me2_devkit.testing.servers import root_query
 from me2_scheduler.config import RedisConf
 from me2_scheduler.protos import simulator_pb2, simulator_pb2_grpc
@@ -40,8 +41,10 @@ class MysqlReader:
     def dispatches(self) -> list[Dispatch]:
         """Every history row, by id."""
         rows = self.query(
-            "SELECT id, avatar_id, `trigger`, planned_time, started_time, finished_time, outcome,"
-            " idempotency_key FROM avatar_schedule_history ORDER BY id"
+            "SELECT h.id, h.avatar_id, h.`trigger`, h.planned_time, h.started_time,"
+            " h.finished_time, h.outcome, h.idempotency_key, c.recorded_at"
+            f" FROM avatar_schedule_history h LEFT JOIN {HISTORY_CLOCK} c ON c.history_id = h.id"
+            " ORDER BY h.id"
         )
         return [
             Dispatch(
@@ -53,8 +56,9 @@ class MysqlReader:
                 finished=epoch(f) or epoch(s) or 0.0,
                 outcome=o,
                 key=k,
+                recorded=epoch(r),
             )
-            for i, a, t, p, s, f, o, k in rows
+            for i, a, t, p, s, f, o, k, r in rows
         ]
 
     def schedules(self) -> dict[int, Schedule]:
@@ -119,6 +123,7 @@ def dump(data: AuditInput, path: Path) -> None:
         "index": {"due": data.index.due, "inflight": sorted(data.index.inflight)},
         "bounds": asdict(data.bounds),
         "t_end": data.t_end,
+        "arrivals": data.arrivals,
     }
     path.write_text(json.dumps(payload), encoding="utf-8")
 
@@ -138,4 +143,5 @@ def load(path: Path) -> AuditInput:
         ),
         bounds=Bounds(**raw["bounds"]),
         t_end=raw["t_end"],
+        arrivals=raw.get("arrivals", {}),
     )

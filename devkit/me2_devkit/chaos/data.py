@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from me2_devkit.chaos.injector import FaultWindow
 from me2_devkit.chaos.journal import RpcCall
@@ -20,6 +20,7 @@ class Dispatch:
     finished: float
     outcome: str
     key: str | None
+    recorded: float | None = None  # when MySQL inserted the row, by its own clock
 
 
 @dataclass(frozen=True)
@@ -45,11 +46,22 @@ class Bounds:
     poll_interval_s: float
     action_timeout_s: float
     max_failures: int
+    min_interval_s: float = 2.0
+    retry_s: float = 1.0
 
     @property
     def recovery_s(self) -> float:
         return (
             self.scan_interval_s + self.sweep_grace_s + 4 * self.poll_interval_s
+            + self.action_timeout_s + 1.0
+        )  # fmt: skip
+
+    @property
+    def recovery_after_s(self) -> float:
+        """How soon after a fault ends the service serves and dispatches again: a sweep,
+        a lease running out, a few claims, a dispatch in progress, whole seconds."""
+        return (
+            self.scan_interval_s + self.lease_s + 4 * self.poll_interval_s
             + self.action_timeout_s + 1.0
         )  # fmt: skip
 
@@ -79,6 +91,8 @@ class AuditInput:
     index: IndexSnapshot
     bounds: Bounds
     t_end: float  # the end of observation (epoch seconds)
+    # When each key's calls reached Action, by Action's clock (empty: not known).
+    arrivals: dict[str, list[float]] = field(default_factory=dict)
 
 
 @dataclass

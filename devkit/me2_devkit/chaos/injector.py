@@ -17,22 +17,21 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import redis
 
 from me2_devkit.chaos import plan as kinds
 from me2_devkit.chaos.gate import Gate
 from me2_devkit.chaos.journal import RESUME, Journal, RpcBurst
+from me2_devkit.chaos.netfaults import NetworkFaults, children_titled
 from me2_devkit.chaos.plan import Fault, FaultPlan
+from me2_devkit.chaos.proxyhost import ProxyHost
 from me2_devkit.simulators import SimulatorControl
 from me2_devkit.testing.servers import MariaDBServer, RedisServer
-from me2_devkit.testing.stack import Service, child_pids
+from me2_devkit.testing.stack import Service
 
 log = logging.getLogger("me2_devkit.chaos")
 
-TITLE_PREFIX = b"me2-scheduler: "
-FIND_CHILD_S = 10.0  # a just-killed role is back within this (restart backoff + boot)
 BURST_CALLS = 40
 LAGGING_MS = 1000  # the in-flight scenario's slow Action: 1 s a call, under its timeout
 HALF = 0.5
@@ -66,24 +65,14 @@ class Targets:
     start_second: Callable[[], Service]
     redis: RedisServer | None = None  # None: Redis cannot be restarted (a cluster)
     gate: Gate | None = None  # in front of Action: shut, Action is down
-
-
-def children_titled(parent: int, role: str) -> list[int]:
-    """Live children of ``parent`` whose process title is ``me2-scheduler: <role>[i]``."""
-    wanted = TITLE_PREFIX + role.encode() + b"["
-    found = []
-    for pid in child_pids(parent):
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            continue
-        if cmdline.startswith(wanted):
-            found.append(pid)
-    return found
+    # The network scenario: a proxy per server, a supervisor under a skewed clock.
+    proxies: ProxyHost | None = None
+    start_skewed: Callable[[str], Service] | None = None  # FAKETIME offset, e.g. "-45s"
+    lease_s: float = 0.0
 
 
 @dataclass
-class Injector:
+class Injector(NetworkFaults):
     """Runs ``plan`` from ``t0`` (epoch seconds) on ``targets``; see the module docstring."""
 
     plan: FaultPlan
@@ -118,7 +107,7 @@ class Injector:
     def _run(self, fault: Fault, t0: float) -> None:
         if self._stop.wait(max(0.0, t0 + fault.at_s - time.time())):
             return
-        action = getattr(self, f"_{fault.kind}")
+        action = self.handler(fault.kind)
         start = time.time()
         try:
             detail = action(fault, t0) or ""
@@ -132,6 +121,10 @@ class Injector:
             self.windows.append(window)
         log.info("chaos: %s %s", fault.kind, detail)
 
+    def handler(self, kind: str) -> Callable[[Fault, float], str | None]:
+        """The method that carries out faults of ``kind``."""
+        return getattr(self, f"_{kind}", None) or self.network_handler(kind)
+
     def _wait_until(self, t0: float, offset_s: float) -> None:
         """Sleep until ``t0 + offset_s``, or less when the run is aborted."""
         self._stop.wait(max(0.0, t0 + offset_s - time.time()))
@@ -139,13 +132,7 @@ class Injector:
     # -- kills ----------------------------------------------------------------
 
     def _kill_role(self, role: str) -> str:
-        deadline = time.monotonic() + FIND_CHILD_S
-        supervisor = self.targets.service.process.pid
-        while not (pids := children_titled(supervisor, role)):
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"no live {role} child of the supervisor")
-            time.sleep(0.1)
-        pid = self.rng.choice(sorted(pids))
+        pid = self.pick_child(role)
         os.kill(pid, signal.SIGKILL)
         return f"kill -9 {role} pid {pid}"
 

@@ -13,6 +13,9 @@ scales them down, keeping at least one of each.
 ``Schedule.MaxInFlight`` 400: Action slow (1 s a call, under the timeout),
 then failing half its calls, then down (its port shut), back to back, with
 worker kills while hundreds of calls are in flight.
+
+The network scenario's kinds are named here too (its plan is ``netplan``),
+so that ``OUTAGES``, ``CRASHES`` and ``FREEZES`` classify every kind in one place.
 """
 
 from __future__ import annotations
@@ -42,15 +45,49 @@ KINDS = (
 
 INFLIGHT_KINDS = (ACTION_LAGGING, ACTION_HALF_FAILING, ACTION_DOWN, WORKER_KILL, RPC_BURST)
 
+# The network scenario (``netplan``): a fault proxy in front of each server,
+# in one phase at a time (``<server>_<phase>``, e.g. ``mariadb_blackhole``).
+PROXIED = ("mariadb", "redis", "action", "etcd")
+PROXY_PHASES = ("latency", "jitter", "resets", "blackhole", "half_open")
+WORKER_SIGSTOP = "worker_sigstop"  # SIGSTOP, then SIGCONT after three leases
+POLLER_SIGSTOP = "poller_sigstop"
+SKEWED_BEHIND = "second_supervisor_behind"  # under libfaketime, 45 s behind
+SKEWED_AHEAD = "second_supervisor_ahead"  # 45 s ahead
+MARIADB_KILL9 = "mariadb_kill9"
+REDIS_KILL9 = "redis_kill9"  # a Redis without persistence: it comes back empty
+
+
+def proxy_kind(server: str, phase: str) -> str:
+    """The fault kind of ``server``'s proxy in ``phase``."""
+    return f"{server}_{phase}"
+
+
+PROXY_KINDS = tuple(proxy_kind(s, p) for s in PROXIED for p in PROXY_PHASES)
+NETWORK_KINDS = (
+    *PROXY_KINDS, WORKER_SIGSTOP, POLLER_SIGSTOP, SKEWED_BEHIND, SKEWED_AHEAD,
+    MARIADB_KILL9, REDIS_KILL9,
+)  # fmt: skip
+
 # Faults during which dispatching is expected to stall or fall behind: a gap
-# between two dispatches of an avatar that overlaps one is excused.
+# between two dispatches of an avatar that overlaps one is excused. etcd's
+# faults are not among them: the service keeps the Action addresses it knows.
 OUTAGES = frozenset({
     REDIS_RESTART, MARIADB_STOP, ACTION_FAILING, ACTION_SLOW,
     ACTION_LAGGING, ACTION_HALF_FAILING, ACTION_DOWN,
+    *(k for k in PROXY_KINDS if not k.startswith("etcd_")),
+    POLLER_SIGSTOP, MARIADB_KILL9, REDIS_KILL9,
 })  # fmt: skip
 # Faults that may cut a dispatch between its Action call and its record: the
 # slot may then reach Action twice, always with the same idempotency key.
-CRASHES = frozenset({WORKER_KILL, RPC_SERVER_KILL, REDIS_RESTART, MARIADB_STOP})
+# MariaDB cut off (reset, silent) is one: the record cannot be written.
+CRASHES = frozenset({
+    WORKER_KILL, RPC_SERVER_KILL, REDIS_RESTART, MARIADB_STOP, MARIADB_KILL9, REDIS_KILL9,
+    *(proxy_kind("mariadb", p) for p in ("resets", "blackhole", "half_open")),
+})  # fmt: skip
+# A frozen worker is no crash: once it wakes it must not call Action for a
+# claim whose lease another worker took (fencing). Only a call it had made
+# before it froze may be repeated, by the worker that took the claim over.
+FREEZES = frozenset({WORKER_SIGSTOP})
 
 FULL_DURATION_S = 300.0
 REDIS_DOWN_S = 2.0  # Redis is restarted empty; it is down this long in between

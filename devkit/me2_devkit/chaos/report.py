@@ -13,7 +13,7 @@ from importlib import metadata
 from me2_devkit.chaos.audit import SAMPLE
 from me2_devkit.chaos.data import Finding
 from me2_devkit.chaos.injector import FaultWindow
-from me2_devkit.chaos.plan import FaultPlan
+from me2_devkit.chaos.plan import RPC_BURST, FaultPlan
 
 
 @dataclass
@@ -126,41 +126,78 @@ def render_text(summary: RunSummary) -> str:
 
 
 def render_markdown(summary: RunSummary, host: dict[str, str] | None = None) -> str:
-    """docs/RELIABILITY.md: the verdict, the invariants, the faults, the machine."""
+    """docs/RELIABILITY.md for one run: the verdict, the invariants, the faults, the machine."""
+    return render_report([summary], host)
+
+
+def render_report(summaries: list[RunSummary], host: dict[str, str] | None = None) -> str:
+    """docs/RELIABILITY.md for one run, or for several scenarios run one after the other."""
     host = host or machine()
-    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(summary.started_at or time.time()))
-    verdict = "**zero violations**" if summary.ok else f"**{summary.violations} violations**"
-    out = [
-        "# Reliability report",
-        "",
-        f"Written by `me2-dev chaos` on {when}: {summary.duration_s:g} s of faults on"
-        f" {summary.avatars} avatars (seed {summary.seed}, Redis {summary.redis});"
-        f" {verdict}. Rerun it with `make chaos` (or `me2-dev chaos --seed"
-        f" {summary.seed} --duration {summary.duration_s:g} --avatars {summary.avatars}`).",
-        "",
-        "## Invariants (DESIGN §2.3)",
-        "",
-        "| | invariant | result | figures |",
-        "|---|---|---|---|",
-    ]
+    first = summaries[0]
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(first.started_at or time.time()))
+    total = sum(s.violations for s in summaries)
+    verdict = "**zero violations**" if not total else f"**{total} violations**"
+    out = ["# Reliability report", ""]
+    if len(summaries) == 1:
+        out += [
+            f"Written by `me2-dev chaos` on {when}: {first.duration_s:g} s of faults on"
+            f" {first.avatars} avatars (seed {first.seed}, Redis {first.redis});"
+            f" {verdict}. Rerun it with `make chaos` (or `me2-dev chaos --seed"
+            f" {first.seed} --duration {first.duration_s:g} --avatars {first.avatars}`).",
+        ]
+        out += _scenario_md(first, "##")
+    else:
+        names = ", ".join(f"`{_scenario(s)}`" for s in summaries)
+        out.append(
+            f"Written by `me2-dev chaos` on {when}: the scenarios {names}, one after the other,"
+            f" {first.duration_s:g} s of faults each on {first.avatars} avatars (seed"
+            f" {first.seed}, Redis {first.redis}); {verdict}. Rerun it with `make chaos`."
+        )
+        for summary in summaries:
+            result = "zero violations" if summary.ok else f"{summary.violations} violations"
+            out += ["", f"## Scenario `{_scenario(summary)}`: {result}"]
+            out += _scenario_md(summary, "###")
+    out += ["", "## How the audit decides", "", *METHOD]
+    out += ["", "## Machine", ""] + [f"- {k}: {v}" for k, v in host.items()]
+    out += [f"- wall time of the `{_scenario(s)}` run: {s.wall_s:.0f} s" for s in summaries]
+    return "\n".join([*out, ""])
+
+
+def _scenario(summary: RunSummary) -> str:
+    return summary.settings.get("scenario", "faults")
+
+
+def _scenario_md(summary: RunSummary, level: str) -> list[str]:
+    """One run's invariants, faults, work and settings, under ``level`` headings."""
+    out = ["", f"{level} Invariants (DESIGN §2.3)", "", "| | invariant | result | figures |"]
+    out.append("|---|---|---|---|")
     for f in summary.findings:
         result = "holds" if f.ok else f"{len(f.violations)} violations"
         out.append(f"| ({f.key}) | {f.title} | {result} | {f.figure} |")
-    out += _violations_md(summary.findings)
-    out += ["", "## How the audit decides", "", *METHOD]
-    out += ["", "## Faults injected", "", "| fault | planned | done | seconds on |"]
+    out += _violations_md(summary.findings, level + "#")
+    out += ["", f"{level} Faults injected", "", "| fault | planned | done | seconds on |"]
     out.append("|---|---|---|---|")
     for kind, planned, done, seconds in fault_lines(summary):
         out.append(f"| {kind} | {planned} | {done} | {f'{seconds:.0f}' if seconds >= 1 else '-'} |")
     out += [f"- injector error: {e}" for e in summary.injector_errors]
-    out += ["", "## Work done", ""]
+    out += _details_md(summary, level + "#")
+    out += ["", f"{level} Work done", ""]
     out += [f"- dispatches recorded: {n} {k}" for k, n in sorted(summary.outcomes.items())]
     out.append(f"- calls that reached the Action simulator: {summary.action_calls}")
     out += [f"- {n} `{k}` calls" for k, n in sorted(summary.rpc_calls.items())]
-    out += ["", "## Settings", ""] + [f"- {k}: {v}" for k, v in summary.settings.items()]
-    out += ["", "## Machine", ""] + [f"- {k}: {v}" for k, v in host.items()]
-    out += [f"- wall time of the whole run: {summary.wall_s:.0f} s", ""]
-    return "\n".join(out)
+    out += ["", f"{level} Settings", ""] + [f"- {k}: {v}" for k, v in summary.settings.items()]
+    return out
+
+
+def _details_md(summary: RunSummary, level: str) -> list[str]:
+    """What each fault really did, in time order (seconds from the run's start)."""
+    t0 = summary.started_at
+    out = ["", f"{level} What each fault did", ""]
+    for w in sorted(summary.windows, key=lambda w: w.start):
+        if w.kind == RPC_BURST:
+            continue
+        out.append(f"- {w.start - t0:6.1f}s +{w.end - w.start:4.1f}s {w.kind}: {w.detail}")
+    return out
 
 
 METHOD = [
@@ -192,14 +229,39 @@ METHOD = [
     ' 0.5 s: `scheduler_breaker_rejections_total{service="Action"}` rose while Action was'
     " down, stopped rising within 15 s of Action coming back (the channel's reconnect backoff"
     " plus the breaker's 10 s window), and stayed flat to the end of the run.",
+    "",
+    "The network scenario (`--scenario network`) reaches MariaDB, Redis, Action and etcd"
+    " through fault proxies (latency, jitter, resets, blackhole: accepted and never answered,"
+    " half-open: the open connections silent for good, new ones fine), freezes the poller and"
+    " a worker (SIGSTOP for three leases), kills mariadbd and Redis with -9, and starts"
+    " second supervisors under libfaketime 45 s behind and ahead. Its audit is on the"
+    " servers' clocks: MySQL notes the insert time of every history row (a trigger of the"
+    " run's own), the Action simulator the arrival time of every call; a row stamped by a"
+    " host off MySQL's clock is moved onto it before (a)-(f) are checked.",
+    "",
+    "- **(b)**, frozen worker: a key repeated across a SIGSTOP is allowed only as two calls,"
+    " the first before the worker froze (in flight, or its record pending); a woken worker"
+    " that calls Action for a claim it lost is a violation.",
+    "- **(h)** No history row stamped more than 3 s off MySQL's insert time (a late insert"
+    " while MariaDB was slowed excepted); no slot at Action before its planned time; each"
+    " next time MinInterval..MaxInterval (success) or RetryDelaySeconds (failure) after the"
+    " server time of the record that set it, when no RPC touched the avatar in between.",
+    "- **(i)** After each fault ends, an RPC answers 0/400/404/409 and an auto dispatch is"
+    " recorded within ScanInterval + LeaseSeconds + 4 x PollInterval + ActionRpc.Timeout +"
+    " 1 s. Every RPC gets an answer within the journal's 5 s deadline (except while the"
+    " rpc_server itself was killed): a code, 503 included, or the server's own"
+    " DEADLINE_EXCEEDED at its Timeout, the latter only while a server was merely slowed"
+    " (latency, jitter); while one is unreachable the answer must be a 503. After each of"
+    " Action's phases that fail calls, an operator resumes the avatars it auto-paused, 6 s"
+    " after Action answers again.",
 ]
 
 
-def _violations_md(findings: list[Finding]) -> list[str]:
+def _violations_md(findings: list[Finding], level: str = "###") -> list[str]:
     failing = [f for f in findings if not f.ok]
     if not failing:
         return []
-    out = ["", "### Violations (first few of each)", ""]
+    out = ["", f"{level} Violations (first few of each)", ""]
     for f in failing:
         out += [f"- ({f.key}) {v}" for v in f.violations[:SAMPLE]]
     return out
