@@ -48,6 +48,9 @@ def test_a_tiny_benchmark_measures_every_scenario(smoke_results: Results) -> Non
     assert results.get("footprint.rss.supervisor") > 0
     for limit in ("limits.grpc_calls", "limits.mysql_txns", "limits.redis_claims"):
         assert results.get(limit) > 0, limit
+    assert results.get("console.1k.slowest_max_ms") > 0
+    (console,) = [row for row in target_rows(results) if row[0].startswith("console")]
+    assert console[0] == "console: slowest page at 1k" and console[3] in {"✓", "✗"}
 
 
 @pytest.mark.timeout(180)

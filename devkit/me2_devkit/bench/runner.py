@@ -18,6 +18,7 @@ from typing import Any
 
 from me2_devkit.bench import latency, profile, scenarios
 from me2_devkit.bench.anatomy import anatomy
+from me2_devkit.bench.console import console_pages
 from me2_devkit.bench.env import (
     Servers,
     box_busy_seconds,
@@ -33,7 +34,7 @@ from me2_devkit.bench.scenarios import FULL, Sizes
 from me2_devkit.bench.tables import num
 from me2_scheduler.config import ScheduleConf
 
-SCENARIOS = ("burst", "steady", "latency", "scale", "footprint", "limits")
+SCENARIOS = ("burst", "steady", "latency", "scale", "footprint", "limits", "console")
 _YAML_KEYS = {
     "max_workers": "MaxWorkers",
     "poll_interval": "PollInterval",
@@ -95,6 +96,9 @@ def run(plan: Plan, servers: Servers | None = None, root: Path | None = None) ->
             for count in plan.sizes.scale_counts:
                 plan.echo(f"scale: {count:,} avatars")
                 results.add(scale(servers, count, plan.runs))
+        if plan.wants("console"):
+            plan.echo(f"console: pages with {plan.sizes.console_count:,} avatars")
+            results.add(console_pages(servers, plan.sizes.console_count, plan.runs))
         if plan.profile and plan.sizes.profile_seconds > 0 and plan.wants("burst", "footprint"):
             _profile(plan, servers, results)
         derive(results)

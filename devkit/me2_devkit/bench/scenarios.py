@@ -63,6 +63,7 @@ class Sizes:
     latency_burst_max: int
     latency_steady_s: int
     latency_steady_rate: int
+    console_count: int
 
 
 def _presets() -> list[Sizes]:
