@@ -108,7 +108,7 @@ class Dispatcher:
         self._server = ServerClock(monotonic, clock)
         policies = PolicyContext.from_config(config)
         self._caller = ActionCaller(
-            config, action, policies, rng or random.Random(), self._server_now
+            config, action, policies, rng or random.Random(), self.server_now
         )
         self._display = display
         self._budget_s = budget_s
@@ -165,8 +165,10 @@ class Dispatcher:
 
     # -- the servers' clock ---------------------------------------------------
 
-    def _server_now(self) -> datetime:
-        """The servers' time now (Redis TIME read by the last renewal, or read now)."""
+    def server_now(self) -> datetime:
+        """The servers' time now (Redis TIME read by the last renewal, or read now), for
+        every time this dispatcher records and every next time the API draws; raise
+        RedisIndexError when Redis must be read and cannot be."""
         age = self._server.age_s()
         if age is None or age > SERVER_CLOCK_MAX_AGE_S:
             self._server.sample(self.index.now())

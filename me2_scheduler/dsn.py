@@ -12,7 +12,8 @@ go-sql-driver reads them with ``time.ParseDuration``. Go takes ``0`` (and its
 default) as "no timeout"; here every timeout must be positive, because a
 connection without one hangs for ever on a server that stops answering.
 Absent, ``timeout`` is ``DEFAULT_CONNECT_TIMEOUT_S`` and the I/O timeouts stay
-None, for ``storage.mysql_conn`` to fill in with its defaults.
+None, for ``io_timeouts`` to fill in with their defaults where a connection is
+made (a schema change reads longer).
 
 Every error is ``ConfigError("Mysql.DataSource", ...)`` and never holds the
 password: messages echo no part of the DSN that could contain it.
@@ -48,6 +49,19 @@ _TRUE, _FALSE = ("1", "true", "TRUE", "True"), ("0", "false", "FALSE", "False")
 # a start or an RPC quickly; a handshake on a healthy LAN takes milliseconds.
 DEFAULT_CONNECT_TIMEOUT_S = 5.0
 MAX_TIMEOUT_S = 365 * 24 * 3600  # PyMySQL refuses a longer connect timeout
+# Defaults for a DSN without readTimeout/writeTimeout (go-sql-driver's are "none").
+# The service's statements are short: point reads and writes by primary key,
+# pages of at most a few thousand rows, a COUNT(*) by status over the index;
+# even at millions of avatars each answers in well under a few seconds, and a
+# row-lock wait longer than 30 s means a stuck transaction, not a busy server.
+# 30 s also matches the default Schedule.LeaseSeconds: a worker whose MySQL
+# went silent gives up about when its lease lapses, never minutes later. The
+# longer legitimate waits are raised explicitly: GET_LOCK waits (``named_lock``)
+# and the DDL of ``init-db`` (``ddl=True``), which may rebuild an index of a
+# table of millions of rows for minutes.
+DEFAULT_READ_TIMEOUT_S = 30.0
+DEFAULT_WRITE_TIMEOUT_S = 30.0  # a statement is a few KB; a write only waits on a full buffer
+DDL_READ_TIMEOUT_S = 3600.0
 _TIMEOUT_PARAMS = {
     "timeout": "timeout_s",
     "readTimeout": "read_timeout_s",
@@ -74,6 +88,17 @@ class MysqlDsn:
     timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S  # ``timeout``: TCP connect
     read_timeout_s: float | None = None  # ``readTimeout``; None: absent from the DSN
     write_timeout_s: float | None = None  # ``writeTimeout``; None: absent from the DSN
+
+
+def io_timeouts(dsn: MysqlDsn, *, ddl: bool = False) -> tuple[float, float]:
+    """``(read, write)`` seconds: the DSN's ``readTimeout``/``writeTimeout``, else the defaults.
+
+    ``ddl``: the connection runs schema changes, whose reads default to
+    ``DDL_READ_TIMEOUT_S``. A ``readTimeout`` in the DSN applies to them too,
+    as go-sql-driver applies it to every read.
+    """
+    read = dsn.read_timeout_s or (DDL_READ_TIMEOUT_S if ddl else DEFAULT_READ_TIMEOUT_S)
+    return read, dsn.write_timeout_s or DEFAULT_WRITE_TIMEOUT_S
 
 
 def parse_dsn(dsn: str) -> MysqlDsn:

@@ -30,6 +30,7 @@ from .support import scratch_database, serving
 # Fixtures shared by several test modules, one module per subject.
 pytest_plugins = [
     "tests.fixtures_diary",
+    "tests.fixtures_dispatch",
     "tests.fixtures_etcd",
     "tests.fixtures_index",
     "tests.fixtures_metrics",

@@ -7,6 +7,7 @@ database, calls its API, scrapes its metrics and finds its children.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import urllib.request
 from dataclasses import dataclass
@@ -111,33 +112,74 @@ def start_service(
     database: str,
     redis_key: str,
     action: Simulator,
+    env: dict[str, str] | None = None,
     **overrides: Any,
 ) -> Running:
     """Write a config, apply migrations and start ``me2-scheduler run``; wait until serving.
 
-    ``overrides`` replace ``DEFAULTS`` by name.
+    ``env`` is added to the service's environment; ``overrides`` replace
+    ``DEFAULTS`` by name.
     """
     values = {**DEFAULTS, **overrides}
+    written = write_service_config(
+        tmp_path, mariadb, redis_server, database, redis_key, action.address, values,
+        ActionRpc={"Endpoints": [action.address], "Timeout": values["action_timeout_ms"]},
+        DiaryRpc={"Endpoints": [f"127.0.0.1:{values['diary_port'] or action.port}"]},
+        ActionSchedule={"MinIntervalHours": values["min_h"], "MaxIntervalHours": values["max_h"]},
+    )  # fmt: skip
+    service = Service(written.path, tmp_path, env=env or {}).start()
+    service.wait_ready()
+    return Running(
+        service, written.path, mariadb, database, action, written.rpc_port, written.metrics_port
+    )
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """A service's config, written and its migrations applied, and the ports it listens on."""
+
+    path: Path
+    rpc_port: int
+    metrics_port: int
+
+
+def write_service_config(
+    tmp_path: Path,
+    mariadb: MariaDBServer,
+    redis_server: RedisServer,
+    database: str,
+    redis_key: str,
+    action_address: str,
+    values: dict[str, Any] | None = None,
+    env: dict[str, str] | None = None,
+    **sections: Any,
+) -> ServiceConfig:
+    """Write the config of a service on this test's servers and apply its migrations.
+
+    ``values`` (default ``DEFAULTS``) give its ``Schedule`` (on seconds), the
+    diary cron and the log encoding; ``ListenOn`` and ``Prometheus`` get free
+    ports; ``sections`` add top-level sections (``Console={...}``). ``env``
+    is added to the environment ``init-db`` runs in.
+    """
+    values = values or DEFAULTS
     rpc_port, metrics_port = free_port(), free_port()
     settings = service_config(
         data_source=mariadb.dsn(database),
         redis_host=redis_server.address,
         redis_key=redis_key,
-        action=action.address,
+        action=action_address,
         listen_on=f"127.0.0.1:{rpc_port}",
-        ActionRpc={"Endpoints": [action.address], "Timeout": values["action_timeout_ms"]},
-        DiaryRpc={"Endpoints": [f"127.0.0.1:{values['diary_port'] or action.port}"]},
         Schedule=compressed_schedule(values),
-        ActionSchedule={"MinIntervalHours": values["min_h"], "MaxIntervalHours": values["max_h"]},
         DiarySchedule={"CronExpression": values["cron"]},
         Prometheus={"Host": "127.0.0.1", "Port": metrics_port},
         Log={"Encoding": values["log_encoding"], "Level": "info"},
+        **sections,
     )
-    config_path = write_config(tmp_path / "scheduler.yaml", settings)
-    subprocess.run(cli_argv("init-db", "-f", str(config_path)), check=True, capture_output=True)
-    service = Service(config_path, tmp_path).start()
-    service.wait_ready()
-    return Running(service, config_path, mariadb, database, action, rpc_port, metrics_port)
+    path = write_config(tmp_path / "scheduler.yaml", settings)
+    init_env = {**os.environ, **(env or {})}
+    subprocess.run(cli_argv("init-db", "-f", str(path)), check=True, capture_output=True,
+                   env=init_env)  # fmt: skip
+    return ServiceConfig(path, rpc_port, metrics_port)
 
 
 def compressed_schedule(values: dict[str, Any]) -> dict[str, Any]:

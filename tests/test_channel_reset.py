@@ -50,6 +50,14 @@ def proxied_action() -> Iterator[SilentProxy]:
     simulator.stop(grace=0)
 
 
+@pytest.fixture
+def client(proxied_action: SilentProxy) -> Iterator[ActionClient]:
+    """An Action client calling through ``proxied_action``; closed after."""
+    made = ActionClient(RpcClientConf(endpoints=(proxied_action.address,), timeout_ms=TIMEOUT_MS))
+    yield made
+    made.close()
+
+
 def attempt(call: Callable[[], object]) -> bool:
     """Whether one call succeeds; a failure is what the test expects for a while."""
     try:
@@ -57,6 +65,19 @@ def attempt(call: Callable[[], object]) -> bool:
     except (DownstreamError, EtcdError):
         return False
     return True
+
+
+def wait_for_a_success(
+    client: ActionClient, avatar_id: int, keys: Iterator[int], what: str
+) -> None:
+    """Call Action for ``avatar_id`` with a fresh key each time until a call succeeds."""
+    wait_until(
+        lambda: attempt(
+            lambda: client.schedule_action(avatar_id, f"{avatar_id}:{next(keys)}", "auto")
+        ),
+        RECOVERY_BOUND_S,
+        what,
+    )
 
 
 def state_and_reason(name: str) -> tuple[State, str] | None:
@@ -74,53 +95,36 @@ def test_keepalive_stays_within_what_a_go_zero_server_accepts() -> None:
 
 
 def test_action_calls_recover_after_the_existing_connections_went_silent(
-    proxied_action: SilentProxy,
+    proxied_action: SilentProxy, client: ActionClient
 ) -> None:
-    client = ActionClient(RpcClientConf(endpoints=(proxied_action.address,), timeout_ms=TIMEOUT_MS))
-    try:
-        assert attempt(lambda: client.schedule_action(1, "1:1", "auto"))
-        assert proxied_action.silence_existing() == 1
-        proxied_action.hold_new(True)  # for a while nothing answers at all
-        key = iter(range(2, 10_000))
+    assert attempt(lambda: client.schedule_action(1, "1:1", "auto"))
+    assert proxied_action.silence_existing() == 1
+    proxied_action.hold_new(True)  # for a while nothing answers at all
+    key = iter(range(2, 10_000))
 
-        def reset_while_silent() -> bool:
-            assert not attempt(lambda: client.schedule_action(1, f"1:{next(key)}", "auto"))
-            return proxied_action.accepted >= 2  # a second connection: the channel was reset
+    def reset_while_silent() -> bool:
+        assert not attempt(lambda: client.schedule_action(1, f"1:{next(key)}", "auto"))
+        return proxied_action.accepted >= 2  # a second connection: the channel was reset
 
-        wait_until(reset_while_silent, RECOVERY_BOUND_S, "a reset while nothing answers")
-        proxied_action.hold_new(False)  # new connections work again; the old stay silent
-        wait_until(
-            lambda: attempt(lambda: client.schedule_action(1, f"1:{next(key)}", "auto")),
-            RECOVERY_BOUND_S,
-            "an Action call to succeed over a new connection",
-        )
-        # The reset closed the channel it replaced, and with it the silent connection.
-        wait_until(lambda: 1 not in proxied_action.open_numbers(), 10, "the first one closed")
-    finally:
-        client.close()
+    wait_until(reset_while_silent, RECOVERY_BOUND_S, "a reset while nothing answers")
+    proxied_action.hold_new(False)  # new connections work again; the old stay silent
+    wait_for_a_success(client, 1, key, "an Action call to succeed over a new connection")
+    # The reset closed the channel it replaced, and with it the silent connection.
+    wait_until(lambda: 1 not in proxied_action.open_numbers(), 10, "the first one closed")
 
 
 def test_a_client_with_calls_missing_their_deadline_is_reported_degraded_until_it_recovers(
-    proxied_action: SilentProxy,
+    proxied_action: SilentProxy, client: ActionClient
 ) -> None:
-    client = ActionClient(RpcClientConf(endpoints=(proxied_action.address,), timeout_ms=TIMEOUT_MS))
-    try:
-        assert attempt(lambda: client.schedule_action(2, "2:1", "auto"))
-        proxied_action.silence_existing()
-        assert not attempt(lambda: client.schedule_action(2, "2:2", "auto"))
-        assert client.channel_trouble() == "1 deadline in a row"
-        assert state_and_reason("action") == (State.DEGRADED, "1 deadline in a row")
+    assert attempt(lambda: client.schedule_action(2, "2:1", "auto"))
+    proxied_action.silence_existing()
+    assert not attempt(lambda: client.schedule_action(2, "2:2", "auto"))
+    assert client.channel_trouble() == "1 deadline in a row"
+    assert state_and_reason("action") == (State.DEGRADED, "1 deadline in a row")
 
-        key = iter(range(3, 10_000))
-        wait_until(
-            lambda: attempt(lambda: client.schedule_action(2, f"2:{next(key)}", "auto")),
-            RECOVERY_BOUND_S,
-            "recovery",
-        )
-        assert client.channel_trouble() == ""
-        assert state_and_reason("action") == (State.OK, "")
-    finally:
-        client.close()
+    wait_for_a_success(client, 2, iter(range(3, 10_000)), "recovery")
+    assert client.channel_trouble() == ""
+    assert state_and_reason("action") == (State.OK, "")
 
 
 def test_diary_calls_recover_after_the_existing_connections_went_silent() -> None:

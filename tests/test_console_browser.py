@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import base64
 import os
-import subprocess
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -32,13 +31,12 @@ from selenium.webdriver.support.expected_conditions import staleness_of
 from selenium.webdriver.support.wait import WebDriverWait
 
 from me2_devkit.simulators import SimulatorControl
-from me2_devkit.testing.servers import free_port
-from me2_devkit.testing.stack import Service, Simulator, cli_argv
+from me2_devkit.testing.stack import Service, Simulator
 from me2_scheduler.protos import scheduler_pb2
 
 from .fixtures_console import PASSWORD, USER
-from .fixtures_service import DEFAULTS, Running, compressed_schedule
-from .support import service_config, wait_until, write_config
+from .fixtures_service import DEFAULTS, Running, write_service_config
+from .support import wait_until
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -52,31 +50,21 @@ FAILING = (3, 4)  # Action always fails them: auto-paused after two failures
 def running(tmp_path, mariadb, redis_server, database, redis_key) -> Iterator[Running]:
     action = Simulator("action", tmp_path, ("--fail-avatars", ",".join(map(str, FAILING))))
     action.start()
-    rpc_port, metrics_port = free_port(), free_port()
-    values = {**DEFAULTS, "max_failures": 2, "min_h": 5 / 3600, "max_h": 10 / 3600}
-    settings = service_config(
-        data_source=mariadb.dsn(database),
-        redis_host=redis_server.address,
-        redis_key=redis_key,
-        action=action.address,
-        listen_on=f"127.0.0.1:{rpc_port}",
-        DiaryRpc={"Endpoints": [action.address]},
-        Schedule=compressed_schedule(values),
-        ActionSchedule={"MinIntervalHours": values["min_h"], "MaxIntervalHours": values["max_h"]},
-        DiarySchedule={"CronExpression": "* * * * *"},
-        Prometheus={"Host": "127.0.0.1", "Port": metrics_port},
-        Console={"Enabled": True, "User": USER, "Password": "${ME2_CONSOLE_PASSWORD}"},
-        Log={"Encoding": "plain", "Level": "info"},
-    )
-    config_path = write_config(tmp_path / "scheduler.yaml", settings)
+    values = {**DEFAULTS, "max_failures": 2, "min_h": 5 / 3600, "max_h": 10 / 3600,
+              "cron": "* * * * *"}  # fmt: skip
     env = {"ME2_CONSOLE_PASSWORD": PASSWORD}
-    subprocess.run(cli_argv("init-db", "-f", str(config_path)), check=True, capture_output=True,
-                   env={**os.environ, **env})  # fmt: skip
-    service = Service(config_path, tmp_path, env=env).start()
+    written = write_service_config(
+        tmp_path, mariadb, redis_server, database, redis_key, action.address, values, env,
+        DiaryRpc={"Endpoints": [action.address]},
+        ActionSchedule={"MinIntervalHours": values["min_h"], "MaxIntervalHours": values["max_h"]},
+        Console={"Enabled": True, "User": USER, "Password": "${ME2_CONSOLE_PASSWORD}"},
+    )  # fmt: skip
+    service = Service(written.path, tmp_path, env=env).start()
     try:
         service.wait_ready()
         service.process.wait_for_output(r"console serving /console/")  # type: ignore[union-attr]
-        yield Running(service, config_path, mariadb, database, action, rpc_port, metrics_port)
+        ports = written.rpc_port, written.metrics_port
+        yield Running(service, written.path, mariadb, database, action, *ports)
     finally:
         service.stop()
         action.stop()

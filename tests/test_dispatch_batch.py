@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from me2_devkit.simulators import ActionSimulator, RunningSimulator, serve
+from me2_devkit.simulators import RunningSimulator
 from me2_scheduler.clients.action import ActionClient, ActionResult
 from me2_scheduler.clock import epoch
 from me2_scheduler.config import Config, ScheduleConf
@@ -30,28 +29,15 @@ from me2_scheduler.storage.index import Confirmed, DelayIndex
 from me2_scheduler.storage.mysql import MysqlStore
 from me2_scheduler.storage.recording import RECENT_HISTORY
 
+from .fixtures_dispatch import calls_per_key, claim_all, due_now
+
 UTC = timezone.utc
 LEASE_S = 600.0
 
 
 @pytest.fixture
-def simulator() -> Iterator[RunningSimulator]:
-    running = serve(ActionSimulator(seed=1, fail_avatars={13}), "127.0.0.1:0")
-    yield running
-    running.stop(grace=0)
-
-
-@pytest.fixture
-def config(dispatch_config, simulator: RunningSimulator) -> Config:
-    return dispatch_config(simulator.address, schedule=ScheduleConf(lease_seconds=LEASE_S))
-
-
-@pytest.fixture
-def parts(config: Config) -> Iterator[tuple[MysqlStore, DelayIndex, ActionClient]]:
-    made = MysqlStore(config.mysql), DelayIndex(config.redis), ActionClient(config.action_rpc)
-    yield made
-    for part in reversed(made):
-        part.close()
+def config(dispatch_config, failing_simulator: RunningSimulator) -> Config:
+    return dispatch_config(failing_simulator.address, schedule=ScheduleConf(lease_seconds=LEASE_S))
 
 
 def dispatcher_of(config: Config, parts, **kwargs) -> Dispatcher:
@@ -59,38 +45,19 @@ def dispatcher_of(config: Config, parts, **kwargs) -> Dispatcher:
     return Dispatcher(config, store, index, action, rng=random.Random(3), **kwargs)
 
 
-def due_now(store: MysqlStore, index: DelayIndex, *avatar_ids: int) -> datetime:
-    due = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=2)
-    for avatar_id in avatar_ids:
-        assert store.create(avatar_id, due) is not None
-    index.put_due_many([(avatar_id, epoch(due)) for avatar_id in avatar_ids])
-    return due
-
-
-def claim_all(index: DelayIndex, count: int) -> list[Claim]:
-    assert index.claim_due(batch=count, lease_s=LEASE_S) == count
-    claims = index.pop_ready_many(count, timeout_s=0).claims
-    assert len(claims) == count
-    return claims
-
-
-def calls_per_key(simulator: RunningSimulator) -> dict[str, int]:
-    return dict(simulator.servicer.Stats(None, None).calls_per_key)
-
-
 def test_a_batch_dispatches_each_claim_once_and_records_and_settles_all(
-    config: Config, parts, simulator: RunningSimulator
+    config: Config, parts, failing_simulator: RunningSimulator
 ) -> None:
     store, index, _ = parts
     avatars = list(range(101, 121))
     due_now(store, index, *avatars)
-    claims = claim_all(index, len(avatars))
+    claims = claim_all(index, len(avatars), LEASE_S)
 
     outcomes = dispatcher_of(config, parts).dispatch_batch(claims)
 
     assert sorted(o.avatar_id for o in outcomes) == avatars
     assert {o.result for o in outcomes} == {"success"}
-    assert calls_per_key(simulator) == {c.idempotency_key: 1 for c in claims}
+    assert calls_per_key(failing_simulator) == {c.idempotency_key: 1 for c in claims}
     for claim in claims:
         row = store.get(claim.avatar_id)
         assert (row.schedule_count, row.version) == (1, 1)
@@ -103,11 +70,11 @@ def test_a_batch_dispatches_each_claim_once_and_records_and_settles_all(
 
 
 def test_a_mixed_batch_gets_each_claim_the_outcome_a_lone_dispatch_would(
-    config: Config, parts, simulator: RunningSimulator
+    config: Config, parts, failing_simulator: RunningSimulator
 ) -> None:
     store, index, _ = parts
     due = due_now(store, index, 11, 12, 13, 14)
-    claims = {c.avatar_id: c for c in claim_all(index, 4)}
+    claims = {c.avatar_id: c for c in claim_all(index, 4, LEASE_S)}
     # 12 moved past its slot meanwhile (say a reactivation); 14 was paused.
     moved = due + timedelta(hours=1)
     row12 = store.get(12)
@@ -125,7 +92,10 @@ def test_a_mixed_batch_gets_each_claim_the_outcome_a_lone_dispatch_would(
     assert {a: o.result for a, o in outcomes.items()} == {
         11: "success", 12: "skipped", 13: "failure", 14: "skipped",
     }  # fmt: skip
-    assert set(calls_per_key(simulator)) == {claims[11].idempotency_key, claims[13].idempotency_key}
+    assert set(calls_per_key(failing_simulator)) == {
+        claims[11].idempotency_key,
+        claims[13].idempotency_key,
+    }
     assert index.due_score(12) == epoch(moved) and not index.is_inflight(12)
     assert index.due_score(14) is None and not index.is_inflight(14)
     failed = store.get(13)
@@ -135,11 +105,11 @@ def test_a_mixed_batch_gets_each_claim_the_outcome_a_lone_dispatch_would(
 
 
 def test_a_slot_recorded_by_another_worker_meanwhile_is_not_counted_twice(
-    config: Config, parts, simulator: RunningSimulator
+    config: Config, parts, failing_simulator: RunningSimulator
 ) -> None:
     store, index, _ = parts
     due_now(store, index, 21, 22)
-    claims = claim_all(index, 2)
+    claims = claim_all(index, 2, LEASE_S)
     late, rival = dispatcher_of(config, parts), dispatcher_of(config, parts)
     rows = {c.avatar_id: store.get(c.avatar_id) for c in claims}
     # The rival records 21's slot first, as a worker that took it over would.
@@ -154,11 +124,11 @@ def test_a_slot_recorded_by_another_worker_meanwhile_is_not_counted_twice(
 
 
 def test_a_stopping_worker_hands_back_the_claims_it_has_not_called(
-    config: Config, parts, simulator: RunningSimulator
+    config: Config, parts, failing_simulator: RunningSimulator
 ) -> None:
     store, index, _ = parts
     due_now(store, index, 31, 32, 33, 34)
-    claims = claim_all(index, 4)
+    claims = claim_all(index, 4, LEASE_S)
 
     outcomes = dispatcher_of(config, parts).dispatch_batch(claims, stopping=lambda: True)
 
@@ -167,16 +137,18 @@ def test_a_stopping_worker_hands_back_the_claims_it_has_not_called(
     assert handed_back == claims[1:]  # in order, same tokens, same planned slots
     taker = dispatcher_of(config, parts).dispatch_batch(handed_back)
     assert [o.result for o in taker] == ["success"] * 3
-    assert calls_per_key(simulator) == {c.idempotency_key: 1 for c in claims}
+    assert calls_per_key(failing_simulator) == {c.idempotency_key: 1 for c in claims}
 
 
 def test_a_batch_past_its_budget_hands_back_the_rest_after_the_call_in_hand(
-    config: Config, parts, simulator: RunningSimulator
+    config: Config, parts, failing_simulator: RunningSimulator
 ) -> None:
     store, index, _ = parts
     due_now(store, index, 41, 42, 43)
-    claims = claim_all(index, 3)
-    simulator.servicer.behaviour = replace(simulator.servicer.behaviour, latency_ms=20)
+    claims = claim_all(index, 3, LEASE_S)
+    failing_simulator.servicer.behaviour = replace(
+        failing_simulator.servicer.behaviour, latency_ms=20
+    )
 
     outcomes = dispatcher_of(config, parts, budget_s=0.0).dispatch_batch(claims)
 
@@ -198,11 +170,11 @@ class _WatchingAction:
 
 
 def test_a_skipped_claim_is_back_in_due_before_the_batch_calls_action(
-    config: Config, parts, simulator: RunningSimulator
+    config: Config, parts, failing_simulator: RunningSimulator
 ) -> None:
     store, index, action = parts
     due = due_now(store, index, 81, 82)
-    claims = claim_all(index, 2)
+    claims = claim_all(index, 2, LEASE_S)
     moved = due + timedelta(hours=1)
     row = store.get(82)
     store.transition(82, expected_status="active", expected_version=row.version,
@@ -237,7 +209,7 @@ class _PausingAction:
 
 
 def test_a_long_batch_renews_its_leases_and_drops_a_claim_lost_meanwhile(
-    config: Config, parts, simulator: RunningSimulator
+    config: Config, parts, failing_simulator: RunningSimulator
 ) -> None:
     store, index, action = parts
     # Lease 2 s over a 1 s Action timeout: renew once a call has run past 0.5 s.
@@ -247,7 +219,7 @@ def test_a_long_batch_renews_its_leases_and_drops_a_claim_lost_meanwhile(
         action_rpc=replace(config.action_rpc, timeout_ms=1000),
     )
     due_now(store, index, 51, 52, 53)
-    claims = claim_all(index, 3)
+    claims = claim_all(index, 3, LEASE_S)
     slow = _PausingAction(action, store, index, victim=claims[1].avatar_id, hold_s=0.7)
 
     dispatcher = Dispatcher(short, store, index, slow, rng=random.Random(3), budget_s=60)
@@ -267,7 +239,10 @@ def test_a_long_batch_renews_its_leases_and_drops_a_claim_lost_meanwhile(
 
     assert outcomes == {claims[0].avatar_id: "success", claims[2].avatar_id: "success"}
     assert len(renewed_at) == 2 and renewed_at[1] > renewed_at[0]
-    assert set(calls_per_key(simulator)) == {claims[0].idempotency_key, claims[2].idempotency_key}
+    assert set(calls_per_key(failing_simulator)) == {
+        claims[0].idempotency_key,
+        claims[2].idempotency_key,
+    }
     assert store.get(claims[1].avatar_id).status == Status.PAUSED
     assert index.sizes()["inflight"] == 0
 

@@ -118,38 +118,32 @@ def test_dsn_is_parsed_as_go_sql_driver_parses_it(
     assert {name: getattr(parsed, name) for name in expected} == expected
 
 
+BAD_PREFIX = "root:pw@tcp(db:3306)/me2?"  # a good DSN, before its bad params
+
+
+def bad_param(query: str, fragment: str, id: str) -> object:
+    """A case of a good DSN with the bad ``query``, whose error says ``fragment``."""
+    return pytest.param(BAD_PREFIX + query, fragment, id=id)
+
+
 @pytest.mark.parametrize(
     ("dsn", "fragment"),
     [
         pytest.param("root:pw@tcp(db:3306)me2", "missing the slash", id="missing-slash"),
         pytest.param("root:pw@tcp(db:3306", "missing the slash", id="missing-slash-and-brace"),
         pytest.param("root:pw@tcp(db:3306/me2", "missing closing brace", id="unclosed-address"),
-        pytest.param(
-            "root:pw@tcp(db:3306)/me2?loc=Asia/Shanghai", "forget to escape", id="unescaped-slash"
-        ),
-        pytest.param(
-            "root:pw@tcp(db:3306)/me2?loc=Mars%2FOlympus", "unknown time zone", id="bad-loc"
-        ),
-        pytest.param("root:pw@tcp(db:3306)/me2?loc=Asia%2", "bad %-escape", id="bad-loc-escape"),
-        pytest.param("root:pw@tcp(db:3306)/me2?timeout=5", "timeout", id="timeout-without-unit"),
-        pytest.param("root:pw@tcp(db:3306)/me2?timeout=5x", "timeout", id="timeout-bad-unit"),
-        pytest.param("root:pw@tcp(db:3306)/me2?timeout=0s", "positive", id="timeout-zero"),
-        pytest.param(
-            "root:pw@tcp(db:3306)/me2?readTimeout=30", "readTimeout: invalid duration", id="rt-unit"
-        ),
-        pytest.param(
-            "root:pw@tcp(db:3306)/me2?readTimeout=0", "readTimeout must be positive", id="rt-zero"
-        ),
-        pytest.param(
-            "root:pw@tcp(db:3306)/me2?writeTimeout=-1s", "writeTimeout must be", id="wt-neg"
-        ),
-        pytest.param(
-            "root:pw@tcp(db:3306)/me2?writeTimeout=", "writeTimeout: invalid", id="wt-empty"
-        ),
-        pytest.param(
-            "root:pw@tcp(db:3306)/me2?readTimeout=9000h", "at most 8760h", id="rt-too-long"
-        ),
-        pytest.param("root:pw@tcp(db:3306)/me2?parseTime=yes", "parseTime", id="bad-bool"),
+        bad_param("loc=Asia/Shanghai", "forget to escape", id="unescaped-slash"),
+        bad_param("loc=Mars%2FOlympus", "unknown time zone", id="bad-loc"),
+        bad_param("loc=Asia%2", "bad %-escape", id="bad-loc-escape"),
+        bad_param("timeout=5", "timeout", id="timeout-without-unit"),
+        bad_param("timeout=5x", "timeout", id="timeout-bad-unit"),
+        bad_param("timeout=0s", "positive", id="timeout-zero"),
+        bad_param("readTimeout=30", "readTimeout: invalid duration", id="rt-unit"),
+        bad_param("readTimeout=0", "readTimeout must be positive", id="rt-zero"),
+        bad_param("writeTimeout=-1s", "writeTimeout must be", id="wt-neg"),
+        bad_param("writeTimeout=", "writeTimeout: invalid", id="wt-empty"),
+        bad_param("readTimeout=9000h", "at most 8760h", id="rt-too-long"),
+        bad_param("parseTime=yes", "parseTime", id="bad-bool"),
         pytest.param("root:pw@tcp(db:70000)/me2", "port", id="port-out-of-range"),
         pytest.param("root:pw@tcp(db:abc)/me2", "port", id="port-not-a-number"),
         pytest.param("root:pw@db.internal:3306/me2", "unsupported network", id="forgot-tcp"),

@@ -14,15 +14,12 @@ from __future__ import annotations
 
 import random
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from me2_devkit.simulators import RunningSimulator
-from me2_scheduler.clients.action import ActionClient
-from me2_scheduler.clock import epoch
 from me2_scheduler.config import Config, ScheduleConf
 from me2_scheduler.dispatch import Dispatcher
 from me2_scheduler.fence import LeaseFence
@@ -30,9 +27,9 @@ from me2_scheduler.storage.claim import Claim
 from me2_scheduler.storage.index import Confirmed, DelayIndex
 from me2_scheduler.storage.mysql import MysqlStore
 
+from .fixtures_dispatch import claim_all, due_now
 from .support import FakeClock, wait_until
 
-UTC = timezone.utc
 LEASE_S = 1.0  # short, so that a test waits little for the leases to expire
 AVATARS = (31, 32, 33, 34)
 
@@ -43,21 +40,10 @@ def config(dispatch_config, action_simulator: RunningSimulator) -> Config:
     return replace(made, action_rpc=replace(made.action_rpc, timeout_ms=500))
 
 
-@pytest.fixture
-def parts(config: Config) -> Iterator[tuple[MysqlStore, DelayIndex, ActionClient]]:
-    made = MysqlStore(config.mysql), DelayIndex(config.redis), ActionClient(config.action_rpc)
-    yield made
-    for part in reversed(made):
-        part.close()
-
-
-def claim_all(store: MysqlStore, index: DelayIndex) -> list[Claim]:
-    due = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=2)
-    for avatar_id in AVATARS:
-        assert store.create(avatar_id, due) is not None
-        index.put_due(avatar_id, epoch(due))
-    assert index.claim_due(batch=10, lease_s=LEASE_S) == len(AVATARS)
-    return index.pop_ready_many(10, timeout_s=0).claims
+def claim_avatars(store: MysqlStore, index: DelayIndex) -> list[Claim]:
+    """``AVATARS`` due now, claimed and popped as a worker holds them."""
+    due_now(store, index, *AVATARS)
+    return claim_all(index, len(AVATARS), LEASE_S)
 
 
 def take_over(index: DelayIndex) -> list[Claim]:
@@ -151,7 +137,7 @@ def test_a_worker_woken_after_its_leases_were_taken_over_calls_action_for_none(
     max_in_flight: int,
 ) -> None:
     store, index, action = parts
-    claims = claim_all(store, index)
+    claims = claim_avatars(store, index)
     woken = Dispatcher(config, store, index, action, max_in_flight=max_in_flight, budget_s=60)
     freeze = Freeze(index)
     FREEZE_POINTS[point](woken, freeze)

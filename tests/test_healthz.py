@@ -18,18 +18,17 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from me2_devkit.simulators import RunningSimulator
-from me2_devkit.testing.servers import MariaDBServer, RedisServer, free_port, temp_root
+from me2_devkit.testing.servers import MariaDBServer, RedisServer, temp_root
 from me2_devkit.testing.silent_proxy import SilentProxy
-from me2_devkit.testing.stack import cli_argv
 from me2_scheduler import health
 from me2_scheduler.health import ChildReport, State, Status
 from me2_scheduler.protos import scheduler_pb2, scheduler_pb2_grpc
 from me2_scheduler.supervisor.http import health_answer
 
 from .fixtures_metrics import REPO, get
-from .fixtures_service import DEFAULTS, compressed_schedule, start_service
+from .fixtures_service import start_service, write_service_config
 from .healthz_fixtures import GATE_ENV
-from .support import scratch_database, service_config, wait_until, write_config
+from .support import scratch_database, wait_until
 
 # --- the answer and the reports, alone -------------------------------------------------
 
@@ -126,29 +125,18 @@ def gated_service(
     action_simulator: RunningSimulator,
 ) -> Iterator[GatedService]:
     """The service with its real roles, its rpc_server held at a gate before it binds."""
-    rpc_port, metrics_port = free_port(), free_port()
-    settings = service_config(
-        data_source=mariadb.dsn(database),
-        redis_host=redis_server.address,
-        redis_key=redis_key,
-        action=action_simulator.address,
-        listen_on=f"127.0.0.1:{rpc_port}",
-        Schedule=compressed_schedule(DEFAULTS),
-        DiarySchedule={"CronExpression": DEFAULTS["cron"]},
-        Prometheus={"Host": "127.0.0.1", "Port": metrics_port},
-        Log={"Encoding": "plain", "Level": "info"},
+    written = write_service_config(
+        tmp_path, mariadb, redis_server, database, redis_key, action_simulator.address
     )
-    config_path = write_config(tmp_path / "scheduler.yaml", settings)
-    subprocess.run(cli_argv("init-db", "-f", str(config_path)), check=True, capture_output=True)
     gate = tmp_path / "gate"
     with open(tmp_path / "service.log", "ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.healthz_fixtures", str(config_path)],
+            [sys.executable, "-m", "tests.healthz_fixtures", str(written.path)],
             cwd=REPO, env={**os.environ, GATE_ENV: str(gate)},
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
     try:
-        yield GatedService(proc, rpc_port, metrics_port, gate)
+        yield GatedService(proc, written.rpc_port, written.metrics_port, gate)
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0

@@ -117,6 +117,24 @@ def test_status_text_shows_every_section_and_a_service_that_is_up(
     assert lines[-1].startswith("service: up (http://127.0.0.1:")
 
 
+def test_status_shows_what_is_degraded_under_a_service_that_is_up(
+    ops: OpsEnv, health: Callable[[list[str]], int]
+) -> None:
+    degraded = ["degraded: action: 3 deadlines in a row", "degraded: etcd: unreachable"]
+    path = ops.write_config("degraded.yaml", prometheus=("127.0.0.1", health(degraded)))
+
+    text = run_cli("status", "-f", str(path))
+    as_json = invoke("status", "-f", str(path), "--json")
+
+    assert text.returncode == 0, text.stderr
+    lines = text.stdout.splitlines()
+    assert lines[-3].startswith("service: up (http://127.0.0.1:")
+    assert lines[-2:] == [f"  {line}" for line in degraded]
+    service = json.loads(as_json.stdout)["service"]
+    assert (service["state"], service["http_status"]) == ("up", 200)
+    assert service["problems"] == degraded
+
+
 def test_status_says_the_service_is_not_reachable_when_nothing_answers(ops: OpsEnv) -> None:
     path = ops.write_config("down.yaml", prometheus=("127.0.0.1", free_port()))
 

@@ -11,14 +11,13 @@ found recorded, and was put back in ``due`` at the same past time, for ever.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from me2_devkit.simulators import RunningSimulator
 from me2_devkit.testing.servers import MariaDBServer
-from me2_scheduler.clients.action import ActionClient
 from me2_scheduler.clock import epoch, from_epoch
 from me2_scheduler.config import Config, ScheduleConf
 from me2_scheduler.dispatch import Dispatcher
@@ -27,6 +26,8 @@ from me2_scheduler.states import Trigger
 from me2_scheduler.storage.claim import Claim
 from me2_scheduler.storage.index import DelayIndex
 from me2_scheduler.storage.mysql import MysqlStore
+
+from .fixtures_dispatch import calls_per_key, due_now
 
 UTC = timezone.utc
 LEASE_S = 600.0
@@ -39,21 +40,9 @@ def config(dispatch_config, action_simulator: RunningSimulator) -> Config:
 
 
 @pytest.fixture
-def parts(config: Config) -> Iterator[tuple[MysqlStore, DelayIndex, ActionClient]]:
-    made = MysqlStore(config.mysql), DelayIndex(config.redis), ActionClient(config.action_rpc)
-    yield made
-    for part in reversed(made):
-        part.close()
-
-
-@pytest.fixture
 def dispatcher(config: Config, parts) -> Dispatcher:
     store, index, action = parts
     return Dispatcher(config, store, index, action, rng=random.Random(5))
-
-
-def calls_per_key(simulator: RunningSimulator) -> dict[str, int]:
-    return dict(simulator.servicer.Stats(None, None).calls_per_key)
 
 
 def successes(store: MysqlStore, avatar_id: int, key: str) -> int:
@@ -66,36 +55,37 @@ def claim_due(index: DelayIndex) -> list[Claim]:
     return index.pop_ready_many(50, timeout_s=0).claims
 
 
-def recorded_then_put_back(
-    dispatcher: Dispatcher, mariadb: MariaDBServer, database: str, avatar_id: int
-) -> datetime:
-    """Dispatch the avatar's slot (recorded as a success), then put its row and its due
-    score back at that slot's time: the state a skewed host left behind. Returns the slot."""
-    store, index = dispatcher._store, dispatcher.index
-    planned = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=5)
-    assert store.create(avatar_id, planned) is not None
-    index.put_due(avatar_id, epoch(planned))
-    (claim,) = claim_due(index)
-    (first,) = dispatcher.dispatch_batch([claim])
-    assert first.result == "success"
-    mariadb.query(
-        database,
-        "UPDATE avatar_schedules SET next_schedule_time = %s WHERE avatar_id = %s",
-        (planned.replace(tzinfo=None), avatar_id),
-    )
-    index.put_due(avatar_id, epoch(planned))
-    return planned
+PutBack = Callable[[int], tuple[datetime, str]]
+
+
+@pytest.fixture
+def put_back(dispatcher: Dispatcher, mariadb: MariaDBServer, database: str) -> PutBack:
+    """Dispatches an avatar's slot (recorded as a success), then puts its row and its due
+    score back at that slot's time: the state a skewed host left behind. Returns the
+    slot's time and key."""
+
+    def recorded_then_put_back(avatar_id: int) -> tuple[datetime, str]:
+        store, index = dispatcher._store, dispatcher.index
+        planned = due_now(store, index, avatar_id, ago_s=5)
+        (claim,) = claim_due(index)
+        (first,) = dispatcher.dispatch_batch([claim])
+        assert first.result == "success"
+        mariadb.query(
+            database,
+            "UPDATE avatar_schedules SET next_schedule_time = %s WHERE avatar_id = %s",
+            (planned.replace(tzinfo=None), avatar_id),
+        )
+        index.put_due(avatar_id, epoch(planned))
+        return planned, idempotency_key(avatar_id, planned)
+
+    return recorded_then_put_back
 
 
 def test_a_row_waiting_for_a_slot_recorded_as_a_success_moves_on_without_calling_action(
-    dispatcher: Dispatcher,
-    action_simulator: RunningSimulator,
-    mariadb: MariaDBServer,
-    database: str,
+    dispatcher: Dispatcher, action_simulator: RunningSimulator, put_back: PutBack
 ) -> None:
     store, index = dispatcher._store, dispatcher.index
-    planned = recorded_then_put_back(dispatcher, mariadb, database, 7)
-    key = idempotency_key(7, planned)
+    planned, key = put_back(7)
     stuck = store.get(7)
     assert stuck.next_schedule_time == planned and calls_per_key(action_simulator) == {key: 1}
 
@@ -114,14 +104,10 @@ def test_a_row_waiting_for_a_slot_recorded_as_a_success_moves_on_without_calling
 
 
 def test_a_repeat_that_raced_past_the_pick_up_moves_the_row_on_when_recorded(
-    dispatcher: Dispatcher,
-    action_simulator: RunningSimulator,
-    mariadb: MariaDBServer,
-    database: str,
+    dispatcher: Dispatcher, action_simulator: RunningSimulator, put_back: PutBack
 ) -> None:
     store, index = dispatcher._store, dispatcher.index
-    planned = recorded_then_put_back(dispatcher, mariadb, database, 8)
-    key = idempotency_key(8, planned)
+    _, key = put_back(8)
     (claim,) = claim_due(index)
     # As a worker whose pick-up read came before the first record: it calls Action.
     attempt = dispatcher._call_action(store.get(8), claim, Trigger.AUTO)
@@ -153,10 +139,10 @@ def repeat_of(store: MysqlStore, avatar_id: int, planned: datetime, **fields) ->
 
 
 def test_a_repeat_failure_moves_the_row_to_its_drawn_next_time_or_else_its_retry(
-    dispatcher: Dispatcher, mariadb: MariaDBServer, database: str
+    dispatcher: Dispatcher, mariadb: MariaDBServer, database: str, put_back: PutBack
 ) -> None:
     store = dispatcher._store
-    planned = recorded_then_put_back(dispatcher, mariadb, database, 9)
+    planned, _ = put_back(9)
     later = planned + timedelta(hours=3)
     retry = planned + timedelta(minutes=5)
 
@@ -177,9 +163,7 @@ def test_a_repeat_of_a_slot_whose_row_moved_on_leaves_the_row_alone(
     dispatcher: Dispatcher,
 ) -> None:
     store, index = dispatcher._store, dispatcher.index
-    planned = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=5)
-    assert store.create(10, planned) is not None
-    index.put_due(10, epoch(planned))
+    planned = due_now(store, index, 10, ago_s=5)
     (first,) = dispatcher.dispatch_batch(claim_due(index))
     row = store.get(10)
 

@@ -5,54 +5,45 @@ A dispatcher on a host whose clock is 45 s behind or ahead records the
 same started time, lag and next time as one on a host in step: all of them
 follow Redis ``TIME`` (sampled by the lease renewal it makes anyway), and a
 next time is drawn from the later of the server time and the planned time.
+The API's enable and resume draw their next times from the same clock: a
+whole service under libfaketime 45 s off sets them by Redis ``TIME``.
 """
 
 from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Iterator
+import re
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from me2_devkit.simulators import ActionSimulator, RunningSimulator, serve
+from me2_devkit.simulators import RunningSimulator
+from me2_devkit.testing.servers import MariaDBServer, RedisServer
 from me2_scheduler.attempts import ActionCaller
-from me2_scheduler.clients.action import ActionClient
 from me2_scheduler.clock import ServerClock, epoch, from_epoch, utc_now
 from me2_scheduler.config import Config, ScheduleConf
 from me2_scheduler.dispatch import Dispatcher
 from me2_scheduler.policy_context import PolicyContext
+from me2_scheduler.protos import scheduler_pb2 as pb
 from me2_scheduler.schedule_policy import DEFAULT
 from me2_scheduler.storage.index import DelayIndex
-from me2_scheduler.storage.mysql import MysqlStore
 
+from .fixtures_dispatch import FAILING, claim_all, due_now
+from .fixtures_service import Running, start_service
 from .support import FakeClock
 
 UTC = timezone.utc
 LEASE_S = 600.0
-FAILING = 13
 SKEWS = [timedelta(seconds=-45), timedelta(seconds=45)]
+LIBFAKETIME = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
+DRAWN_AFTER_S = 600  # MinIntervalHours = MaxIntervalHours: a next time is exactly this later
+SKEW_WARNING = re.compile(r"this host's clock is ([+-][0-9.]+) s off Redis TIME")
 
 
 @pytest.fixture
-def simulator() -> Iterator[RunningSimulator]:
-    running = serve(ActionSimulator(seed=1, fail_avatars={FAILING}), "127.0.0.1:0")
-    yield running
-    running.stop(grace=0)
-
-
-@pytest.fixture
-def config(dispatch_config, simulator: RunningSimulator) -> Config:
-    return dispatch_config(simulator.address, schedule=ScheduleConf(lease_seconds=LEASE_S))
-
-
-@pytest.fixture
-def parts(config: Config) -> Iterator[tuple[MysqlStore, DelayIndex, ActionClient]]:
-    made = MysqlStore(config.mysql), DelayIndex(config.redis), ActionClient(config.action_rpc)
-    yield made
-    for part in reversed(made):
-        part.close()
+def config(dispatch_config, failing_simulator: RunningSimulator) -> Config:
+    return dispatch_config(failing_simulator.address, schedule=ScheduleConf(lease_seconds=LEASE_S))
 
 
 def between(moment: datetime, low: float, high: float) -> bool:
@@ -65,12 +56,8 @@ def test_a_skewed_host_records_times_by_the_server_clock(
     config: Config, parts, skew: timedelta
 ) -> None:
     store, index, action = parts
-    planned = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=3)
-    for avatar_id in (1, FAILING):
-        assert store.create(avatar_id, planned) is not None
-        index.put_due(avatar_id, epoch(planned))
-    index.claim_due(batch=10, lease_s=LEASE_S)
-    claims = index.pop_ready_many(10, timeout_s=0).claims
+    planned = due_now(store, index, 1, FAILING, ago_s=3)
+    claims = claim_all(index, 2, LEASE_S)
     skewed = Dispatcher(
         config, store, index, action, clock=lambda: utc_now() + skew, rng=random.Random(1)
     )
@@ -136,3 +123,53 @@ def test_a_host_far_off_the_server_clock_is_warned_about_once_in_a_while(
 
     (warning,) = [r.getMessage() for r in caplog.records]
     assert "+45.0 s off Redis TIME" in warning
+
+
+@pytest.mark.parametrize("skew_s", [-45, 45], ids=["host-45s", "host+45s"])
+def test_enable_and_resume_on_a_skewed_host_draw_next_times_by_the_server_clock(
+    tmp_path,
+    mariadb: MariaDBServer,
+    redis_server: RedisServer,
+    database: str,
+    redis_key: str,
+    index: DelayIndex,
+    failing_simulator: RunningSimulator,
+    skew_s: int,
+) -> None:
+    hours = DRAWN_AFTER_S / 3600
+    running = start_service(
+        tmp_path, mariadb, redis_server, database, redis_key, failing_simulator,
+        env={"LD_PRELOAD": LIBFAKETIME, "FAKETIME": f"{skew_s:+d}s"}, min_h=hours, max_h=hours,
+    )  # fmt: skip
+    try:
+        stub = running.stub()
+        enabled = drawn_next(
+            running, index, stub.EnableAvatarSchedule, pb.EnableAvatarScheduleRequest
+        )
+        # The rpc_server's clock really is off: its server clock says so once sampled.
+        found = running.service.process.wait_for_output(SKEW_WARNING.pattern, 30)
+        assert abs(float(found.group(1)) - skew_s) < 5, found.group(0)
+        reply = stub.PauseAvatarSchedule(pb.PauseAvatarScheduleRequest(avatar_id=1), timeout=10)
+        assert reply.code == 0, reply.message
+        resumed = drawn_next(
+            running, index, stub.ResumeAvatarSchedule, pb.ResumeAvatarScheduleRequest
+        )
+    finally:
+        running.service.stop()
+
+    for before, next_s, after in (enabled, resumed):
+        assert int(before) + DRAWN_AFTER_S <= next_s <= after + DRAWN_AFTER_S, (before, after)
+
+
+def drawn_next(
+    running: Running, index: DelayIndex, method, request_type
+) -> tuple[float, int, float]:
+    """Call ``method`` for avatar 1; Redis TIME before, the next time it set (in MySQL and
+    in due, epoch s), and Redis TIME after."""
+    before = index.now()
+    reply = method(request_type(avatar_id=1), timeout=10)
+    after = index.now()
+    assert reply.code == 0, reply.message
+    next_s = epoch(running.row(1)["next_schedule_time"].replace(tzinfo=UTC))
+    assert index.due_score(1) == next_s
+    return before, next_s, after

@@ -16,19 +16,17 @@ import pytest
 from me2_devkit.testing.servers import MariaDBServer, RedisServer, temp_root
 from me2_scheduler import deadline
 from me2_scheduler.config import MysqlConf, RedisConf
-from me2_scheduler.dsn import parse_dsn
+from me2_scheduler.dsn import (
+    DDL_READ_TIMEOUT_S,
+    DEFAULT_READ_TIMEOUT_S,
+    DEFAULT_WRITE_TIMEOUT_S,
+    parse_dsn,
+)
 from me2_scheduler.errors import RedisIndexError, StoreError
 from me2_scheduler.storage.index import DelayIndex
 from me2_scheduler.storage.migrations import apply_migrations
 from me2_scheduler.storage.mysql import MysqlStore
-from me2_scheduler.storage.mysql_conn import (
-    DDL_READ_TIMEOUT_S,
-    DEFAULT_READ_TIMEOUT_S,
-    DEFAULT_WRITE_TIMEOUT_S,
-    connect_args,
-    named_lock,
-    reason,
-)
+from me2_scheduler.storage.mysql_conn import connect_args, named_lock, reason
 from me2_scheduler.storage.redis_conn import HEALTH_CHECK_INTERVAL_S, KEEPALIVE_OPTIONS
 
 from .blackhole import BlackholeProxy, blackhole_proxy
@@ -79,6 +77,27 @@ def test_dsn_timeouts_reach_pymysql_with_safe_defaults_when_absent() -> None:
     )  # fmt: skip
     assert connect_args(parse_dsn("u@tcp(db)/me2"), ddl=True)["read_timeout"] == DDL_READ_TIMEOUT_S
     assert connect_args(parse_dsn("u@tcp(db)/me2?readTimeout=9s"), ddl=True)["read_timeout"] == 9
+
+
+@pytest.mark.parametrize(
+    ("params", "shown"),
+    [
+        ("", "timeout 5s, readTimeout 30s, writeTimeout 30s"),
+        (
+            "?timeout=2s&readTimeout=1m&writeTimeout=500ms",
+            "timeout 2s, readTimeout 60s, writeTimeout 0.5s",
+        ),
+    ],
+    ids=["defaults", "from-the-dsn"],
+)
+def test_check_config_shows_the_three_mysql_timeouts_in_effect(
+    tmp_path: Path, params: str, shown: str
+) -> None:
+    dsn = f"root:Sup3rS3cret@tcp(127.0.0.1:3306)/me2{params}"
+    result = run_cli("check-config", "-f", str(write(tmp_path, {"Mysql": {"DataSource": dsn}})))
+    assert result.returncode == 0, result.stderr
+    (line,) = [line for line in result.stdout.splitlines() if "DataSource:" in line]
+    assert line.endswith(f", {shown}"), line
 
 
 @pytest.mark.parametrize("param", ["readTimeout=30", "writeTimeout=0", "timeout=fast"])

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import grpc
 
+from me2_scheduler.closeable import Closeable
 from me2_scheduler.protos import simulator_pb2, simulator_pb2_grpc
 
 
@@ -26,7 +27,7 @@ class SimulatorStats:
     rejected: int = 0  # answered RESOURCE_EXHAUSTED: the capacity was full
 
 
-class SimulatorControl:
+class SimulatorControl(Closeable):
     """A client of a simulator's Control service (tests, demo, chaos)."""
 
     def __init__(self, target: str, timeout_s: float = 5.0) -> None:
@@ -78,9 +79,3 @@ class SimulatorControl:
     def close(self) -> None:
         """Close the channel."""
         self._channel.close()
-
-    def __enter__(self) -> SimulatorControl:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()

@@ -25,6 +25,7 @@ import grpc
 from me2_scheduler import metrics
 from me2_scheduler.channel_recovery import ChannelRecovery
 from me2_scheduler.clients.breaker import AdaptiveBreaker, BreakerOpen, acceptable
+from me2_scheduler.closeable import Closeable
 from me2_scheduler.config import EtcdConf, RpcClientConf
 from me2_scheduler.discovery.addresses import address_list_target
 from me2_scheduler.discovery.resolver import (
@@ -151,7 +152,7 @@ def client_credentials(conf: RpcClientConf, prefix: str = "") -> grpc.ChannelCre
     return channel_credentials(conf.ca_file, conf.cert_file, conf.key_file, prefix=prefix)
 
 
-class RpcClient:
+class RpcClient(Closeable):
     """Channels per client object, per process; one call goes to one picked endpoint."""
 
     service = "rpc"  # for messages: "Action", "Diary"
@@ -326,12 +327,6 @@ class RpcClient:
         if self.conf.app and self.conf.token:
             return (("app", self.conf.app), ("token", self.conf.token))
         return None
-
-    def __enter__(self) -> RpcClient:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
 
 def answer_for(caller: Caller, future: Any) -> Any:

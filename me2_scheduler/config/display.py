@@ -13,7 +13,7 @@ from typing import Any
 from me2_scheduler.config.goconf import scalar
 from me2_scheduler.config.schema import yaml_key
 from me2_scheduler.config.sections import Config, RpcClientConf
-from me2_scheduler.dsn import MASK, MysqlDsn, local_zone_name, mask_dsn
+from me2_scheduler.dsn import MASK, MysqlDsn, io_timeouts, local_zone_name, mask_dsn
 
 
 def describe(config: Config) -> str:
@@ -77,9 +77,12 @@ def _section_note(section: Any) -> str:
 
 
 def _dsn_summary(dsn: MysqlDsn) -> str:
+    """The DSN as the service uses it; the timeouts as in effect, defaults filled in."""
     host = f"[{dsn.host}]" if ":" in dsn.host else dsn.host
     where = f"unix({dsn.unix_socket})" if dsn.unix_socket else f"tcp({host}:{dsn.port})"
+    read_s, write_s = io_timeouts(dsn)
     return (
         f"{where}, user {dsn.user!r}, database {dsn.database!r}, charset {dsn.charset},"
-        f" parseTime {str(dsn.parse_time).lower()}, loc {dsn.loc}, timeout {dsn.timeout_s:g}s"
+        f" parseTime {str(dsn.parse_time).lower()}, loc {dsn.loc}, timeout {dsn.timeout_s:g}s,"
+        f" readTimeout {read_s:g}s, writeTimeout {write_s:g}s"
     )

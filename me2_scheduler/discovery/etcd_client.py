@@ -26,6 +26,7 @@ import grpc
 
 from me2_scheduler import metrics
 from me2_scheduler.channel_recovery import ChannelRecovery
+from me2_scheduler.closeable import Closeable
 from me2_scheduler.config import EtcdConf
 from me2_scheduler.discovery.addresses import address_list_target
 from me2_scheduler.errors import SchedulerError
@@ -152,7 +153,7 @@ class KeepAliveStream(Stream):
                 return
 
 
-class EtcdClient:
+class EtcdClient(Closeable):
     """KV, lease, watch and auth calls on one channel to the etcd cluster ``conf.hosts``."""
 
     def __init__(self, conf: EtcdConf, *, call_timeout_s: float = CALL_TIMEOUT_S) -> None:
@@ -309,12 +310,6 @@ class EtcdClient:
     def close(self) -> None:
         """Close the channel; open streams end."""
         self._channel.close()
-
-    def __enter__(self) -> EtcdClient:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
 
 def watch_events(stream: Stream) -> Iterator[pb.Event]:

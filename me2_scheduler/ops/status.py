@@ -2,8 +2,9 @@
 
 Everything comes from cheap reads: grouped counts in MySQL, one script and
 one ZRANGE in Redis, the last few ``diary_runs`` rows, and the supervisor's
-``/healthz`` (200 while every child is up, 503 with the roles that are down)
-on ``Prometheus.Host:Port`` when that is configured.
+``/healthz`` (200 while every child is up, with a line per dependency that is
+degraded; 503 with what is down) on ``Prometheus.Host:Port`` when that is
+configured.
 """
 
 from __future__ import annotations
@@ -49,12 +50,7 @@ def collect(
         "index": {"built": index.has_meta()},
         "queues": index.sizes(config.schedule.sweep_grace_seconds),
         "next_due": [
-            {
-                "avatar_id": avatar_id,
-                "due_at": display.format(from_epoch(score)),
-                "due_epoch": score,
-            }
-            for avatar_id, score in index.next_due(next_n)
+            _due(avatar_id, score, display) for avatar_id, score in index.next_due(next_n)
         ],
         "diary_runs": [_run(run, display) for run in runs.latest(diary_n)],
         "service": service_health(config.prometheus),
@@ -90,9 +86,11 @@ def health_url(conf: PrometheusConf) -> str | None:
 def service_health(conf: PrometheusConf, timeout_s: float = HEALTH_TIMEOUT_S) -> dict[str, Any]:
     """The supervisor's health from ``/healthz``.
 
-    ``state`` is ``up`` (200), ``degraded`` (503: ``problems`` lists what is
-    down, one line each), ``unexpected`` (any other answer), ``not reachable``
-    or ``not configured`` (``Prometheus.Host`` unset). Never raises.
+    ``state`` is ``up`` (200), ``degraded`` (503), ``unexpected`` (any other
+    answer), ``not reachable`` or ``not configured`` (``Prometheus.Host``
+    unset). ``problems`` holds the answer's lines but a 200's leading ``ok``:
+    what is down, and what is degraded (``degraded: action: ...``, which a
+    200 carries too). Never raises.
     """
     url = health_url(conf)
     if url is None:
@@ -108,8 +106,10 @@ def service_health(conf: PrometheusConf, timeout_s: float = HEALTH_TIMEOUT_S) ->
         reason = getattr(exc, "reason", exc)
         return {"state": "not reachable", "url": url, "error": str(reason)}
     state = {200: "up", 503: "degraded"}.get(status, "unexpected")
-    lines = body.decode("utf-8", errors="replace").strip().splitlines()
-    problems = [] if status == 200 else [line.strip() for line in lines if line.strip()]
+    text = body.decode("utf-8", errors="replace")
+    problems = [line.strip() for line in text.splitlines() if line.strip()]
+    if status == 200 and problems[:1] == ["ok"]:
+        problems = problems[1:]
     return {"state": state, "url": url, "http_status": status, "problems": problems}
 
 

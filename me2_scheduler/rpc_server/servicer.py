@@ -21,7 +21,6 @@ import grpc
 
 from me2_scheduler import deadline, policy
 from me2_scheduler.clients.channels import Caller
-from me2_scheduler.clock import utc_now
 from me2_scheduler.config import Config
 from me2_scheduler.dispatch import Dispatched, Dispatcher
 from me2_scheduler.policy import (
@@ -113,8 +112,11 @@ def history_limit(limit: int) -> int:
 class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
     """The Scheduler service over one store, one index and one dispatcher (all thread-safe).
 
-    ``clock`` and ``rng`` draw the next times of enable and resume, in the
-    avatar's scheduling policy (``PolicyContext`` fills in its blanks).
+    ``clock`` and ``rng`` draw the next times of enable, resume and a policy's
+    re-draw, in the avatar's scheduling policy (``PolicyContext`` fills in its
+    blanks). ``clock`` is by default the dispatcher's: the servers' time (Redis
+    ``TIME``), as for a dispatch, so a host whose clock is off sets no next
+    time in the past nor late.
     """
 
     def __init__(
@@ -123,14 +125,14 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
         store: MysqlStore,
         index: DelayIndex,
         dispatcher: Dispatcher,
-        clock: Callable[[], datetime] = utc_now,
+        clock: Callable[[], datetime] | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self._config = config
         self._store = store
         self._index = index
         self._dispatcher = dispatcher
-        self._clock = clock
+        self._clock = clock or dispatcher.server_now
         self._rng = rng or random.Random()
         self._display = Display(config.timezone)
         self._policies = PolicyContext.from_config(config)

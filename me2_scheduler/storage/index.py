@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NamedTuple
 
 from me2_scheduler.chunking import chunks
+from me2_scheduler.closeable import Closeable
 from me2_scheduler.config import RedisConf
 from me2_scheduler.errors import RedisIndexError
 from me2_scheduler.storage.claim import Claim
@@ -55,7 +56,7 @@ def _check_lease(lease_s: float) -> None:
         raise ValueError(f"lease_s must be >= 0, got {lease_s}")
 
 
-class DelayIndex:
+class DelayIndex(Closeable):
     """The delay index of one ``Redis.Key``.
 
     Make it in the process that uses it (after fork). ``client`` may be
@@ -76,12 +77,6 @@ class DelayIndex:
         """Close the client if this index made it."""
         if self._owns_client:
             self.client.close()
-
-    def __enter__(self) -> DelayIndex:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     def _run(self, name: str, keys: list[str], args: Iterable[Any] = ()) -> Any:
         return self._scripts[name](keys=keys, args=list(args))

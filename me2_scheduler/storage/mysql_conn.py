@@ -37,6 +37,7 @@ import pymysql
 
 from me2_scheduler import deadline
 from me2_scheduler.config import MysqlConf, MysqlDsn
+from me2_scheduler.dsn import io_timeouts
 from me2_scheduler.errors import ConfigError, StoreError
 from me2_scheduler.storage.mysql_bounded import DEADLINE_PASSED, BoundedConnection
 
@@ -45,19 +46,6 @@ from me2_scheduler.storage.mysql_bounded import DEADLINE_PASSED, BoundedConnecti
 CONNECTION_LOST = frozenset({0, 2003, 2006, 2013, 2055})
 SERVER_LOST = 2013  # CR_SERVER_LOST
 
-# Defaults for a DSN without readTimeout/writeTimeout (go-sql-driver's are "none").
-# The service's statements are short: point reads and writes by primary key,
-# pages of at most a few thousand rows, a COUNT(*) by status over the index;
-# even at millions of avatars each answers in well under a few seconds, and a
-# row-lock wait longer than 30 s means a stuck transaction, not a busy server.
-# 30 s also matches the default Schedule.LeaseSeconds: a worker whose MySQL
-# went silent gives up about when its lease lapses, never minutes later. The
-# longer legitimate waits are raised explicitly: GET_LOCK waits (``named_lock``)
-# and the DDL of ``init-db`` (``ddl=True``), which may rebuild an index of a
-# table of millions of rows for minutes.
-DEFAULT_READ_TIMEOUT_S = 30.0
-DEFAULT_WRITE_TIMEOUT_S = 30.0  # a statement is a few KB; a write only waits on a full buffer
-DDL_READ_TIMEOUT_S = 3600.0
 LOCK_WAIT_MARGIN_S = 10.0  # beyond a GET_LOCK's own timeout, for the server's answer
 
 
@@ -80,17 +68,6 @@ def session_offset(loc: tzinfo, now: datetime | None = None) -> str:
     sign = "-" if offset < timedelta(0) else "+"
     minutes = abs(int(offset.total_seconds())) // 60
     return f"{sign}{minutes // 60:02d}:{minutes % 60:02d}"
-
-
-def io_timeouts(dsn: MysqlDsn, *, ddl: bool = False) -> tuple[float, float]:
-    """``(read, write)`` seconds: the DSN's ``readTimeout``/``writeTimeout``, else the defaults.
-
-    ``ddl``: the connection runs schema changes, whose reads default to
-    ``DDL_READ_TIMEOUT_S``. A ``readTimeout`` in the DSN applies to them too,
-    as go-sql-driver applies it to every read.
-    """
-    read = dsn.read_timeout_s or (DDL_READ_TIMEOUT_S if ddl else DEFAULT_READ_TIMEOUT_S)
-    return read, dsn.write_timeout_s or DEFAULT_WRITE_TIMEOUT_S
 
 
 def connect_args(dsn: MysqlDsn, *, ddl: bool = False) -> dict[str, Any]:
@@ -123,7 +100,7 @@ def open_connection(
 ) -> pymysql.connections.Connection:
     """A new connection (``BoundedConnection``) with the session time zone set to ``loc``'s offset.
 
-    ``ddl``: reads default to ``DDL_READ_TIMEOUT_S`` (see ``io_timeouts``).
+    ``ddl``: reads default to ``dsn.DDL_READ_TIMEOUT_S`` (see ``dsn.io_timeouts``).
     Raises pymysql errors and ``TimeoutError`` untranslated; callers wrap it in
     ``translated``.
     """
