@@ -19,8 +19,9 @@ def register(group: click.Group) -> None:
     """Add ``chaos`` to ``group``."""
 
     @group.command("chaos")
-    @click.option("--duration", type=click.FloatRange(min=40), default=300.0, show_default=True,
-                  help="Seconds of faults (then a settle window and the audit).")  # fmt: skip
+    @click.option("--duration", type=click.FloatRange(min=40), default=None,
+                  help="Seconds of faults per scenario (then a settle window and the audit)."
+                  "  [default: 300; 330 for network]")  # fmt: skip
     @click.option("--seed", type=int, default=1, show_default=True, help="Seed of the fault plan.")
     @click.option("--avatars", type=click.IntRange(min=1), default=2000, show_default=True)
     @click.option("--workers", type=click.IntRange(min=1), default=10, show_default=True)
@@ -33,14 +34,14 @@ def register(group: click.Group) -> None:
                   default="all", show_default=True,
                   help="faults: the seeded fault plan; network: fault proxies in front of"
                   " MariaDB, Redis, Action and etcd, frozen processes, skewed clocks (needs"
-                  " about 300 s); all: faults, then network, in one report; inflight:"
+                  " about 320 s); all: faults, then network, in one report; inflight:"
                   " MaxInFlight 400 with Action slow (1 s), then failing half its calls, then"
                   " down, and the breaker checked from the metrics.")  # fmt: skip
     @click.option("--max-in-flight", type=click.IntRange(min=1), default=None,
                   help="Schedule.MaxInFlight (default: MaxWorkers; 400 for --scenario"
                   " inflight). At least --workers.")  # fmt: skip
     def chaos(
-        duration: float,
+        duration: float | None,
         seed: int,
         avatars: int,
         workers: int,
@@ -67,8 +68,9 @@ def register(group: click.Group) -> None:
         runs = []
         for name in scenarios:
             root = Path(keep_dir) / name if keep_dir and len(scenarios) > 1 else keep_dir
+            length = {"duration_s": duration} if duration is not None else {}
             options = options_for(
-                name, duration_s=duration, seed=seed, avatars=avatars, workers=workers,
+                name, **length, seed=seed, avatars=avatars, workers=workers,
                 faults=not no_faults, root=Path(root) if root else None, **chosen,
             )  # fmt: skip
             try:

@@ -36,6 +36,10 @@ from me2_devkit.chaos.walk import Verdict, explain
 from me2_scheduler.states import PauseReason, Status
 
 SAMPLE = 8  # violations listed per invariant
+# A call written just before SIGSTOP reaches Action a little later (through the
+# proxy and the server's thread pool); far less than a lease, so no takeover
+# can have happened yet.
+FREEZE_SLACK_S = 0.5
 __all__ = ["SAMPLE", "Audit", "AuditInput", "Bounds", "Finding", "IndexSnapshot", "audit"]
 
 
@@ -205,7 +209,7 @@ class Audit:
         first before the freeze began (in flight, or its record pending, when it froze)."""
         arrivals = sorted(self.data.arrivals.get(key, ()))
         return len(arrivals) == 2 and any(
-            arrivals[0] < w.start <= arrivals[1] for w in self.freezes
+            arrivals[0] < w.start + FREEZE_SLACK_S and w.start <= arrivals[1] for w in self.freezes
         )
 
     def _arrivals_note(self, key: str) -> str:

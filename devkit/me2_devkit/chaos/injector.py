@@ -83,9 +83,13 @@ class Injector(NetworkFaults):
     _threads: list[threading.Thread] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _stop: threading.Event = field(default_factory=threading.Event)
+    _mono0: float = 0.0  # the run's start on the monotonic clock
 
     def start(self, t0: float) -> None:
         """Start one thread per fault; each waits for its time."""
+        # Waits run on the monotonic clock: a wall clock that jumps (a VM paused
+        # and resumed, NTP) must not shorten or delay the faults.
+        self._mono0 = time.monotonic() - (time.time() - t0)
         for fault in self.plan.faults:
             thread = threading.Thread(
                 target=self._run, args=(fault, t0), name=f"chaos-{fault.kind}", daemon=True
@@ -105,7 +109,7 @@ class Injector(NetworkFaults):
         self._stop.set()
 
     def _run(self, fault: Fault, t0: float) -> None:
-        if self._stop.wait(max(0.0, t0 + fault.at_s - time.time())):
+        if self._stop.wait(max(0.0, self._mono0 + fault.at_s - time.monotonic())):
             return
         action = self.handler(fault.kind)
         start = time.time()
@@ -126,8 +130,8 @@ class Injector(NetworkFaults):
         return getattr(self, f"_{kind}", None) or self.network_handler(kind)
 
     def _wait_until(self, t0: float, offset_s: float) -> None:
-        """Sleep until ``t0 + offset_s``, or less when the run is aborted."""
-        self._stop.wait(max(0.0, t0 + offset_s - time.time()))
+        """Sleep until ``offset_s`` into the run, or less when the run is aborted."""
+        self._stop.wait(max(0.0, self._mono0 + offset_s - time.monotonic()))
 
     # -- kills ----------------------------------------------------------------
 

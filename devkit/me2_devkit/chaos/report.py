@@ -147,11 +147,11 @@ def render_report(summaries: list[RunSummary], host: dict[str, str] | None = Non
         ]
         out += _scenario_md(first, "##")
     else:
-        names = ", ".join(f"`{_scenario(s)}`" for s in summaries)
+        names = ", ".join(f"`{_scenario(s)}` ({s.duration_s:g} s)" for s in summaries)
         out.append(
-            f"Written by `me2-dev chaos` on {when}: the scenarios {names}, one after the other,"
-            f" {first.duration_s:g} s of faults each on {first.avatars} avatars (seed"
-            f" {first.seed}, Redis {first.redis}); {verdict}. Rerun it with `make chaos`."
+            f"Written by `me2-dev chaos` on {when}: the scenarios {names}, one after the"
+            f" other, each on {first.avatars} avatars (seed {first.seed}, Redis"
+            f" {first.redis}); {verdict}. Rerun it with `make chaos`."
         )
         for summary in summaries:
             result = "zero violations" if summary.ok else f"{summary.violations} violations"
