@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 
-from me2_scheduler import metrics
+from me2_scheduler import deadline, metrics
 from me2_scheduler.attempts import ActionCaller
 from me2_scheduler.clients.action import ActionClient
 from me2_scheduler.clients.channels import Caller
@@ -158,9 +158,26 @@ class Dispatcher:
         recorded as a failure, never as a success. Raises StoreError or
         RedisIndexError when a server fails mid-way (the lease then expires).
         """
+        return self.record(claim, self.attempt(row, claim, trigger, caller))
+
+    def attempt(
+        self, row: ScheduleRow, claim: Claim, trigger: Trigger, caller: Caller | None = None
+    ) -> Attempt:
+        """Call Action for ``row``'s avatar: the attempt to ``record``.
+
+        What must be read before the call (the avatar's policy, a stale server
+        clock) is read under the deadline in force (``deadline``), so a silent
+        MySQL or Redis fails the caller in time, before Action is called.
+        """
         chosen = self._store.get_policies([row.avatar_id]).get(row.avatar_id, DEFAULT)
-        attempt = self._caller.call(row, claim, trigger, chosen, caller)
-        (dispatched,) = self._record_and_settle([(claim, attempt)])
+        self.server_now()
+        return self._caller.call(row, claim, trigger, chosen, caller)
+
+    def record(self, claim: Claim, attempt: Attempt) -> Dispatched:
+        """Record one attempt and settle it in Redis, under no deadline but the sockets'
+        timeouts: a dispatch Action carried out is recorded even if its caller has left."""
+        with deadline.lifted():
+            (dispatched,) = self._record_and_settle([(claim, attempt)])
         return dispatched
 
     # -- the servers' clock ---------------------------------------------------
@@ -374,17 +391,3 @@ def _wants_slot(row: ScheduleRow, claim: Claim) -> bool:
     """The pick-up check: active, and not already moved past the claimed slot."""
     due = row.due_epoch
     return due is not None and due <= claim.planned_at
-
-
-def make_dispatcher(config: Config, max_in_flight: int = 1) -> Dispatcher:
-    """Build a Dispatcher with its own connections (call in the process that uses it)."""
-    from me2_scheduler.timefmt import Display
-
-    return Dispatcher(
-        config,
-        MysqlStore(config.mysql),
-        DelayIndex(config.redis),
-        ActionClient(config.action_rpc),
-        display=Display(config.timezone).format,
-        max_in_flight=max_in_flight,
-    )

@@ -51,6 +51,7 @@ class Harness:
     rpc: RpcServer
     channel: grpc.Channel
     action: ActionClient
+    servicer: SchedulerServicer
 
     @property
     def stub(self) -> scheduler_pb2_grpc.SchedulerStub:
@@ -98,12 +99,13 @@ def start_harness(
     rpc = build_server(config, servicer, max_workers=8)
     rpc.start()
     channel = grpc.insecure_channel(f"127.0.0.1:{rpc.port}")
-    return Harness(config, store, index, rpc, channel, action)
+    return Harness(config, store, index, rpc, channel, action, servicer)
 
 
 def stop_harness(harness: Harness) -> None:
     harness.channel.close()
     harness.rpc.stop(grace=0)
+    harness.servicer.close()
     harness.action.close()
     harness.index.close()
     harness.store.close()

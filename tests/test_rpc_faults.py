@@ -13,16 +13,20 @@ from typing import Any
 
 import pytest
 
+from me2_devkit.simulators import RunningSimulator, SimulatorControl
 from me2_devkit.testing.servers import MariaDBServer, RedisServer
 from me2_scheduler.config import MysqlConf, RedisConf
 from me2_scheduler.dsn import parse_dsn
+from me2_scheduler.protos import scheduler_pb2 as pb
 from me2_scheduler.rpc_server.answers import io_budget_s
+from me2_scheduler.rpc_server.trigger import RECORDING_DELAYED
 
 from .blackhole import BlackholeProxy, blackhole_proxy
-from .fixtures_rpc import Harness
+from .fixtures_rpc import Harness, put_in_state
 from .support import wait_until
 
 RECOVERY_S = 30
+WAIT_S = 10.0  # for what happens at once when all is well
 
 
 def assert_unavailable(reply: Any, dependency: str) -> None:
@@ -92,6 +96,28 @@ def test_a_silent_redis_answers_503_naming_it_then_serves_again(
         "the API to write Redis again",
     )
     assert enabled
+    rpc.assert_index_matches_mysql()
+
+
+def test_a_trigger_whose_record_meets_a_silent_mysql_answers_503_in_time_and_records_later(
+    harnesses: Callable[..., Harness], mysql_proxy: BlackholeProxy, database: str,
+    action_simulator: RunningSimulator,
+) -> None:  # fmt: skip
+    rpc = harnesses(mysql=mysql_through(mysql_proxy, database))
+    before = put_in_state(rpc, 34, "active")
+    control = SimulatorControl(action_simulator.address)
+    control.configure(latency_ms=700)
+    pending = rpc.stub.TriggerSchedule.future(pb.TriggerScheduleRequest(avatar_id=34), timeout=10)
+    wait_until(lambda: control.stats().calls_per_avatar.get(34) == 1, WAIT_S, "the Action call")
+    mysql_proxy.blackhole()  # Action answers into a MySQL that no longer does
+    reply = pending.result(timeout=WAIT_S)  # a code, not the server's DEADLINE_EXCEEDED
+    assert (reply.code, reply.message) == (503, RECORDING_DELAYED)
+    mysql_proxy.heal()
+    wait_until(lambda: rpc.history_count(34) == 1, RECOVERY_S, "the delayed record")
+    [entry] = rpc.store.history(34, 10)
+    assert (entry.trigger, entry.outcome) == ("manual", "success")
+    assert rpc.store.get(34).schedule_count == before.schedule_count + 1
+    wait_until(lambda: not rpc.index.is_inflight(34), WAIT_S, "the lease to be settled")
     rpc.assert_index_matches_mysql()
 
 

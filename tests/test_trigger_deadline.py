@@ -29,7 +29,7 @@ from me2_scheduler.clients.channels import Caller
 from me2_scheduler.config import Config, RpcClientConf
 from me2_scheduler.errors import DownstreamError
 from me2_scheduler.protos import scheduler_pb2 as pb
-from me2_scheduler.rpc_server.servicer import MIN_ACTION_TIMEOUT_S, action_timeout_s
+from me2_scheduler.rpc_server.trigger import MIN_ACTION_TIMEOUT_S, action_timeout_s
 from me2_scheduler.storage.index import DelayIndex
 
 from .fixtures_rpc import Harness, put_in_state, start_harness, stop_harness

@@ -59,7 +59,7 @@ class Console:
         dispatcher = Dispatcher(
             config, self.store, self.index, self.action, rng=rng, display=display.format
         )
-        servicer = SchedulerServicer(config, self.store, self.index, dispatcher, rng=rng)
+        self.servicer = SchedulerServicer(config, self.store, self.index, dispatcher, rng=rng)
         self.services = Services(
             config=config,
             reads=Reads(
@@ -71,13 +71,14 @@ class Console:
             ),
             store=self.store,
             diary_runs=self.diary_runs,
-            actions=Actions(servicer, config.timeout_ms),
+            actions=Actions(self.servicer, config.timeout_ms),
             jobs=IndexJobs(self.store, self.index, on_rebuilt=_count_rebuild),
         )
         self.app = App(self.services, Authenticator(config.console), Templates(display))
 
     def close(self) -> None:
-        """Close every connection this process opened."""
+        """Close every connection this process opened (once the triggers' records are written)."""
+        self.servicer.close()
         self.action.close()
         self.index.close()
         self.reads_pool.close()

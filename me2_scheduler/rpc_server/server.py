@@ -164,8 +164,9 @@ def main(config: Config, ctx: ChildContext) -> int:
     dispatcher = Dispatcher(
         config, store, index, action, rng=rng, display=Display(config.timezone).format
     )
+    servicer = SchedulerServicer(config, store, index, dispatcher, rng=rng)
     try:
-        rpc = build_server(config, SchedulerServicer(config, store, index, dispatcher, rng=rng))
+        rpc = build_server(config, servicer)
     except ListenError as exc:
         log.error("rpc_server %s", exc)
         return EXIT_CANNOT_BOOT
@@ -180,6 +181,7 @@ def main(config: Config, ctx: ChildContext) -> int:
         code = _serve(config, ctx, rpc)
     finally:
         probe.stop()
+        servicer.close()
         action.close()
         index.close()
         store.close()

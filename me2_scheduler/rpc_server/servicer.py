@@ -19,20 +19,16 @@ from typing import Any
 
 import grpc
 
-from me2_scheduler import deadline, policy
-from me2_scheduler.clients.channels import Caller
+from me2_scheduler import policy
 from me2_scheduler.config import Config
-from me2_scheduler.dispatch import Dispatched, Dispatcher
+from me2_scheduler.dispatch import Dispatcher
 from me2_scheduler.policy import (
     CONFLICT,
     INTERNAL,
     INVALID,
     NOT_FOUND,
     OK,
-    UNAVAILABLE,
     Call,
-    Failure,
-    Success,
 )
 from me2_scheduler.policy_context import PolicyContext
 from me2_scheduler.protos import scheduler_pb2 as pb
@@ -42,7 +38,6 @@ from me2_scheduler.rpc_server.answers import (
     Refused,
     answers,
     io_budget_s,
-    one_sentence,
     valid_avatar_id,
 )
 from me2_scheduler.rpc_server.convert import history_entry, schedule_info
@@ -53,8 +48,9 @@ from me2_scheduler.rpc_server.policies import (
     requested_policy,
     shown_policy,
 )
+from me2_scheduler.rpc_server.trigger import Recorder, acted, caller_of
 from me2_scheduler.schedule_policy import PolicyError, SchedulePolicy, summary
-from me2_scheduler.states import Outcome, Trigger
+from me2_scheduler.states import Trigger
 from me2_scheduler.storage.claim import Claim
 from me2_scheduler.storage.index import DelayIndex
 from me2_scheduler.storage.mysql import MysqlStore, ScheduleRow
@@ -66,40 +62,9 @@ log = logging.getLogger("me2_scheduler.rpc")
 MAX_BATCH_IDS = 1000
 DEFAULT_HISTORY_LIMIT = 20
 MAX_HISTORY_LIMIT = 100
-MIN_ACTION_TIMEOUT_S = 0.001  # a spent budget still means "now": gRPC reads 0 as no deadline
 
 CHANGED_CONCURRENTLY = "the schedule changed concurrently; retry"
 IN_FLIGHT = "a dispatch is in progress for this avatar"
-
-
-def acted(dispatched: Dispatched) -> Success:
-    """The successful attempt of a manual dispatch; raise ``Refused`` for any other end.
-
-    A failure answers 503 when Action was unreachable or too slow, else 500.
-    """
-    attempt = dispatched.attempt
-    if dispatched.result == Outcome.SUCCESS and isinstance(attempt, Success):
-        return attempt
-    failure = attempt if isinstance(attempt, Failure) else None
-    code = UNAVAILABLE if failure is not None and failure.unavailable else INTERNAL
-    error = failure.error if failure is not None else ""
-    raise Refused(code, f"action failed: {one_sentence(error)}")
-
-
-def action_timeout_s(
-    caller_left_s: float | None, action_timeout_ms: int, server_left_s: float | None
-) -> float:
-    """The deadline of the Action call a TriggerSchedule makes, in seconds.
-
-    The least of the caller's remaining time, ``ActionRpc.Timeout`` and what
-    is left of the server's ``Timeout``, as in go-zero, where the incoming
-    ctx (the caller's deadline, cut by the server's per-call timeout) becomes
-    the outgoing call's, whose own timeout can only shorten it. None is no
-    limit; the result is never below ``MIN_ACTION_TIMEOUT_S``.
-    """
-    bounds = [action_timeout_ms / 1000]
-    bounds += [left for left in (caller_left_s, server_left_s) if left is not None]
-    return max(MIN_ACTION_TIMEOUT_S, min(bounds))
 
 
 def history_limit(limit: int) -> int:
@@ -136,6 +101,11 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
         self._rng = rng or random.Random()
         self._display = Display(config.timezone)
         self._policies = PolicyContext.from_config(config)
+        self._recorder = Recorder(dispatcher)
+
+    def close(self) -> None:
+        """Wait for the records of manual dispatches still being written (``Recorder``)."""
+        self._recorder.close()
 
     def io_budget_s(self, context: grpc.ServicerContext) -> float | None:
         """How long this call's MySQL and Redis I/O may take (``answers.io_budget_s``)."""
@@ -178,13 +148,11 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
         if claim is None:
             raise Refused(CONFLICT, IN_FLIGHT)
         row = self._still_dispatchable(claim)
-        caller = self._caller(context, began)
-        # Once Action may be called, the outcome must be recorded even if the
-        # caller's time runs out: the dispatch keeps its own bounds (Action's
-        # deadline, MySQL's and Redis's timeouts), not what is left of this call.
-        with deadline.lifted():
-            dispatched = self._dispatcher.dispatch(row, claim, Trigger.MANUAL, caller=caller)
-        success = acted(dispatched)
+        caller = caller_of(
+            context, began, self._config.timeout_ms, self._config.action_rpc.timeout_ms
+        )
+        attempt = self._dispatcher.attempt(row, claim, Trigger.MANUAL, caller=caller)
+        success = acted(self._recorder.recorded(claim, attempt))
         return pb.TriggerScheduleResponse(
             code=OK,
             message=SUCCESS,
@@ -352,22 +320,6 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
         if decision.code == OK:  # a table without a dispatch here is a bug, not a race
             raise Refused(INTERNAL, "internal error")
         raise Refused(decision.code, decision.message)
-
-    def _caller(self, context: grpc.ServicerContext, began: float) -> Caller:
-        """The Trigger's caller as its Action call inherits it (go-zero's ctx): the
-        deadline of ``action_timeout_s``, and a cancel when the caller goes away.
-
-        A caller that goes away (deadline passed, cancelled, or answered
-        DEADLINE_EXCEEDED by the server's ``Timeout``) cuts the Action call,
-        which is then recorded as a failure, never as a success: a caller that
-        retries must not find the first trigger counted as done.
-        """
-        server_ms = self._config.timeout_ms
-        server_left = server_ms / 1000 - (time.monotonic() - began) if server_ms > 0 else None
-        timeout = action_timeout_s(
-            context.time_remaining(), self._config.action_rpc.timeout_ms, server_left
-        )
-        return Caller(timeout, context.add_callback)
 
     def _next_time(self, avatar_id: int) -> datetime:
         """A new next time for the avatar from now, in its policy's active time."""

@@ -14,11 +14,15 @@ from __future__ import annotations
 import logging
 
 from me2_scheduler import metrics
+from me2_scheduler.clients.action import ActionClient
 from me2_scheduler.config import Config
-from me2_scheduler.dispatch import make_dispatcher
+from me2_scheduler.dispatch import Dispatcher
 from me2_scheduler.errors import RedisIndexError, StoreError
 from me2_scheduler.inflight import share_of
+from me2_scheduler.storage.index import DelayIndex
+from me2_scheduler.storage.mysql import MysqlStore
 from me2_scheduler.supervisor.child import ChildContext
+from me2_scheduler.timefmt import Display
 
 log = logging.getLogger("me2_scheduler.worker")
 
@@ -43,3 +47,15 @@ def main(config: Config, ctx: ChildContext) -> int:
             metrics.ERRORS.labels(role="worker", kind=type(exc).__name__).inc()
             ctx.wait(1.0)
     return 0
+
+
+def make_dispatcher(config: Config, max_in_flight: int = 1) -> Dispatcher:
+    """A Dispatcher with its own connections (call in the process that uses it)."""
+    return Dispatcher(
+        config,
+        MysqlStore(config.mysql),
+        DelayIndex(config.redis),
+        ActionClient(config.action_rpc),
+        display=Display(config.timezone).format,
+        max_in_flight=max_in_flight,
+    )
