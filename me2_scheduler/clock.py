@@ -19,6 +19,9 @@ log = logging.getLogger("me2_scheduler.clock")
 # records follows the servers whatever it is), at most once per SKEW_WARN_EVERY_S.
 SKEW_WARN_S = 2.0
 SKEW_WARN_EVERY_S = 600.0
+# This host's clock and the monotonic one drifting apart by this much since a
+# sample means one of them jumped: the sample no longer tells the time.
+JUMP_S = 1.0
 
 
 def utc_now() -> datetime:
@@ -57,15 +60,16 @@ class ServerClock:
         self._monotonic = monotonic
         self._wall = wall
         self._lock = threading.Lock()
-        self._sample: tuple[float, float] | None = None  # (server epoch s, monotonic s)
+        # (server epoch s, monotonic s, this host's epoch s) at the last sample
+        self._sample: tuple[float, float, float] | None = None
         self._warned_at: float | None = None
 
     def sample(self, server_epoch: float) -> None:
         """Take ``server_epoch`` (epoch seconds the server just reported) as the time now."""
-        at = self._monotonic()
+        at, wall = self._monotonic(), self._wall().timestamp()
         with self._lock:
-            self._sample = (server_epoch, at)
-            skew = self._wall().timestamp() - server_epoch
+            self._sample = (server_epoch, at, wall)
+            skew = wall - server_epoch
             if abs(skew) <= SKEW_WARN_S or (
                 self._warned_at is not None and at - self._warned_at < SKEW_WARN_EVERY_S
             ):
@@ -81,13 +85,26 @@ class ServerClock:
             sample = self._sample
         return None if sample is None else self._monotonic() - sample[1]
 
+    def stale(self, max_age_s: float) -> bool:
+        """Whether to sample again: never sampled, sampled over ``max_age_s`` ago, or the
+        monotonic clock has not kept pace with this host's since (a paused VM, a
+        process under libfaketime): more than ``JUMP_S`` between the two elapsed times."""
+        with self._lock:
+            sample = self._sample
+        if sample is None:
+            return True
+        _, at, wall = sample
+        elapsed = self._monotonic() - at
+        jumped = abs((self._wall().timestamp() - wall) - elapsed) > JUMP_S
+        return elapsed > max_age_s or jumped
+
     def epoch_now(self) -> float:
         """The servers' time now, in epoch seconds; raise ``LookupError`` before a sample."""
         with self._lock:
             sample = self._sample
         if sample is None:
             raise LookupError("the server clock has not been sampled yet")
-        server_epoch, at = sample
+        server_epoch, at, _ = sample
         return server_epoch + max(0.0, self._monotonic() - at)
 
     def now(self) -> datetime:

@@ -28,6 +28,7 @@ from me2_scheduler.clients.action import ActionClient
 from me2_scheduler.clients.channels import Caller
 from me2_scheduler.clock import ServerClock, from_epoch, utc_now
 from me2_scheduler.config import Config
+from me2_scheduler.errors import RedisIndexError
 from me2_scheduler.fence import LeaseFence
 from me2_scheduler.inflight import InFlight
 from me2_scheduler.policy import Attempt, Success
@@ -47,9 +48,9 @@ Called = tuple[Claim, Attempt]  # a claim whose Action call is done, with the at
 # A batch hands its not-yet-called claims back to ``ready`` once it has run
 # this long, so one slow Action call delays the rest of a batch by one call.
 BATCH_BUDGET_S = 0.5
-# The server clock is sampled by every lease renewal; a dispatcher that renewed
-# none for this long (a TriggerSchedule one) reads Redis TIME before it records.
-SERVER_CLOCK_MAX_AGE_S = 30.0
+# The server clock is sampled by every lease renewal; one not renewed for this
+# long (``ServerClock.stale``) is read again from Redis TIME before use.
+SERVER_CLOCK_MAX_AGE_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -184,11 +185,17 @@ class Dispatcher:
 
     def server_now(self) -> datetime:
         """The servers' time now (Redis TIME read by the last renewal, or read now), for
-        every time this dispatcher records and every next time the API draws; raise
-        RedisIndexError when Redis must be read and cannot be."""
-        age = self._server.age_s()
-        if age is None or age > SERVER_CLOCK_MAX_AGE_S:
-            self._server.sample(self.index.now())
+        every time this dispatcher records and every next time the API draws.
+
+        When a stale sample cannot be renewed (Redis unreachable) the last one
+        still tells the time; RedisIndexError only when there is none yet.
+        """
+        if self._server.stale(SERVER_CLOCK_MAX_AGE_S):
+            try:
+                self._server.sample(self.index.now())
+            except RedisIndexError:
+                if self._server.age_s() is None:
+                    raise
         return self._server.now()
 
     def _confirm(self, claims: list[Claim]) -> list[bool]:

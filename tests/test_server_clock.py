@@ -23,7 +23,8 @@ from me2_devkit.testing.servers import MariaDBServer, RedisServer
 from me2_scheduler.attempts import ActionCaller
 from me2_scheduler.clock import ServerClock, epoch, from_epoch, utc_now
 from me2_scheduler.config import Config, ScheduleConf
-from me2_scheduler.dispatch import Dispatcher
+from me2_scheduler.dispatch import SERVER_CLOCK_MAX_AGE_S, Dispatcher
+from me2_scheduler.errors import RedisIndexError
 from me2_scheduler.policy_context import PolicyContext
 from me2_scheduler.protos import scheduler_pb2 as pb
 from me2_scheduler.schedule_policy import DEFAULT
@@ -173,3 +174,71 @@ def drawn_next(
     next_s = epoch(running.row(1)["next_schedule_time"].replace(tzinfo=UTC))
     assert index.due_score(1) == next_s
     return before, next_s, after
+
+
+class TimeIndex:
+    """Just the index's ``now`` (Redis TIME), set by the test, or failing."""
+
+    def __init__(self, epoch_s: float) -> None:
+        self.epoch_s = epoch_s
+        self.down = False
+        self.reads = 0
+
+    def now(self) -> float:
+        self.reads += 1
+        if self.down:
+            raise RedisIndexError("Redis 127.0.0.1:1: Timeout reading from socket")
+        return self.epoch_s
+
+
+def clocked_dispatcher(
+    config: Config, index: TimeIndex, monotonic: FakeClock, wall: FakeClock
+) -> Dispatcher:
+    return Dispatcher(config, None, index, None, clock=wall, monotonic=monotonic)  # type: ignore[arg-type]
+
+
+def test_a_sample_older_than_a_few_seconds_is_read_again_and_a_failed_read_keeps_the_last(
+    config: Config,
+) -> None:
+    monotonic, wall = FakeClock(0.0), FakeClock(from_epoch(1_000.0))
+    index = TimeIndex(1_000.0)
+    dispatcher = clocked_dispatcher(config, index, monotonic, wall)
+    assert dispatcher.server_now() == from_epoch(1_000.0)
+
+    monotonic.advance(SERVER_CLOCK_MAX_AGE_S / 2)  # fresh: no read
+    wall.advance(timedelta(seconds=SERVER_CLOCK_MAX_AGE_S / 2))
+    assert dispatcher.server_now() == from_epoch(1_000.0 + SERVER_CLOCK_MAX_AGE_S / 2)
+    assert index.reads == 1
+
+    monotonic.advance(SERVER_CLOCK_MAX_AGE_S)  # stale: Redis says the time
+    wall.advance(timedelta(seconds=SERVER_CLOCK_MAX_AGE_S))
+    index.epoch_s = 2_000.0
+    assert dispatcher.server_now() == from_epoch(2_000.0)
+
+    index.down = True
+    monotonic.advance(SERVER_CLOCK_MAX_AGE_S + 1)  # stale, and Redis cannot say
+    wall.advance(timedelta(seconds=SERVER_CLOCK_MAX_AGE_S + 1))
+    assert dispatcher.server_now() == from_epoch(2_000.0 + SERVER_CLOCK_MAX_AGE_S + 1)
+    assert index.reads == 3
+
+
+def test_a_stalled_monotonic_clock_is_caught_by_this_hosts_clock_moving_on(
+    config: Config,
+) -> None:
+    monotonic, wall = FakeClock(0.0), FakeClock(from_epoch(1_000.0))
+    index = TimeIndex(1_000.0)
+    dispatcher = clocked_dispatcher(config, index, monotonic, wall)
+    dispatcher.server_now()
+    # A paused VM: 10 s pass on the servers and this host's clock, 0.1 s on the monotonic one.
+    monotonic.advance(0.1)
+    wall.advance(timedelta(seconds=10))
+    index.epoch_s = 1_010.0
+    assert dispatcher.server_now() == from_epoch(1_010.0)
+
+
+def test_with_no_sample_yet_an_unreachable_redis_is_an_error(config: Config) -> None:
+    index = TimeIndex(1_000.0)
+    index.down = True
+    dispatcher = clocked_dispatcher(config, index, FakeClock(0.0), FakeClock(from_epoch(1_000.0)))
+    with pytest.raises(RedisIndexError):
+        dispatcher.server_now()
