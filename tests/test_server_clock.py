@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import random
 import re
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -191,54 +192,65 @@ class TimeIndex:
         return self.epoch_s
 
 
-def clocked_dispatcher(
-    config: Config, index: TimeIndex, monotonic: FakeClock, wall: FakeClock
-) -> Dispatcher:
-    return Dispatcher(config, None, index, None, clock=wall, monotonic=monotonic)  # type: ignore[arg-type]
+@dataclass
+class Clocked:
+    """A dispatcher whose monotonic clock, host clock and Redis TIME the test moves."""
+
+    dispatcher: Dispatcher
+    index: TimeIndex
+    monotonic: FakeClock
+    wall: FakeClock
+
+    def elapse(self, seconds: float, *, monotonic_s: float | None = None) -> None:
+        """``seconds`` pass on this host's clock; as many on the monotonic one, unless
+        ``monotonic_s`` says otherwise (a paused VM)."""
+        self.monotonic.advance(seconds if monotonic_s is None else monotonic_s)
+        self.wall.advance(timedelta(seconds=seconds))
+
+
+def clocked(config: Config, redis_time_s: float = 1_000.0) -> Clocked:
+    monotonic, wall, index = (
+        FakeClock(0.0),
+        FakeClock(from_epoch(redis_time_s)),
+        TimeIndex(redis_time_s),
+    )
+    dispatcher = Dispatcher(config, None, index, None, clock=wall, monotonic=monotonic)  # type: ignore[arg-type]
+    return Clocked(dispatcher, index, monotonic, wall)
 
 
 def test_a_sample_older_than_a_few_seconds_is_read_again_and_a_failed_read_keeps_the_last(
     config: Config,
 ) -> None:
-    monotonic, wall = FakeClock(0.0), FakeClock(from_epoch(1_000.0))
-    index = TimeIndex(1_000.0)
-    dispatcher = clocked_dispatcher(config, index, monotonic, wall)
-    assert dispatcher.server_now() == from_epoch(1_000.0)
+    run = clocked(config)
+    assert run.dispatcher.server_now() == from_epoch(1_000.0)
 
-    monotonic.advance(SERVER_CLOCK_MAX_AGE_S / 2)  # fresh: no read
-    wall.advance(timedelta(seconds=SERVER_CLOCK_MAX_AGE_S / 2))
-    assert dispatcher.server_now() == from_epoch(1_000.0 + SERVER_CLOCK_MAX_AGE_S / 2)
-    assert index.reads == 1
+    run.elapse(SERVER_CLOCK_MAX_AGE_S / 2)  # fresh: no read
+    assert run.dispatcher.server_now() == from_epoch(1_000.0 + SERVER_CLOCK_MAX_AGE_S / 2)
+    assert run.index.reads == 1
 
-    monotonic.advance(SERVER_CLOCK_MAX_AGE_S)  # stale: Redis says the time
-    wall.advance(timedelta(seconds=SERVER_CLOCK_MAX_AGE_S))
-    index.epoch_s = 2_000.0
-    assert dispatcher.server_now() == from_epoch(2_000.0)
+    run.elapse(SERVER_CLOCK_MAX_AGE_S)  # stale: Redis says the time
+    run.index.epoch_s = 2_000.0
+    assert run.dispatcher.server_now() == from_epoch(2_000.0)
 
-    index.down = True
-    monotonic.advance(SERVER_CLOCK_MAX_AGE_S + 1)  # stale, and Redis cannot say
-    wall.advance(timedelta(seconds=SERVER_CLOCK_MAX_AGE_S + 1))
-    assert dispatcher.server_now() == from_epoch(2_000.0 + SERVER_CLOCK_MAX_AGE_S + 1)
-    assert index.reads == 3
+    run.index.down = True
+    run.elapse(SERVER_CLOCK_MAX_AGE_S + 1)  # stale, and Redis cannot say
+    assert run.dispatcher.server_now() == from_epoch(2_000.0 + SERVER_CLOCK_MAX_AGE_S + 1)
+    assert run.index.reads == 3
 
 
 def test_a_stalled_monotonic_clock_is_caught_by_this_hosts_clock_moving_on(
     config: Config,
 ) -> None:
-    monotonic, wall = FakeClock(0.0), FakeClock(from_epoch(1_000.0))
-    index = TimeIndex(1_000.0)
-    dispatcher = clocked_dispatcher(config, index, monotonic, wall)
-    dispatcher.server_now()
+    run = clocked(config)
+    run.dispatcher.server_now()
     # A paused VM: 10 s pass on the servers and this host's clock, 0.1 s on the monotonic one.
-    monotonic.advance(0.1)
-    wall.advance(timedelta(seconds=10))
-    index.epoch_s = 1_010.0
-    assert dispatcher.server_now() == from_epoch(1_010.0)
+    run.elapse(10, monotonic_s=0.1)
+    run.index.epoch_s = 1_010.0
+    assert run.dispatcher.server_now() == from_epoch(1_010.0)
 
 
 def test_with_no_sample_yet_an_unreachable_redis_is_an_error(config: Config) -> None:
-    index = TimeIndex(1_000.0)
-    index.down = True
-    dispatcher = clocked_dispatcher(config, index, FakeClock(0.0), FakeClock(from_epoch(1_000.0)))
+    run = clocked(config)
+    run.index.down = True
     with pytest.raises(RedisIndexError):
-        dispatcher.server_now()
+        run.dispatcher.server_now()

@@ -157,20 +157,20 @@ class NetworkFaults:
         return f"SIGSTOP {role} pid {pid}, SIGCONT after {fault.duration_s:g}s"
 
     def _mariadb_kill9(self, fault: Any, t0: float) -> str:
-        server = self.targets.mariadb
-        server.kill()
-        self._stop.wait(fault.duration_s)
-        server.start()
+        self._kill9_for(self.targets.mariadb, fault.duration_s)
         return f"kill -9 mariadbd, started again after {fault.duration_s:g}s"
 
     def _redis_kill9(self, fault: Any, t0: float) -> str:
-        server = self.targets.redis
-        if server is None:
+        if self.targets.redis is None:
             raise RuntimeError("this Redis cannot be killed and started again")
-        server.kill()
-        self._stop.wait(fault.duration_s)
-        server.start()
+        self._kill9_for(self.targets.redis, fault.duration_s)
         return f"kill -9 redis-server (no persistence), started empty after {fault.duration_s:g}s"
+
+    def _kill9_for(self, server: Any, seconds: float) -> None:
+        """kill -9 ``server``, and start it again ``seconds`` later (or on stop)."""
+        server.kill()
+        self._stop.wait(seconds)
+        server.start()
 
     def _skewed_supervisor(self, fault: Any, t0: float) -> str:
         start = self.targets.start_skewed
