@@ -1,6 +1,6 @@
 """The console's config rules and its credentials, sessions and CSRF tokens (no server).
 
-An enabled console needs the Prometheus listener and a password or token
+An enabled console needs a listener (its own, or Prometheus's) and a password or token
 (there is no default), and refuses weak or unusable ones with one
 ``config error: Console.<key>: ...`` line and exit 2.
 """
@@ -56,11 +56,20 @@ def test_an_enabled_console_needs_strong_credentials(
     assert problem in caught.value.problem
 
 
-def test_an_enabled_console_needs_the_prometheus_listener(tmp_path: Path) -> None:
-    path = write(tmp_path, {"Console": {**GOOD, "Password": "a-long-enough-secret"}})
-    with pytest.raises(ConfigError, match=r"needs Prometheus\.Host") as caught:
+def test_an_enabled_console_needs_a_listener_its_own_or_prometheus(tmp_path: Path) -> None:
+    console = {**GOOD, "Password": "a-long-enough-secret"}
+    path = write(tmp_path, {"Console": console})
+    with pytest.raises(ConfigError, match=r"needs Console\.Host .* or Prometheus\.Host") as caught:
         load_config(str(path))
     assert caught.value.key == "Console.Enabled"
+
+    own = load_config(str(write(tmp_path, {"Console": {**console, "Host": "127.0.0.1"}})))
+    assert (own.console.host, own.console.port, own.prometheus.host) == ("127.0.0.1", 9102, "")
+
+    clash = {"Console": {**console, "Host": "127.0.0.1", "Port": 9101}, **LISTENER}
+    with pytest.raises(ConfigError, match=r"must differ from Prometheus\.Port") as caught:
+        load_config(str(write(tmp_path, clash)))
+    assert caught.value.key == "Console.Port"
 
 
 def test_a_password_left_unset_in_the_environment_stops_the_start_with_exit_2(
@@ -82,7 +91,8 @@ def test_the_password_comes_from_the_environment_and_is_masked(
     described = describe(config)
     assert "from-the-environment" not in described
     assert yaml.safe_load(described)["Console"] == {
-        "Enabled": True, "User": "ops", "Password": "******", "Token": "",
+        "Enabled": True, "User": "ops", "Password": "******", "Token": "", "Host": "",
+        "Port": 9102,
     }  # fmt: skip
     assert "from-the-environment" not in repr(config)
 

@@ -23,10 +23,10 @@ from pathlib import Path
 import pytest
 
 from me2_devkit.testing.servers import free_port
-from me2_scheduler.config import PrometheusConf
+from me2_scheduler.config import ConsoleConf, PrometheusConf
 from me2_scheduler.console.proxy import MAX_BODY_BYTES, socket_path
 from me2_scheduler.console.web import ConsoleServer, Request, Response
-from me2_scheduler.supervisor.http import StatusServer
+from me2_scheduler.supervisor.http import Listener, StatusServer, SupervisorMetrics
 
 
 def echo(request: Request) -> Response:
@@ -53,7 +53,7 @@ def metrics_dir() -> Iterator[Path]:
 @pytest.fixture
 def listener(metrics_dir: Path) -> Iterator[int]:
     conf = PrometheusConf(host="127.0.0.1", port=free_port())
-    server = StatusServer(conf, str(metrics_dir), list)
+    server = StatusServer(Listener.for_metrics(conf), str(metrics_dir), list)
     yield server.port
     server.close()
 
@@ -146,3 +146,34 @@ def test_without_a_console_the_listener_answers_503_at_once(
         server.shutdown()
         server.server_close()
         thread.join(5)
+
+
+def test_a_console_with_its_own_listener_is_served_there_and_only_there(
+    metrics_dir: Path, console_socket: str
+) -> None:
+    prometheus = PrometheusConf(host="127.0.0.1", port=free_port())
+    console = ConsoleConf(enabled=True, token="t" * 20, host="127.0.0.1", port=free_port())
+    observer = SupervisorMetrics(str(metrics_dir))
+    assert observer.start(prometheus, ["worker"], list, console)
+    try:
+        assert request(console.port, "GET", "/console/paused")[0] == 201  # relayed
+        assert request(console.port, "POST", "/console/avatars/5/resume", b"csrf=a")[0] == 201
+        status, _, body = request(console.port, "GET", "/metrics")
+        assert (status, body) == (404, b"not found: /metrics; this listener serves /console/\n")
+        assert request(console.port, "GET", "/healthz")[0] == 404
+        assert request(prometheus.port, "GET", "/healthz")[0] == 200
+        assert request(prometheus.port, "GET", "/console/paused")[0] == 404  # not here
+    finally:
+        observer.close()
+
+
+def test_a_taken_console_port_stops_the_start_and_frees_the_metrics_port(
+    metrics_dir: Path, listener: int
+) -> None:
+    prometheus = PrometheusConf(host="127.0.0.1", port=free_port())
+    console = ConsoleConf(enabled=True, token="t" * 20, host="127.0.0.1", port=listener)
+    observer = SupervisorMetrics(str(metrics_dir))
+    assert observer.start(prometheus, ["worker"], list, console) is False
+    assert observer.servers == []
+    with socket.create_server(("127.0.0.1", prometheus.port)):  # released again
+        pass

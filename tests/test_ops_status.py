@@ -15,7 +15,7 @@ from me2_scheduler.clock import epoch
 from me2_scheduler.config import PrometheusConf
 from me2_scheduler.ops import index_ops
 from me2_scheduler.ops.status import SECTIONS
-from me2_scheduler.supervisor.http import StatusServer
+from me2_scheduler.supervisor.http import Listener, StatusServer
 from me2_scheduler.timefmt import TIME_FORMAT
 
 from .fixtures_ops import OpsEnv, assert_one_error_line, invoke, run_cli
@@ -31,7 +31,7 @@ def health(tmp_path: Path) -> Iterator[Callable[[list[str]], int]]:
 
     def start(problems: list[str]) -> int:
         conf = PrometheusConf(host="127.0.0.1", port=0)
-        servers.append(StatusServer(conf, str(tmp_path), lambda: problems))
+        servers.append(StatusServer(Listener.for_metrics(conf), str(tmp_path), lambda: problems))
         return servers[-1].port
 
     yield start

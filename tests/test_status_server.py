@@ -15,7 +15,7 @@ import pytest
 
 from me2_devkit.testing.servers import free_port
 from me2_scheduler.config import PrometheusConf
-from me2_scheduler.supervisor.http import StatusServer, SupervisorMetrics
+from me2_scheduler.supervisor.http import Listener, StatusServer, SupervisorMetrics
 
 from .fixtures_metrics import REPO, get, parse, value, write_metrics
 from .support import wait_until
@@ -28,7 +28,7 @@ def status_server(tmp_path: Path) -> Iterator[tuple[StatusServer, list[str]]]:
     write_metrics(tmp_path, 'metrics.DISPATCHES.labels(result="failure").inc()')
     problems: list[str] = []
     conf = PrometheusConf(host="127.0.0.1", port=free_port(), path="/custom-metrics")
-    server = StatusServer(conf, str(tmp_path), lambda: list(problems))
+    server = StatusServer(Listener.for_metrics(conf), str(tmp_path), lambda: list(problems))
     yield server, problems
     server.close()
 

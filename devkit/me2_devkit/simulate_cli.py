@@ -1,10 +1,17 @@
-"""``me2-dev simulate action|diary``: run a simulator as a process until SIGTERM."""
+"""``me2-dev simulate action|diary``: run a simulator as a process until SIGTERM.
+
+The process serves on a ``grpc.aio`` server (``simulators_aio``): its calls
+in flight are tasks on one loop, not sleeping threads, which spends less CPU
+per call beside the service the benchmark measures. ``--max-concurrency``
+is still accepted (scripts pass it) but bounds nothing under aio; the
+simulator's ``--capacity`` is what limits the calls handled at once.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import sys
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -15,26 +22,37 @@ from me2_devkit.simulators import (
     ActionSimulator,
     DiarySimulator,
     _Simulator,
-    serve,
 )
+from me2_devkit.simulators_aio import serve_aio
 
 
 def run_until_signalled(
     servicer: _Simulator, listen: str, max_workers: int = DEFAULT_MAX_CONCURRENCY
 ) -> None:
-    """Serve, print the listening line, and stop gracefully on SIGTERM or SIGINT."""
-    stop = threading.Event()
-    # The handlers only record the signal; the main thread does the stopping.
+    """Serve on a ``grpc.aio`` server, print the listening line, and stop gracefully on
+    SIGTERM or SIGINT.
+
+    ``max_workers`` is kept for callers that pass it and bounds nothing: an
+    aio call in flight holds no thread.
+    """
+    del max_workers
+    asyncio.run(_serve_until_signalled(servicer, listen))
+
+
+async def _serve_until_signalled(servicer: _Simulator, listen: str) -> None:
+    stop = asyncio.Event()
+    # The handlers only record the signal; the loop does the stopping.
+    loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
+        loop.add_signal_handler(signum, stop.set)
     try:
-        running = serve(servicer, listen, max_workers)
+        running = await serve_aio(servicer, listen)
     except RuntimeError as exc:  # grpc cannot bind the address
         raise click.ClickException(f"cannot listen on {listen}: {exc}") from None
     click.echo(f"{servicer.name} simulator listening on {running.address}")
     sys.stdout.flush()
-    stop.wait()
-    running.stop(grace=2.0)
+    await stop.wait()
+    await running.stop(grace=2.0)
 
 
 def _avatar_ids(ctx: click.Context, param: click.Parameter, value: str) -> frozenset[int]:
@@ -63,7 +81,7 @@ _max_concurrency = click.option(
     type=click.IntRange(min=1),
     default=DEFAULT_MAX_CONCURRENCY,
     show_default=True,
-    help="Server threads: the most calls that can be in flight (sleeping) at once.",
+    help="Accepted for old scripts; bounds nothing (the aio server holds no thread per call).",
 )
 
 

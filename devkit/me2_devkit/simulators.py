@@ -14,6 +14,11 @@ nothing and is counted only as ``rejected``. The server's thread pool
 (``max_workers``) must hold every sleeping call: a call waiting for a
 thread is not yet counted in flight, so the default is well above what the
 benchmark holds in flight (400).
+
+The servicers here are sync, for in-process ``serve``; ``simulators_aio``
+fronts the same instances on a ``grpc.aio`` server (the standalone process),
+so a call's steps (admit, count, how long to wait, fail or answer) live here
+once and only the waiting differs between the two.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent import futures
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import click
 import grpc
@@ -59,6 +64,15 @@ class Behaviour:
     hang_avatars: frozenset[int] = frozenset()
     hang: bool = False  # every call hangs until the caller's deadline
     capacity: int = 0  # calls handled at once; beyond it RESOURCE_EXHAUSTED (0: unlimited)
+
+
+class _Call(NamedTuple):
+    """One simulated call as both transports serve it: whom it counts under, and its answers."""
+
+    avatar_id: int
+    key: str  # counted per key; "" counts per avatar only
+    response: Callable[..., Any]  # the response type: empty, or ``code=1`` for a failure
+    succeed: Callable[[], Any]  # the success answer
 
 
 class _Simulator(simulator_pb2_grpc.ControlServicer):
@@ -108,28 +122,20 @@ class _Simulator(simulator_pb2_grpc.ControlServicer):
         simulator_pb2_grpc.add_ControlServicer_to_server(self, server)
         self._add_service(server)
 
-    def _serve(
-        self,
-        context: grpc.ServicerContext,
-        avatar_id: int,
-        key: str,
-        response: Callable[..., Any],
-        succeed: Callable[[], Any],
-    ) -> Any:
+    def _serve(self, context: grpc.ServicerContext, call: _Call) -> Any:
         """One simulated call: admit it (or answer RESOURCE_EXHAUSTED), count it under
-        ``key``, wait as configured, then fail, or answer what ``succeed`` returns.
+        its key, wait as configured, then fail or succeed (``_answer``).
 
-        ``response`` is the call's response type: empty when the caller left
-        meanwhile, ``code=1`` for a failure (which performed nothing).
+        The answer is empty when the caller left meanwhile. ``simulators_aio``
+        takes the same steps, awaiting the wait and the abort.
         """
-        self._admit(context)
+        if not self._admit():
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, OVER_CAPACITY)
         try:
-            self._count(avatar_id, key)
-            if not self._wait(avatar_id, context):
-                return response()
-            if self._fails(avatar_id):
-                return response(code=1, message=SIMULATED_FAILURE)
-            return succeed()
+            self._count(call.avatar_id, call.key)
+            if not self._wait(call.avatar_id, context):
+                return call.response()
+            return self._answer(call)
         finally:
             self._leave()
 
@@ -139,39 +145,50 @@ class _Simulator(simulator_pb2_grpc.ControlServicer):
             if key:
                 self._per_key[key] += 1
 
-    def _admit(self, context: grpc.ServicerContext) -> None:
-        """Take a place among the calls in flight; abort RESOURCE_EXHAUSTED when none is free.
+    def _admit(self) -> bool:
+        """Take a place among the calls in flight; False (counted as rejected) when none is free.
 
-        Raises what ``context.abort`` raises (the call ends there).
+        The caller then aborts RESOURCE_EXHAUSTED; an admitted call must ``_leave``.
         """
         capacity = self.behaviour.capacity
         with self._lock:
-            full = 0 < capacity <= self._in_flight
-            if full:
+            if 0 < capacity <= self._in_flight:
                 self._rejected += 1
-            else:
-                self._in_flight += 1
-                self._peak_in_flight = max(self._peak_in_flight, self._in_flight)
-        if full:
-            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, OVER_CAPACITY)
+                return False
+            self._in_flight += 1
+            self._peak_in_flight = max(self._peak_in_flight, self._in_flight)
+            return True
 
     def _leave(self) -> None:
         with self._lock:
             self._in_flight -= 1
 
+    def _pause_s(self, avatar_id: int) -> float | None:
+        """How long a call waits before answering: 0 not at all, None until the caller
+        leaves (a hang), else the configured latency."""
+        behaviour = self.behaviour
+        if behaviour.hang or avatar_id in behaviour.hang_avatars:
+            return None
+        return max(behaviour.latency_ms, 0) / 1000
+
     def _wait(self, avatar_id: int, context: grpc.ServicerContext) -> bool:
         """Apply latency or a hang; return False when the caller is gone meanwhile."""
-        behaviour = self.behaviour
-        hang = behaviour.hang or avatar_id in behaviour.hang_avatars
-        if not hang and behaviour.latency_ms <= 0:
+        pause_s = self._pause_s(avatar_id)
+        if pause_s == 0:
             return True
         # Wake as soon as the call ends (deadline, cancel, server stop) so a
         # hang never holds a server thread longer than the caller waits.
         ended = threading.Event()
         if not context.add_callback(ended.set):
             return False
-        ended.wait(None if hang else behaviour.latency_ms / 1000)
+        ended.wait(pause_s)
         return context.is_active()
+
+    def _answer(self, call: _Call) -> Any:
+        """After the wait: a failure (which performed nothing), or the success answer."""
+        if self._fails(call.avatar_id):
+            return call.response(code=1, message=SIMULATED_FAILURE)
+        return call.succeed()
 
     def _fails(self, avatar_id: int) -> bool:
         behaviour = self.behaviour
@@ -237,9 +254,13 @@ class ActionSimulator(_Simulator, action_pb2_grpc.ActionServicer):
     def ScheduleAction(self, request: Any, context: grpc.ServicerContext) -> Any:
         """Admit the call (or answer RESOURCE_EXHAUSTED), count it, wait as configured,
         then act, fail, or repeat the first answer."""
+        return self._serve(context, self._call(request))
+
+    def _call(self, request: Any) -> _Call:
+        """The call as counted (per idempotency key) and answered; shared with the aio front."""
         key = request.idempotency_key
         act = functools.partial(self._act, key)
-        return self._serve(context, request.avatar_id, key, action_pb2.ScheduleActionResponse, act)
+        return _Call(request.avatar_id, key, action_pb2.ScheduleActionResponse, act)
 
     def _act(self, key: str) -> Any:
         # A failure performed nothing, so it is not remembered (``_serve``): a repeat may act.
@@ -272,9 +293,12 @@ class DiarySimulator(_Simulator, diary_pb2_grpc.DiaryServicer):
 
     def GenerateAvatarDiary(self, request: Any, context: grpc.ServicerContext) -> Any:
         """Admit the call (or answer RESOURCE_EXHAUSTED), count it, wait, then write or fail."""
+        return self._serve(context, self._call(request))
+
+    def _call(self, request: Any) -> _Call:
+        """The call as counted (per ``avatar_id:date``) and answered; shared with the aio front."""
         key = f"{request.avatar_id}:{request.date}"
-        response = diary_pb2.GenerateAvatarDiaryResponse
-        return self._serve(context, request.avatar_id, key, response, self._write)
+        return _Call(request.avatar_id, key, diary_pb2.GenerateAvatarDiaryResponse, self._write)
 
     def _write(self) -> Any:
         with self._lock:
@@ -310,11 +334,17 @@ def serve(
     Raises ``click.UsageError`` when ``listen`` is not host:port, and
     ``RuntimeError`` when the address cannot be bound.
     """
-    host, sep, port = listen.rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise click.UsageError(f"--listen {listen!r} is not host:port")
+    host = listen_host(listen)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers, thread_name_prefix="sim"))
     servicer.add_to_server(server)
     bound = server.add_insecure_port(listen)
     server.start()
     return RunningSimulator(server=server, host=host, port=bound, servicer=servicer)
+
+
+def listen_host(listen: str) -> str:
+    """The host of ``listen``; raise ``click.UsageError`` when it is not host:port."""
+    host, sep, port = listen.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise click.UsageError(f"--listen {listen!r} is not host:port")
+    return host

@@ -140,7 +140,7 @@ MIN_CONSOLE_SECRET = 12  # characters of a console password or token
 
 
 def _console(config: Config) -> None:
-    """An enabled console is on the Prometheus listener, with credentials and no default."""
+    """An enabled console has a listener (its own, or Prometheus's) and credentials, no default."""
     console = config.console
     if console.password and not console.user.strip():
         raise ConfigError("Console.User", "must be set with Console.Password (the login name)")
@@ -151,11 +151,15 @@ def _console(config: Config) -> None:
             raise ConfigError(f"Console.{key}", f"must be at least {MIN_CONSOLE_SECRET} characters")
     if not console.enabled:
         return
-    if not config.prometheus.host.strip():
+    if not (console.host.strip() or config.prometheus.host.strip()):
         raise ConfigError(
             "Console.Enabled",
-            "needs Prometheus.Host: the console is served on that listener, under /console/",
+            "needs Console.Host (its own listener) or Prometheus.Host (served there, under"
+            " /console/)",
         )
+    both = console.host.strip() and config.prometheus.host.strip()
+    if both and console.port == config.prometheus.port:
+        raise ConfigError("Console.Port", "must differ from Prometheus.Port")
     if not (console.password or console.token):
         raise ConfigError(
             "Console.Password",

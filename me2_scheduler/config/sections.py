@@ -125,13 +125,16 @@ class PrometheusConf:
 
 @dataclass(frozen=True)
 class ConsoleConf:
-    """The operators' web console, served under ``/console/`` on the Prometheus listener."""
+    """The operators' web console under ``/console/``: on a listener of its own at
+    ``Host:Port`` when ``Host`` is set, else on the Prometheus listener."""
 
     enabled: bool = False
     user: str = ""  # the operator's login, named in the access log of every action
     # No default: give it from the environment, Password: "${ME2_CONSOLE_PASSWORD}".
     password: str = setting("", secret=True)
     token: str = setting("", secret=True)  # optional bearer token for scripts
+    host: str = ""  # e.g. 127.0.0.1: keeps the console off a metrics port others can reach
+    port: int = setting(9102, port=True)
 
 
 @dataclass(frozen=True)

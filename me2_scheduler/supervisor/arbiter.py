@@ -106,7 +106,9 @@ class Arbiter:
         self._install_signals()
         try:
             roles = self._table.role_names
-            if not self.observer.start(self.config.prometheus, roles, self.health_problems):
+            if not self.observer.start(
+                self.config.prometheus, roles, self.health_problems, self.config.console
+            ):
                 return EXIT_CANNOT_BOOT
             if preflight is not None:
                 code = self._run_preflight(preflight)

@@ -12,10 +12,12 @@ Metrics use prometheus_client's multiprocess mode (its ``multiprocess.py``):
   a scrape costs the same whatever the number of avatars.
 - The arbiter calls ``mark_process_dead`` for every reaped child.
 
-``StatusServer`` serves both paths from a ``ThreadingHTTPServer`` thread of
-the supervisor. It holds no gRPC, Redis or MySQL object, so forking children
-while it runs is safe. ``/healthz`` answers 200 ``ok`` while every child slot
-has a live process, the rpc_server listens and MySQL and Redis answer, else
+``StatusServer`` serves both paths (and ``/console/``, relayed to the console
+child, unless ``Console.Host`` gives the console a listener of its own) from a
+``ThreadingHTTPServer`` thread of the supervisor. It holds no gRPC, Redis or
+MySQL object, so forking children while it runs is safe. ``/healthz``
+answers 200 ``ok`` while every child slot has a live process, the rpc_server
+listens and MySQL and Redis answer, else
 503 with one line per problem (``down: worker[2]``, ``down: mysql: <why>``);
 a dependency the children report ``degraded`` (Action, Diary, etcd) is listed
 under ``ok`` and keeps the 200 (see ``health``).
@@ -36,7 +38,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from me2_scheduler.config import PrometheusConf
+from me2_scheduler.config import ConsoleConf, PrometheusConf
+from me2_scheduler.console.proxy import PREFIX as CONSOLE_PREFIX
 from me2_scheduler.console.proxy import forward as forward_to_console
 from me2_scheduler.console.proxy import is_console_path
 
@@ -115,16 +118,46 @@ def mark_process_dead(pid: int, path: str) -> None:
     multiprocess.mark_process_dead(pid, path)
 
 
+@dataclass(frozen=True)
+class Listener:
+    """One HTTP listener of the supervisor and what it serves.
+
+    ``metrics_path`` None: neither metrics nor ``/healthz`` (the console's own
+    listener); ``console``: ``/console/`` is relayed to the console child here.
+    """
+
+    host: str
+    port: int
+    metrics_path: str | None
+    console: bool
+
+    @classmethod
+    def for_metrics(cls, conf: PrometheusConf, *, console: bool = True) -> Listener:
+        """``Prometheus.Host:Port``: metrics and health, and the console unless it has its own."""
+        return cls(conf.host, conf.port, conf.path, console)
+
+    @classmethod
+    def for_console(cls, conf: ConsoleConf) -> Listener:
+        """``Console.Host:Port``: the console alone."""
+        return cls(conf.host, conf.port, None, True)
+
+    @property
+    def what(self) -> str:
+        served = [f"{self.metrics_path} and {HEALTH_PATH}"] if self.metrics_path else []
+        served += [f"{CONSOLE_PREFIX}/"] if self.console else []
+        return " and ".join(served)
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, conf: PrometheusConf, metrics_dir: str, health: HealthCheck) -> None:
-        if ":" in conf.host:
+    def __init__(self, listener: Listener, metrics_dir: str, health: HealthCheck) -> None:
+        if ":" in listener.host:
             self.address_family = socket.AF_INET6
-        self.metrics_path = conf.path
+        self.listener = listener
         self.metrics_dir = metrics_dir
         self.health = health
-        super().__init__((conf.host.strip("[]"), conf.port), _Handler)
+        super().__init__((listener.host.strip("[]"), listener.port), _Handler)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -134,19 +167,21 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # the name http.server dispatches to
         path = urlsplit(self.path).path
-        if is_console_path(path):  # the console child answers; this thread only relays
+        listener = self.server.listener
+        if listener.console and is_console_path(path):  # the console child answers
             forward_to_console(self, self.server.metrics_dir)
-        elif path == self.server.metrics_path:
+        elif listener.metrics_path is not None and path == listener.metrics_path:
             self._metrics()
-        elif path == HEALTH_PATH:
+        elif listener.metrics_path is not None and path == HEALTH_PATH:
             status, body = health_answer(self.server.health())
             self._send(status, TEXT, body.encode())
         else:
-            hint = f"not found: {path}; try {self.server.metrics_path} or {HEALTH_PATH}\n"
-            self._send(404, TEXT, hint.encode())
+            self._send(
+                404, TEXT, f"not found: {path}; this listener serves {listener.what}\n".encode()
+            )
 
     def do_POST(self) -> None:
-        if is_console_path(urlsplit(self.path).path):
+        if self.server.listener.console and is_console_path(urlsplit(self.path).path):
             forward_to_console(self, self.server.metrics_dir)
         else:
             self.close_connection = True  # its body is not read
@@ -174,18 +209,16 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class StatusServer:
-    """``/metrics`` and ``/healthz`` on ``Prometheus.Host:Port``, served by a thread."""
+    """One ``Listener`` served by a thread of the supervisor."""
 
-    def __init__(self, conf: PrometheusConf, metrics_dir: str, health: HealthCheck) -> None:
+    def __init__(self, listener: Listener, metrics_dir: str, health: HealthCheck) -> None:
         """Bind the port (raises OSError when it cannot) and start serving."""
-        self._server = _Server(conf, metrics_dir, health)
+        self._server = _Server(listener, metrics_dir, health)
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name="metrics-http", daemon=True
+            target=self._server.serve_forever, name="status-http", daemon=True
         )
         self._thread.start()
-        log.info(
-            "serving metrics on http://%s:%d%s and %s", conf.host, self.port, conf.path, HEALTH_PATH
-        )
+        log.info("serving %s on http://%s:%d", listener.what, listener.host, self.port)
 
     @property
     def port(self) -> int:
@@ -208,12 +241,19 @@ class SupervisorMetrics:
 
     def __init__(self, metrics_dir: str | None) -> None:
         self.metrics_dir = metrics_dir
-        self.server: StatusServer | None = None
+        self.servers: list[StatusServer] = []
 
-    def start(self, conf: PrometheusConf, roles: Iterable[str], health: HealthCheck) -> bool:
-        """Create the restart series; serve HTTP when ``conf.host`` is set.
+    def start(
+        self,
+        conf: PrometheusConf,
+        roles: Iterable[str],
+        health: HealthCheck,
+        console: ConsoleConf | None = None,
+    ) -> bool:
+        """Create the restart series; serve HTTP when ``conf.host`` is set, and the
+        console on its own listener when ``console`` is enabled with a ``Host``.
 
-        Returns False, after one error line, when the port cannot be bound. The
+        Returns False, after one error line, when a port cannot be bound. The
         arbiter binds it before the preflight and then exits 3 (cannot boot):
         a restart would not free the port, and an operator who asked for
         metrics wants them, not a service that runs unobserved.
@@ -224,17 +264,26 @@ class SupervisorMetrics:
 
         for role in roles:
             metrics.CHILD_RESTARTS.labels(role=role)  # the series exists at 0 from the start
-        if not conf.host:
-            return True
+        own = console is not None and console.enabled and bool(console.host)
+        wanted = [(Listener.for_metrics(conf, console=not own), "metrics", "Prometheus")]
+        if own:
+            assert console is not None
+            wanted.append((Listener.for_console(console), "the console", "Console"))
+        for listener, name, section in wanted:
+            if listener.host and not self._serve(listener, health, name, section):
+                self.close()
+                return False
+        return True
+
+    def _serve(self, listener: Listener, health: HealthCheck, name: str, section: str) -> bool:
+        assert self.metrics_dir is not None
         try:
-            self.server = StatusServer(conf, self.metrics_dir, health)
+            self.servers.append(StatusServer(listener, self.metrics_dir, health))
         except OSError as exc:
             log.error(
-                "cannot serve metrics on %s:%d (Prometheus.Host/Port): %s; not starting",
-                conf.host,
-                conf.port,
-                exc,
-            )
+                "cannot serve %s on %s:%d (%s.Host/Port): %s; not starting",
+                name, listener.host, listener.port, section, exc,
+            )  # fmt: skip
             return False
         return True
 
@@ -251,7 +300,6 @@ class SupervisorMetrics:
             mark_process_dead(pid, self.metrics_dir)
 
     def close(self) -> None:
-        """Stop the HTTP server, if one runs."""
-        if self.server is not None:
-            self.server.close()
-            self.server = None
+        """Stop the HTTP servers that run."""
+        while self.servers:
+            self.servers.pop().close()
