@@ -188,13 +188,20 @@ def test_cli_fail_avatars_fail_and_sigterm_stops_the_simulator_with_exit_zero():
         assert proc.wait(20) == 0
 
 
-def test_cli_rejects_a_malformed_avatar_list():
+@pytest.mark.parametrize(
+    ("args", "problem"),
+    [
+        (["diary", "--hang-avatars", "x"], "comma-separated list of avatar ids"),
+        (["action", "--listen", "nohost"], "is not host:port"),
+    ],
+)
+def test_cli_rejects_bad_arguments_with_a_usage_error(args: list[str], problem: str) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "me2_devkit.cli", "simulate", "diary", "--hang-avatars", "x"],
+        [sys.executable, "-m", "me2_devkit.cli", "simulate", *args],
         cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert done.returncode == 2
-    assert "comma-separated list of avatar ids" in done.stderr
+    assert problem in done.stderr
 
 
 def test_two_endpoints_share_the_calls_round_robin():

@@ -40,6 +40,7 @@ def run_until_signalled(
 
 
 async def _serve_until_signalled(servicer: _Simulator, listen: str) -> None:
+    """The process's one loop: serve until a signal, then stop as ``serve``'s server does."""
     stop = asyncio.Event()
     # The handlers only record the signal; the loop does the stopping.
     loop = asyncio.get_running_loop()
@@ -53,6 +54,18 @@ async def _serve_until_signalled(servicer: _Simulator, listen: str) -> None:
     sys.stdout.flush()
     await stop.wait()
     await running.stop(grace=2.0)
+    await _let_grpc_finish()
+
+
+async def _let_grpc_finish(timeout_s: float = 1.0) -> None:
+    """Wait for the loop's other tasks, grpc's own for the calls the stop cancelled.
+
+    They end a few loop turns after ``stop`` returns; ``asyncio.run`` would
+    cancel them instead, and grpc prints each such cancellation to stderr.
+    """
+    others = asyncio.all_tasks() - {asyncio.current_task()}
+    if others:
+        await asyncio.wait(others, timeout=timeout_s)
 
 
 def _avatar_ids(ctx: click.Context, param: click.Parameter, value: str) -> frozenset[int]:

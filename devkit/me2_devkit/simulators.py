@@ -263,7 +263,7 @@ class ActionSimulator(_Simulator, action_pb2_grpc.ActionServicer):
         return _Call(request.avatar_id, key, action_pb2.ScheduleActionResponse, act)
 
     def _act(self, key: str) -> Any:
-        # A failure performed nothing, so it is not remembered (``_serve``): a repeat may act.
+        # A failure performed nothing, so it is not remembered (``_answer``): a repeat may act.
         with self._lock:
             answer = self._answers.get(key) if key else None
             if answer is None:
