@@ -166,12 +166,11 @@ class Dispatcher:
     ) -> Attempt:
         """Call Action for ``row``'s avatar: the attempt to ``record``.
 
-        What must be read before the call (the avatar's policy, a stale server
-        clock) is read under the deadline in force (``deadline``), so a silent
+        What is read before the call (the avatar's policy, the server clock if
+        stale) is read under the deadline in force (``deadline``), so a silent
         MySQL or Redis fails the caller in time, before Action is called.
         """
         chosen = self._store.get_policies([row.avatar_id]).get(row.avatar_id, DEFAULT)
-        self.server_now()
         return self._caller.call(row, claim, trigger, chosen, caller)
 
     def record(self, claim: Claim, attempt: Attempt) -> Dispatched:

@@ -8,7 +8,7 @@ code (not a DEADLINE_EXCEEDED status) shows the handler gave up in time.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -20,6 +20,8 @@ from me2_scheduler.dsn import parse_dsn
 from me2_scheduler.protos import scheduler_pb2 as pb
 from me2_scheduler.rpc_server.answers import io_budget_s
 from me2_scheduler.rpc_server.trigger import RECORDING_DELAYED
+from me2_scheduler.schedule_policy import SchedulePolicy
+from me2_scheduler.storage.mysql import MysqlStore
 
 from .blackhole import BlackholeProxy, blackhole_proxy
 from .fixtures_rpc import Harness, put_in_state
@@ -53,8 +55,8 @@ def redis_proxy(redis_server: RedisServer) -> Iterator[BlackholeProxy]:
         yield proxy
 
 
-def mysql_through(proxy: BlackholeProxy, database: str) -> MysqlConf:
-    dsn = f"root@tcp({proxy.address})/{database}?parseTime=true"
+def mysql_through(proxy: BlackholeProxy, database: str, params: str = "") -> MysqlConf:
+    dsn = f"root@tcp({proxy.address})/{database}?parseTime=true{params}"
     return MysqlConf(data_source=dsn, dsn=parse_dsn(dsn))
 
 
@@ -119,6 +121,30 @@ def test_a_trigger_whose_record_meets_a_silent_mysql_answers_503_in_time_and_rec
     assert rpc.store.get(34).schedule_count == before.schedule_count + 1
     wait_until(lambda: not rpc.index.is_inflight(34), WAIT_S, "the lease to be settled")
     rpc.assert_index_matches_mysql()
+
+
+def test_a_trigger_whose_policy_read_meets_a_silent_mysql_answers_503_before_calling_action(
+    harnesses: Callable[..., Harness], mysql_proxy: BlackholeProxy, database: str,
+    action_simulator: RunningSimulator,
+) -> None:  # fmt: skip
+    class GoingSilent(MysqlStore):
+        """MySQL goes silent right before the trigger reads the avatar's policy."""
+
+        armed = False
+
+        def get_policies(self, avatar_ids: Sequence[int]) -> dict[int, SchedulePolicy]:
+            if GoingSilent.armed:
+                mysql_proxy.blackhole()
+            return super().get_policies(avatar_ids)
+
+    # A read timeout of an hour: only the call's own deadline can end the wait in time.
+    mysql = mysql_through(mysql_proxy, database, "&readTimeout=3600s")
+    rpc = harnesses(store=GoingSilent, mysql=mysql)
+    put_in_state(rpc, 35, "active")
+    GoingSilent.armed = True
+    reply = rpc.call("TriggerSchedule", avatar_id=35)  # a code, not DEADLINE_EXCEEDED
+    assert_unavailable(reply, "MySQL")
+    assert SimulatorControl(action_simulator.address).stats().calls_per_avatar.get(35) is None
 
 
 @pytest.mark.parametrize(

@@ -20,10 +20,10 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from me2_devkit.simulators import RunningSimulator
-from me2_devkit.testing.servers import MariaDBServer, RedisServer
+from me2_devkit.testing.servers import MariaDBServer, RedisServer, free_port
 from me2_scheduler.attempts import ActionCaller
 from me2_scheduler.clock import ServerClock, epoch, from_epoch, utc_now
-from me2_scheduler.config import Config, ScheduleConf
+from me2_scheduler.config import Config, RedisConf, ScheduleConf
 from me2_scheduler.dispatch import SERVER_CLOCK_MAX_AGE_S, Dispatcher
 from me2_scheduler.errors import RedisIndexError
 from me2_scheduler.policy_context import PolicyContext
@@ -183,10 +183,8 @@ class TimeIndex:
     def __init__(self, epoch_s: float) -> None:
         self.epoch_s = epoch_s
         self.down = False
-        self.reads = 0
 
     def now(self) -> float:
-        self.reads += 1
         if self.down:
             raise RedisIndexError("Redis 127.0.0.1:1: Timeout reading from socket")
         return self.epoch_s
@@ -218,24 +216,29 @@ def clocked(config: Config, redis_time_s: float = 1_000.0) -> Clocked:
     return Clocked(dispatcher, index, monotonic, wall)
 
 
-def test_a_sample_older_than_a_few_seconds_is_read_again_and_a_failed_read_keeps_the_last(
-    config: Config,
+def test_a_stale_sample_is_read_again_from_redis_and_an_unreachable_redis_keeps_the_last(
+    config: Config, parts
 ) -> None:
-    run = clocked(config)
-    assert run.dispatcher.server_now() == from_epoch(1_000.0)
+    _, index, _ = parts
+    monotonic, wall = FakeClock(0.0), FakeClock(utc_now())
+    dispatcher = Dispatcher(config, None, index, None, clock=wall, monotonic=monotonic)  # type: ignore[arg-type]
+    first = dispatcher.server_now()  # read from the real Redis
 
-    run.elapse(SERVER_CLOCK_MAX_AGE_S / 2)  # fresh: no read
-    assert run.dispatcher.server_now() == from_epoch(1_000.0 + SERVER_CLOCK_MAX_AGE_S / 2)
-    assert run.index.reads == 1
+    monotonic.advance(SERVER_CLOCK_MAX_AGE_S / 2)  # fresh: run on, no read
+    wall.advance(timedelta(seconds=SERVER_CLOCK_MAX_AGE_S / 2))
+    assert dispatcher.server_now() == first + timedelta(seconds=SERVER_CLOCK_MAX_AGE_S / 2)
 
-    run.elapse(SERVER_CLOCK_MAX_AGE_S)  # stale: Redis says the time
-    run.index.epoch_s = 2_000.0
-    assert run.dispatcher.server_now() == from_epoch(2_000.0)
+    # Stale: twice the age on the local clocks, a moment on Redis's. Redis says the time.
+    monotonic.advance(2 * SERVER_CLOCK_MAX_AGE_S)
+    wall.advance(timedelta(seconds=2 * SERVER_CLOCK_MAX_AGE_S))
+    again = dispatcher.server_now()
+    assert first <= again <= from_epoch(index.now())
 
-    run.index.down = True
-    run.elapse(SERVER_CLOCK_MAX_AGE_S + 1)  # stale, and Redis cannot say
-    assert run.dispatcher.server_now() == from_epoch(2_000.0 + SERVER_CLOCK_MAX_AGE_S + 1)
-    assert run.index.reads == 3
+    dispatcher.index = DelayIndex(RedisConf(host=f"127.0.0.1:{free_port()}", key="gone"))
+    monotonic.advance(1_000)  # stale, and Redis cannot say: the last sample runs on
+    wall.advance(timedelta(seconds=1_000))
+    assert dispatcher.server_now() == again + timedelta(seconds=1_000)
+    dispatcher.index.close()
 
 
 def test_a_stalled_monotonic_clock_is_caught_by_this_hosts_clock_moving_on(

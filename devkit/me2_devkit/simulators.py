@@ -307,17 +307,23 @@ class DiarySimulator(_Simulator, diary_pb2_grpc.DiaryServicer):
 
 
 @dataclass
-class RunningSimulator:
-    """A started simulator server and the address it really listens on."""
+class Bound:
+    """Where a started simulator server really listens."""
 
-    server: grpc.Server
     host: str
     port: int
-    servicer: _Simulator = field(repr=False)
 
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
+
+
+@dataclass
+class RunningSimulator(Bound):
+    """A started simulator server and the address it really listens on."""
+
+    server: grpc.Server
+    servicer: _Simulator = field(repr=False)
 
     def stop(self, grace: float | None = 1.0) -> None:
         """Stop serving; in-flight calls get ``grace`` seconds, hanging ones are cancelled."""

@@ -33,6 +33,7 @@ import grpc
 from me2_devkit.simulators import (
     OVER_CAPACITY,
     ActionSimulator,
+    Bound,
     DiarySimulator,
     _Call,
     _Simulator,
@@ -134,17 +135,11 @@ def aio_front(simulator: _Simulator) -> AioSimulator:
 
 
 @dataclass
-class RunningAioSimulator:
+class RunningAioSimulator(Bound):
     """A started aio simulator server and the address it really listens on."""
 
     server: grpc.aio.Server
-    host: str
-    port: int
     front: AioSimulator = field(repr=False)
-
-    @property
-    def address(self) -> str:
-        return f"{self.host}:{self.port}"
 
     async def stop(self, grace: float | None = 1.0) -> None:
         """Stop serving; in-flight calls get ``grace`` seconds, hanging ones are cancelled."""

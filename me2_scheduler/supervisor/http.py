@@ -264,11 +264,10 @@ class SupervisorMetrics:
 
         for role in roles:
             metrics.CHILD_RESTARTS.labels(role=role)  # the series exists at 0 from the start
-        own = console is not None and console.enabled and bool(console.host)
-        wanted = [(Listener.for_metrics(conf, console=not own), "metrics", "Prometheus")]
-        if own:
-            assert console is not None
-            wanted.append((Listener.for_console(console), "the console", "Console"))
+        own = console if console is not None and console.enabled and console.host else None
+        wanted = [(Listener.for_metrics(conf, console=own is None), "metrics", "Prometheus")]
+        if own is not None:
+            wanted.append((Listener.for_console(own), "the console", "Console"))
         for listener, name, section in wanted:
             if listener.host and not self._serve(listener, health, name, section):
                 self.close()
