@@ -8,17 +8,22 @@ code (not a DEADLINE_EXCEEDED status) shows the handler gave up in time.
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+import grpc
 import pytest
 
 from me2_devkit.simulators import RunningSimulator, SimulatorControl
 from me2_devkit.testing.servers import MariaDBServer, RedisServer
+from me2_scheduler import deadline
 from me2_scheduler.config import MysqlConf, RedisConf
 from me2_scheduler.dsn import parse_dsn
 from me2_scheduler.protos import scheduler_pb2 as pb
 from me2_scheduler.rpc_server.answers import io_budget_s
+from me2_scheduler.rpc_server.interceptors import TimeoutInterceptor
 from me2_scheduler.rpc_server.trigger import RECORDING_DELAYED
 from me2_scheduler.schedule_policy import SchedulePolicy
 from me2_scheduler.storage.mysql import MysqlStore
@@ -161,3 +166,53 @@ def test_io_budget_leaves_time_to_answer(
     caller_left_s: float | None, server_ms: int, expected: float | None
 ) -> None:
     assert io_budget_s(caller_left_s, server_ms) == pytest.approx(expected)
+
+
+class _NoCallerDeadline:
+    """The part of a ``grpc.ServicerContext`` the TimeoutInterceptor reads."""
+
+    def time_remaining(self) -> None:
+        return None
+
+
+class _Details(grpc.HandlerCallDetails):
+    method = "/scheduler.Scheduler/PauseAvatarSchedule"
+
+
+def test_a_handler_that_queued_for_the_pool_gets_only_what_is_left_of_the_timeout() -> None:
+    """The server's Timeout counts from the call's arrival: a handler that waited
+    behind a hung one must bound its I/O by what is left, or it overruns and
+    answers DEADLINE_EXCEEDED where a 503 was due (and makes the next one wait)."""
+    interceptor = TimeoutInterceptor(timeout_ms=2000, max_workers=1)
+    holding, release = threading.Event(), threading.Event()
+    seen: list[float | None] = []
+
+    def hold(request: Any, context: Any) -> str:
+        holding.set()
+        release.wait()
+        return "held"
+
+    def measure(request: Any, context: Any) -> str:
+        seen.append(deadline.remaining())
+        return "measured"
+
+    def bounded(behavior: Callable[[Any, Any], str]) -> Callable[[], str]:
+        handler = interceptor.wrap(_Details(), grpc.unary_unary_rpc_method_handler(behavior))
+        return lambda: handler.unary_unary(None, _NoCallerDeadline())
+
+    try:
+        first = threading.Thread(target=bounded(hold))
+        first.start()
+        wait_until(holding.is_set, 5, "the first handler to hold the only pool thread")
+        queued_at = time.monotonic()
+        second = threading.Thread(target=bounded(measure))
+        second.start()
+        wait_until(lambda: time.monotonic() - queued_at >= 0.5, 5, "half a second in the queue")
+        release.set()
+        first.join(5)
+        second.join(5)
+    finally:
+        release.set()
+        interceptor.close()
+    assert len(seen) == 1 and seen[0] is not None
+    assert seen[0] < 2.0 - 0.5

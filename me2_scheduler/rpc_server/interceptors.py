@@ -22,7 +22,10 @@ checks and reflection pass through untouched (and unlogged).
   the client is answered ``DEADLINE_EXCEEDED`` at once and the handler is left
   to finish in the background, as a Go handler goroutine is. Handlers run on
   a pool of their own so the wait can be bounded; a call still queued for
-  that pool when its time is up never starts.
+  that pool when its time is up never starts. The time counts from the
+  call's arrival: a handler that waited in the queue gets for its MySQL and
+  Redis I/O only what is left (``deadline``), so it can still answer 503 in
+  time while earlier handlers hang on a silent server.
 """
 
 from __future__ import annotations
@@ -38,7 +41,8 @@ from typing import Any, NoReturn
 
 import grpc
 
-from me2_scheduler import metrics
+from me2_scheduler import deadline, metrics
+from me2_scheduler.rpc_server.answers import io_budget_s
 from me2_scheduler.rpc_server.handlers import (
     Behavior,
     HandlerInterceptor,
@@ -214,9 +218,11 @@ class TimeoutInterceptor(HandlerInterceptor):
         return self.timeout_s if remaining is None else max(0.0, min(self.timeout_s, remaining))
 
     def _bounded(self, behavior: Behavior, request: Any, context: grpc.ServicerContext) -> Any:
-        future = self._pool.submit(behavior, request, context)
+        budget_s = self.budget_s(context)
+        until = time.monotonic() + budget_s
+        future = self._pool.submit(_run_until, until, behavior, request, context)
         try:
-            return future.result(timeout=self.budget_s(context))
+            return future.result(timeout=budget_s)
         except FutureTimeout:
             future.cancel()  # never starts if it was still queued
             context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, DEADLINE_MESSAGE)
@@ -224,3 +230,11 @@ class TimeoutInterceptor(HandlerInterceptor):
     def close(self) -> None:
         """Stop the handler pool; handlers already running finish in the background."""
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _run_until(
+    until: float, behavior: Behavior, request: Any, context: grpc.ServicerContext
+) -> Any:
+    """Run a handler whose I/O must end in time to answer before ``until`` (monotonic)."""
+    with deadline.within(io_budget_s(until - time.monotonic(), 0)):
+        return behavior(request, context)
