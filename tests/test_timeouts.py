@@ -6,13 +6,16 @@ answers); a scratch MariaDB of this module's own is killed -9.
 
 from __future__ import annotations
 
+import re
 import socket
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pymysql
 import pytest
 
+from me2_devkit.chaos.faultproxy import ThreadedProxy
 from me2_devkit.testing.servers import MariaDBServer, RedisServer, temp_root
 from me2_scheduler import deadline
 from me2_scheduler.config import MysqlConf, RedisConf
@@ -280,3 +283,51 @@ def test_a_silent_redis_fails_by_the_deadline_and_its_connection_is_dropped(
     assert all(conn._sock is None for conn in pool._available_connections)
     proxy.heal()
     assert wait_until(index.client.client_id, RECOVERY_S, "Redis to answer again") != before
+
+
+def test_a_use_timeout_ends_a_use_on_a_silent_mysql_however_long_its_read_timeout(
+    mariadb: MariaDBServer, database: str
+) -> None:
+    """A worker's or the poller's store gives up on a connection gone silent mid-use
+    after its use timeout (the lease), not after an hour-long read timeout."""
+    apply_migrations(conf_at(mariadb.port, database))
+    with blackhole_proxy(mariadb.port) as proxy:
+        conf = conf_at(proxy.port, database, "&readTimeout=3600s")
+        store = MysqlStore(conf, use_timeout_s=0.5)
+        try:
+            store.get(10)  # a pooled connection, to go silent under the next use
+            proxy.blackhole()
+            failed: list[BaseException] = []
+
+            def use() -> None:
+                try:
+                    store.get(10)
+                except StoreError as exc:
+                    failed.append(exc)
+
+            worker = threading.Thread(target=use, daemon=True)
+            worker.start()
+            worker.join(RECOVERY_S)
+            assert not worker.is_alive(), "a use outlived its use timeout by far"
+            assert len(failed) == 1
+            assert str(failed[0]).endswith("the call's deadline passed before MySQL answered")
+        finally:
+            proxy.heal()
+            store.close()
+
+
+def test_a_reply_in_many_packets_gets_only_what_is_left_of_the_deadline(
+    mariadb: MariaDBServer,
+) -> None:
+    """Each packet of a handshake waits only what is left of the deadline: through a
+    proxy holding every chunk 300 ms, a connection that cannot be set up within 1 s
+    fails on a read timed out by the deadline, not after its last packet arrived."""
+    proxy = ThreadedProxy(f"127.0.0.1:{mariadb.port}").start()
+    try:
+        proxy.set_phase("latency", delay_ms=300)
+        store = MysqlStore(conf_at(int(proxy.address.rsplit(":", 1)[1]), "mysql", "&timeout=10s"))
+        with deadline.within(1.0), pytest.raises(StoreError) as caught:
+            store.ping()
+        assert re.search(f"ping failed: {SILENT}", str(caught.value))  # not "deadline passed"
+    finally:
+        proxy.stop()

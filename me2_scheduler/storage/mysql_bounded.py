@@ -50,12 +50,25 @@ class BoundedConnection(pymysql.connections.Connection):
         self.write_timeout_s: float | None = kwargs.get("write_timeout")
         if deadline.passed():
             raise TimeoutError(DEADLINE_PASSED)
-        establish_s = deadline.cut(kwargs.get("connect_timeout"))
-        kwargs |= {"connect_timeout": establish_s, "read_timeout": establish_s}
-        kwargs |= {"write_timeout": establish_s}
-        kwargs.setdefault("cursorclass", BoundedCursor)
-        super().__init__(**kwargs)
+        with deadline.within(kwargs.get("connect_timeout")):  # the whole handshake
+            establish_s = deadline.cut(None)
+            kwargs |= {"connect_timeout": establish_s, "read_timeout": establish_s}
+            kwargs |= {"write_timeout": establish_s}
+            kwargs.setdefault("cursorclass", BoundedCursor)
+            super().__init__(**kwargs)
         self.arm()
+
+    # PyMySQL sets ``_read_timeout``/``_write_timeout`` on the socket before each
+    # packet; under a deadline each packet gets only what is left of it, so a
+    # reply in many packets (a handshake, a result set) cannot add up past it.
+
+    def _read_packet(self, *args: Any, **kwargs: Any) -> Any:
+        self._read_timeout = deadline.cut(self._read_timeout)
+        return super()._read_packet(*args, **kwargs)
+
+    def _write_bytes(self, data: bytes) -> None:
+        self._write_timeout = deadline.cut(self._write_timeout)
+        super()._write_bytes(data)
 
     def arm(self) -> None:
         """Bound the next reads and writes by the timeouts and the deadline, if any.

@@ -197,6 +197,12 @@ class MysqlPool:
     every idle one, as old as it. Waiting for a free connection ends by the
     call's deadline, else after ``wait_s``.
 
+    ``use_timeout_s`` bounds each use as a whole (taking a connection, every
+    statement, the commit), on top of the DSN's per-read timeouts and the
+    call's deadline: a role that must get on with its work gives up on a
+    connection that went silent mid-use this soon, not after a whole read
+    timeout. None: no such bound.
+
     A pool inherited through fork is dropped (its connections kept referenced,
     never closed: closing would send COM_QUIT down sockets the parent still
     uses), and the child opens its own.
@@ -204,8 +210,9 @@ class MysqlPool:
 
     _inherited: ClassVar[list[list[BoundedConnection]]] = []
 
-    def __init__(self, conf: MysqlConf) -> None:
+    def __init__(self, conf: MysqlConf, use_timeout_s: float | None = None) -> None:
         self.conf = conf
+        self.use_timeout_s = use_timeout_s
         self.size = max(1, conf.pool_size)
         # Every holder is bounded by its own timeouts, so a wait longer than one
         # whole connect-and-statement means the pool is stuck, not just busy.
@@ -224,7 +231,7 @@ class MysqlPool:
         sees the latest committed data, and nothing is left open when the
         connection goes back to the pool.
         """
-        with translated(self.conf.dsn, action):
+        with translated(self.conf.dsn, action), deadline.within(self.use_timeout_s):
             conn = self._take()
             try:
                 if write:

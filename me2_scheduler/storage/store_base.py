@@ -23,16 +23,23 @@ from me2_scheduler.storage.rows import Cursor, from_db
 class StoreBase:
     """The connection side of the store. Thread-safe; one instance per process.
 
-    ``clock`` stamps ``created_at``/``updated_at`` (injectable for tests).
+    ``clock`` stamps ``created_at``/``updated_at`` (injectable for tests);
+    ``use_timeout_s`` bounds each use of a connection (``MysqlPool``).
     Constructing a store opens no connection.
     """
 
-    def __init__(self, conf: MysqlConf, *, clock: Callable[[], datetime] = utc_now) -> None:
+    def __init__(
+        self,
+        conf: MysqlConf,
+        *,
+        clock: Callable[[], datetime] = utc_now,
+        use_timeout_s: float | None = None,
+    ) -> None:
         self.conf = conf
         self._dsn = conf.dsn
         self._loc = zone(conf.dsn.loc)
         self._clock = clock
-        self._pool = MysqlPool(conf)
+        self._pool = MysqlPool(conf, use_timeout_s)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({where(self._dsn)}, loc={self._dsn.loc})"

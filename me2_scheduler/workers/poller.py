@@ -263,7 +263,8 @@ def main(config: Config, ctx: ChildContext) -> int:
     """Poller process: tick every PollInterval (aligned, see ``pause_after``) until told to stop."""
     poller = Poller(
         config,
-        MysqlStore(config.mysql),
+        # Its MySQL work (sweep, gauges, prune) may hold claiming up no longer than a lease.
+        MysqlStore(config.mysql, use_timeout_s=config.schedule.lease_seconds),
         DelayIndex(config.redis),
         diary_runs=DiaryRunStore(config.mysql),
     )

@@ -53,7 +53,8 @@ def make_dispatcher(config: Config, max_in_flight: int = 1) -> Dispatcher:
     """A Dispatcher with its own connections (call in the process that uses it)."""
     return Dispatcher(
         config,
-        MysqlStore(config.mysql),
+        # Past its lease a claim is someone else's: no wait on a silent MySQL is worth more.
+        MysqlStore(config.mysql, use_timeout_s=config.schedule.lease_seconds),
         DelayIndex(config.redis),
         ActionClient(config.action_rpc),
         display=Display(config.timezone).format,
