@@ -8,12 +8,14 @@ load asked (every avatar dispatched once, the index verified clean).
 from __future__ import annotations
 
 import pytest
+from click.testing import CliRunner
 
-from me2_devkit.bench import profile
+from me2_devkit import bench_cli
+from me2_devkit.bench import profile, report, runner
 from me2_devkit.bench.env import Servers
 from me2_devkit.bench.latency import bound_note, burst_size, ideal_rate, steady_rate
 from me2_devkit.bench.report import Results, render, target_rows
-from me2_devkit.bench.runner import Plan, run
+from me2_devkit.bench.runner import SCENARIOS, Plan, run
 from me2_devkit.bench.scenarios import FULL, SMOKE
 from me2_devkit.bench.seed import percentile
 from me2_devkit.bench.tables import latency_cells, scale_value
@@ -148,3 +150,28 @@ def test_a_py_spy_profile_is_summarised_by_self_and_total_share() -> None:
     by_name = {name: (own, total) for name, own, total in rows}
     assert by_name["call (grpc/_channel.py)"] == (60.0, 60.0)
     assert by_name["main (workers/executor.py)"] == (10.0, 100.0)
+
+
+@pytest.mark.parametrize(
+    ("given", "chosen"), [(None, SCENARIOS), ("console, burst", ("console", "burst"))]
+)
+def test_make_bench_runs_every_scenario_unless_told_which(
+    monkeypatch: pytest.MonkeyPatch, tmp_path, given: str | None, chosen: tuple[str, ...]
+) -> None:
+    plans: list[Plan] = []
+    monkeypatch.setattr(runner, "run", lambda plan: plans.append(plan) or Results())
+    monkeypatch.setattr(report, "render", lambda results: "report")
+    monkeypatch.setattr(report, "target_rows", lambda results: [])
+    args = ["--report", str(tmp_path / "BENCH.md")] + (["--scenarios", given] if given else [])
+
+    result = CliRunner().invoke(bench_cli.bench, args)
+
+    assert result.exit_code == 0, result.output
+    assert [plan.scenarios for plan in plans] == [chosen]
+
+
+def test_an_unknown_scenario_is_a_usage_error_naming_the_choices() -> None:
+    result = CliRunner().invoke(bench_cli.bench, ["--scenarios", "burst,consol"])
+
+    assert result.exit_code == 2
+    assert "choose all or from burst," in result.output and "console" in result.output

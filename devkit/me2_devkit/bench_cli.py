@@ -25,10 +25,12 @@ F = TypeVar("F", bound=Callable[..., Any])
 def _scenario_list(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
     from me2_devkit.bench.runner import SCENARIOS
 
+    if value.strip() == "all":
+        return SCENARIOS
     chosen = tuple(part.strip() for part in value.split(",") if part.strip())
     unknown = [name for name in chosen if name not in SCENARIOS]
     if unknown or not chosen:
-        raise click.BadParameter(f"choose from {','.join(SCENARIOS)}; got {value!r}")
+        raise click.BadParameter(f"choose all or from {','.join(SCENARIOS)}; got {value!r}")
     return chosen
 
 
@@ -55,10 +57,10 @@ def _whole_option(name: str, least: int, default: int | None, text: str) -> Call
 @click.option(
     "--scenarios",
     "scenario_names",
-    default="burst,steady,latency,scale,footprint,limits",
+    default="all",
     show_default=True,
     callback=_scenario_list,
-    help="Comma-separated scenarios.",
+    help="Comma-separated scenarios (burst, steady, latency, scale, footprint, limits, console).",
 )
 @click.option(
     "--report",
