@@ -170,6 +170,26 @@ def test_a_slot_that_reached_action_before_its_planned_time_is_a_violation() -> 
     assert any("before its planned time" in v for v in found.violations), found.violations
 
 
+def lagging(rows: list[Dispatch], lag_s: float) -> dict[str, list[float]]:
+    """Each row's slot reached Action ``lag_s`` after its planned time."""
+    return {r.key: [r.planned + lag_s] for r in rows if r.key}
+
+
+@pytest.mark.parametrize(("lag_while_skewed", "violated"), [(0.3, False), (2.5, True)])
+def test_lag_grown_by_more_than_a_second_while_a_skewed_host_was_joined_is_a_violation(
+    lag_while_skewed: float, violated: bool
+) -> None:
+    quiet, skewed = steady(1, 30), steady(2, 6, start=T0 + 200)
+    joined = FaultWindow(kinds.SKEWED_BEHIND, T0 + 199, T0 + 224)
+    arrivals = lagging(quiet, 0.3) | lagging(skewed, lag_while_skewed)
+
+    found = server_clock_finding(data_of([*quiet, *skewed], windows=[joined], arrivals=arrivals))
+
+    assert ("with a host 45 s off joined" in found.figure) and ("of 6 slots" in found.figure)
+    grown = [v for v in found.violations if "lag p99 grew" in v]
+    assert bool(grown) is violated, (found.figure, found.violations)
+
+
 def test_a_woken_worker_calling_action_for_a_lost_claim_is_a_violation_a_taken_over_call_not() -> (
     None
 ):

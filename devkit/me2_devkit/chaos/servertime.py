@@ -33,13 +33,14 @@ from dataclasses import replace
 from me2_devkit.chaos.data import AuditInput, Dispatch, Finding
 from me2_devkit.chaos.injector import FaultWindow
 from me2_devkit.chaos.journal import STATE_CHANGES, TRIGGER, RpcCall
-from me2_devkit.chaos.plan import MARIADB_KILL9, MARIADB_STOP
+from me2_devkit.chaos.plan import MARIADB_KILL9, MARIADB_STOP, SKEWED_AHEAD, SKEWED_BEHIND
 from me2_devkit.testing.servers import root_query
 
 HISTORY_CLOCK = "chaos_history_clock"
 STAMP_TOLERANCE_S = 3.0  # whole-second stamps, a commit in progress
 EARLY_TOLERANCE_S = 0.5  # a key's planned ms comes from Redis TIME, its arrival from Action's
 NEXT_SLACK_S = 2.0  # whole seconds of planned_time, the record's own duration
+SKEW_LAG_SLACK_S = 1.0  # a skewed host may cost lag no more than this at p99
 SAMPLE = 8
 
 _CLOCK_SQL = (
@@ -133,13 +134,15 @@ def server_clock_finding(data: AuditInput) -> Finding:
     violations += early
     off_next, checked = _next_times_off(data, slowed)
     violations += off_next
-    lags = _lags(data)
+    lags = [lag for _, lag in _lags(data)]
+    skew_figure, skew_violations = _lag_with_a_skewed_host(data)
+    violations += skew_violations
     figure = (
         f"{len(data.dispatches)} rows: {len(skewed)} stamped by a clock off MySQL's by more"
         f" than {STAMP_TOLERANCE_S:g}s; {len(early)} slots reached Action before their"
         f" planned time; {checked} next times checked against the server time of their"
         f" record, {len(off_next)} outside their interval; lag at Action (server clock)"
-        f" {_quantiles(lags)}"
+        f" {_quantiles(lags)}{skew_figure}"
     )
     return Finding("h", "times come from the server clock", figure, violations)
 
@@ -202,22 +205,57 @@ def _touched(calls: Sequence[RpcCall], recorded: float, until: float) -> bool:
     return any(c.sent <= until and c.returned >= recorded - 1 for c in calls)
 
 
-def _lags(data: AuditInput) -> list[float]:
-    """Seconds from each auto slot's planned time to its first arrival at Action."""
+def _lags(data: AuditInput) -> list[tuple[float, float]]:
+    """Each auto slot's planned time and the seconds from it to its first arrival at Action."""
     lags = []
     for row in data.dispatches:
         planned = key_time(row.key)
         arrivals = data.arrivals.get(row.key or "")
         if row.trigger == "auto" and planned is not None and arrivals:
-            lags.append(min(arrivals) - planned)
+            lags.append((planned, min(arrivals) - planned))
     return lags
+
+
+def _lag_with_a_skewed_host(data: AuditInput) -> tuple[str, list[str]]:
+    """Lag at Action of the slots planned while a host 45 s off was joined, beside that of
+    the slots planned while no fault was on (nor recovering): the p99 may grow by at most
+    ``SKEW_LAG_SLACK_S``. A host that drew next times by its own clock would plan them 45 s
+    late or in the past, and either shows here."""
+    skewed = [(w.start, w.end) for w in data.windows if w.kind in (SKEWED_BEHIND, SKEWED_AHEAD)]
+    if not skewed:
+        return "", []
+    recovery = data.bounds.recovery_after_s
+    faulted = [(w.start, w.end + recovery) for w in data.windows]
+    during, quiet = [], []
+    for planned, lag in _lags(data):
+        if any(s <= planned <= e for s, e in skewed):
+            during.append(lag)
+        elif not any(s <= planned <= e for s, e in faulted):
+            quiet.append(lag)
+    figure = (
+        f"; with a host 45 s off joined {_quantiles(during)}, with no fault on {_quantiles(quiet)}"
+    )
+    if len(during) < 2 or len(quiet) < 2:
+        return figure, []
+    grown = _p99(during) - _p99(quiet)
+    if grown <= SKEW_LAG_SLACK_S:
+        return figure, []
+    return figure, [
+        f"lag p99 grew {grown:.2f}s while a host 45 s off was joined"
+        f" (allowed {SKEW_LAG_SLACK_S:g}s)"
+    ]
+
+
+def _p99(values: list[float]) -> float:
+    return statistics.quantiles(values, n=100)[98]
 
 
 def _quantiles(values: list[float]) -> str:
     if len(values) < 2:
         return "not measured"
     cuts = statistics.quantiles(values, n=100)
-    return f"p50 {cuts[49]:.2f}s, p99 {cuts[98]:.2f}s, max {max(values):.2f}s"
+    spread = f"p50 {cuts[49]:.2f}s, p99 {cuts[98]:.2f}s, max {max(values):.2f}s"
+    return f"{spread} of {len(values)} slots"
 
 
 def _clock(epoch_s: float) -> str:
