@@ -7,6 +7,8 @@ load asked (every avatar dispatched once, the index verified clean).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from click.testing import CliRunner
 
@@ -156,7 +158,7 @@ def test_a_py_spy_profile_is_summarised_by_self_and_total_share() -> None:
     ("given", "chosen"), [(None, SCENARIOS), ("console, burst", ("console", "burst"))]
 )
 def test_make_bench_runs_every_scenario_unless_told_which(
-    monkeypatch: pytest.MonkeyPatch, tmp_path, given: str | None, chosen: tuple[str, ...]
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, given: str | None, chosen: tuple[str, ...]
 ) -> None:
     plans: list[Plan] = []
     monkeypatch.setattr(runner, "run", lambda plan: plans.append(plan) or Results())

@@ -190,6 +190,20 @@ def test_lag_grown_by_more_than_a_second_while_a_skewed_host_was_joined_is_a_vio
     assert bool(grown) is violated, (found.figure, found.violations)
 
 
+def test_a_slot_that_waited_through_another_fault_is_not_counted_against_the_skewed_host() -> None:
+    quiet, skewed = steady(1, 30), steady(2, 6, start=T0 + 200)
+    joined = FaultWindow(kinds.SKEWED_BEHIND, T0 + 199, T0 + 224)
+    mariadb = FaultWindow(kinds.MARIADB_STOP, T0 + 199, T0 + 224)
+    arrivals = lagging(quiet, 0.3) | lagging(skewed, 2.5)
+
+    found = server_clock_finding(
+        data_of([*quiet, *skewed], windows=[joined, mariadb], arrivals=arrivals)
+    )
+
+    assert "with a host 45 s off joined not measured" in found.figure, found.figure
+    assert not [v for v in found.violations if "lag p99 grew" in v], found.violations
+
+
 def test_a_woken_worker_calling_action_for_a_lost_claim_is_a_violation_a_taken_over_call_not() -> (
     None
 ):

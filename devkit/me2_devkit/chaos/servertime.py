@@ -33,7 +33,8 @@ from dataclasses import replace
 from me2_devkit.chaos.data import AuditInput, Dispatch, Finding
 from me2_devkit.chaos.injector import FaultWindow
 from me2_devkit.chaos.journal import STATE_CHANGES, TRIGGER, RpcCall
-from me2_devkit.chaos.plan import MARIADB_KILL9, MARIADB_STOP, SKEWED_AHEAD, SKEWED_BEHIND
+from me2_devkit.chaos.netfaults import SKEW
+from me2_devkit.chaos.plan import MARIADB_KILL9, MARIADB_STOP
 from me2_devkit.testing.servers import root_query
 
 HISTORY_CLOCK = "chaos_history_clock"
@@ -134,8 +135,9 @@ def server_clock_finding(data: AuditInput) -> Finding:
     violations += early
     off_next, checked = _next_times_off(data, slowed)
     violations += off_next
-    lags = [lag for _, lag in _lags(data)]
-    skew_figure, skew_violations = _lag_with_a_skewed_host(data)
+    planned_lags = _lags(data)
+    lags = [lag for _, lag in planned_lags]
+    skew_figure, skew_violations = _lag_with_a_skewed_host(data, planned_lags)
     violations += skew_violations
     figure = (
         f"{len(data.dispatches)} rows: {len(skewed)} stamped by a clock off MySQL's by more"
@@ -216,21 +218,26 @@ def _lags(data: AuditInput) -> list[tuple[float, float]]:
     return lags
 
 
-def _lag_with_a_skewed_host(data: AuditInput) -> tuple[str, list[str]]:
+def _lag_with_a_skewed_host(
+    data: AuditInput, lags: Sequence[tuple[float, float]]
+) -> tuple[str, list[str]]:
     """Lag at Action of the slots planned while a host 45 s off was joined, beside that of
-    the slots planned while no fault was on (nor recovering): the p99 may grow by at most
-    ``SKEW_LAG_SLACK_S``. A host that drew next times by its own clock would plan them 45 s
-    late or in the past, and either shows here."""
-    skewed = [(w.start, w.end) for w in data.windows if w.kind in (SKEWED_BEHIND, SKEWED_AHEAD)]
+    the slots that waited while no fault was on (nor recovering): the p99 may grow by at
+    most ``SKEW_LAG_SLACK_S``. A slot counts on either side only if its wait, from planned
+    time to first arrival, overlapped no other fault. A host that drew next times by its
+    own clock would plan them 45 s late or in the past, and either shows here."""
+    skewed = [(w.start, w.end) for w in data.windows if w.kind in SKEW]
     if not skewed:
         return "", []
     recovery = data.bounds.recovery_after_s
-    faulted = [(w.start, w.end + recovery) for w in data.windows]
+    others = [(w.start, w.end + recovery) for w in data.windows if w.kind not in SKEW]
     during, quiet = [], []
-    for planned, lag in _lags(data):
+    for planned, lag in lags:
+        if any(s <= planned + lag and planned <= e for s, e in others):
+            continue
         if any(s <= planned <= e for s, e in skewed):
             during.append(lag)
-        elif not any(s <= planned <= e for s, e in faulted):
+        elif not any(s <= planned + lag and planned <= e + recovery for s, e in skewed):
             quiet.append(lag)
     figure = (
         f"; with a host 45 s off joined {_quantiles(during)}, with no fault on {_quantiles(quiet)}"
