@@ -26,8 +26,10 @@ recycled; nothing this package writes depends on it.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import threading
+import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone, tzinfo
 from typing import Any, ClassVar
@@ -47,6 +49,7 @@ CONNECTION_LOST = frozenset({0, 2003, 2006, 2013, 2055})
 SERVER_LOST = 2013  # CR_SERVER_LOST
 
 LOCK_WAIT_MARGIN_S = 10.0  # beyond a GET_LOCK's own timeout, for the server's answer
+IDLE_MARGIN_S = 0.5  # a pooled connection idle this near the server's limit is not reused
 
 
 def zone(loc: str) -> tzinfo:
@@ -95,17 +98,34 @@ def connect_args(dsn: MysqlDsn, *, ddl: bool = False) -> dict[str, Any]:
     return args
 
 
+def idle_session_s(lease_s: float) -> int:
+    """How long the server keeps a session idle for a role holding leases of ``lease_s``:
+    half a lease, in whole seconds (MySQL's ``wait_timeout``), at least one."""
+    return max(1, math.ceil(lease_s / 2))
+
+
+def session_setup(loc: tzinfo, idle_s: int | None = None) -> str:
+    """The statement a new session runs first: its time zone, and its idle limit if any.
+
+    Portable SQL: MySQL 8 and MariaDB both take several session assignments in one SET.
+    """
+    sql = f"SET time_zone = '{session_offset(loc)}'"
+    return sql if idle_s is None else f"{sql}, wait_timeout = {int(idle_s)}"
+
+
 def open_connection(
-    conf: MysqlConf, *, ddl: bool = False, **extra: Any
+    conf: MysqlConf, *, ddl: bool = False, idle_s: int | None = None, **extra: Any
 ) -> pymysql.connections.Connection:
     """A new connection (``BoundedConnection``) with the session time zone set to ``loc``'s offset.
 
     ``ddl``: reads default to ``dsn.DDL_READ_TIMEOUT_S`` (see ``dsn.io_timeouts``).
+    ``idle_s``: the server drops the session once it has waited that long for a
+    statement (``wait_timeout``), in or out of a transaction.
     Raises pymysql errors and ``TimeoutError`` untranslated; callers wrap it in
     ``translated``.
     """
-    offset = session_offset(zone(conf.dsn.loc))
-    args = {**connect_args(conf.dsn, ddl=ddl), "init_command": f"SET time_zone = '{offset}'"}
+    setup = session_setup(zone(conf.dsn.loc), idle_s)
+    args = {**connect_args(conf.dsn, ddl=ddl), "init_command": setup}
     return BoundedConnection(**(args | extra))
 
 
@@ -203,22 +223,32 @@ class MysqlPool:
     connection that went silent mid-use this soon, not after a whole read
     timeout. None: no such bound.
 
+    ``idle_s`` is the other side of it, kept by the server: a session that
+    waits that long for its next statement is dropped, and its transaction
+    rolled back. A process frozen mid-transaction (SIGSTOP, a paused VM) so
+    gives up its row locks in ``idle_s``, not when it wakes; a use never
+    pauses that long between statements. A pooled connection idle for nearly
+    that long is closed, not pinged. None: the server's default.
+
     A pool inherited through fork is dropped (its connections kept referenced,
     never closed: closing would send COM_QUIT down sockets the parent still
     uses), and the child opens its own.
     """
 
-    _inherited: ClassVar[list[list[BoundedConnection]]] = []
+    _inherited: ClassVar[list[list[tuple[BoundedConnection, float]]]] = []
 
-    def __init__(self, conf: MysqlConf, use_timeout_s: float | None = None) -> None:
+    def __init__(
+        self, conf: MysqlConf, use_timeout_s: float | None = None, idle_s: int | None = None
+    ) -> None:
         self.conf = conf
         self.use_timeout_s = use_timeout_s
+        self.idle_s = idle_s
         self.size = max(1, conf.pool_size)
         # Every holder is bounded by its own timeouts, so a wait longer than one
         # whole connect-and-statement means the pool is stuck, not just busy.
         self.wait_s = conf.dsn.timeout_s + io_timeouts(conf.dsn)[0]
         self._lock = threading.Lock()
-        self._idle: list[BoundedConnection] = []
+        self._idle: list[tuple[BoundedConnection, float]] = []  # with when it went idle
         self._slots = threading.BoundedSemaphore(self.size)
         self._pid = os.getpid()
 
@@ -250,7 +280,7 @@ class MysqlPool:
         with self._lock:
             self._adopt_after_fork()
             idle, self._idle = self._idle, []
-        for conn in idle:
+        for conn, _ in idle:
             _close_quietly(conn)
 
     def _take(self) -> BoundedConnection:
@@ -277,21 +307,35 @@ class MysqlPool:
 
     def _idle_or_new(self) -> BoundedConnection:
         with self._lock:
-            conn = self._idle.pop() if self._idle else None
+            conn, expired = self._fresh_idle()
+        for old in expired:
+            _close_quietly(old)
         if conn is not None:
             if conn.answers_ping(self.conf.dsn.timeout_s):
                 return conn
             with self._lock:
                 stale, self._idle = self._idle, []
-            for other in [conn, *stale]:
+            for other in [conn, *(c for c, _ in stale)]:
                 _close_quietly(other)
-        return open_connection(self.conf, autocommit=True)  # type: ignore[return-value]
+        opened = open_connection(self.conf, idle_s=self.idle_s, autocommit=True)
+        return opened  # type: ignore[return-value]
+
+    def _fresh_idle(self) -> tuple[BoundedConnection | None, list[BoundedConnection]]:
+        """The newest idle connection the server still keeps, and those taken off the pool
+        for having been idle too near ``idle_s``, to close (call under the lock)."""
+        expired = []
+        while self._idle:
+            conn, since = self._idle.pop()
+            if self.idle_s is None or time.monotonic() - since < self.idle_s - IDLE_MARGIN_S:
+                return conn, expired
+            expired.append(conn)
+        return None, expired
 
     def _give_back(self, conn: BoundedConnection, *, sound: bool) -> None:
         with self._lock:
             keep = sound and self._pid == os.getpid()
             if keep:
-                self._idle.append(conn)
+                self._idle.append((conn, time.monotonic()))
             slots = self._slots
         if not keep:
             _close_quietly(conn)

@@ -24,8 +24,9 @@ class StoreBase:
     """The connection side of the store. Thread-safe; one instance per process.
 
     ``clock`` stamps ``created_at``/``updated_at`` (injectable for tests);
-    ``use_timeout_s`` bounds each use of a connection (``MysqlPool``).
-    Constructing a store opens no connection.
+    ``use_timeout_s`` bounds each use of a connection, ``idle_s`` how long the
+    server keeps one of its sessions waiting (``MysqlPool``). Constructing a
+    store opens no connection.
     """
 
     def __init__(
@@ -34,12 +35,13 @@ class StoreBase:
         *,
         clock: Callable[[], datetime] = utc_now,
         use_timeout_s: float | None = None,
+        idle_s: int | None = None,
     ) -> None:
         self.conf = conf
         self._dsn = conf.dsn
         self._loc = zone(conf.dsn.loc)
         self._clock = clock
-        self._pool = MysqlPool(conf, use_timeout_s)
+        self._pool = MysqlPool(conf, use_timeout_s, idle_s)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({where(self._dsn)}, loc={self._dsn.loc})"

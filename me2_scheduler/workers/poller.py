@@ -30,7 +30,7 @@ from me2_scheduler.states import DiaryRunStatus
 from me2_scheduler.storage import reconcile
 from me2_scheduler.storage.diary_runs import DiaryRunStore
 from me2_scheduler.storage.index import DelayIndex
-from me2_scheduler.storage.mysql import MysqlStore
+from me2_scheduler.storage.mysql import MysqlStore, leased_store
 from me2_scheduler.supervisor.child import ChildContext
 
 log = logging.getLogger("me2_scheduler.poller")
@@ -264,7 +264,7 @@ def main(config: Config, ctx: ChildContext) -> int:
     poller = Poller(
         config,
         # Its MySQL work (sweep, gauges, prune) may hold claiming up no longer than a lease.
-        MysqlStore(config.mysql, use_timeout_s=config.schedule.lease_seconds),
+        leased_store(config.mysql, config.schedule.lease_seconds),
         DelayIndex(config.redis),
         diary_runs=DiaryRunStore(config.mysql),
     )

@@ -20,7 +20,7 @@ from me2_scheduler.dispatch import Dispatcher
 from me2_scheduler.errors import RedisIndexError, StoreError
 from me2_scheduler.inflight import share_of
 from me2_scheduler.storage.index import DelayIndex
-from me2_scheduler.storage.mysql import MysqlStore
+from me2_scheduler.storage.mysql import leased_store
 from me2_scheduler.supervisor.child import ChildContext
 from me2_scheduler.timefmt import Display
 
@@ -53,8 +53,7 @@ def make_dispatcher(config: Config, max_in_flight: int = 1) -> Dispatcher:
     """A Dispatcher with its own connections (call in the process that uses it)."""
     return Dispatcher(
         config,
-        # Past its lease a claim is someone else's: no wait on a silent MySQL is worth more.
-        MysqlStore(config.mysql, use_timeout_s=config.schedule.lease_seconds),
+        leased_store(config.mysql, config.schedule.lease_seconds),
         DelayIndex(config.redis),
         ActionClient(config.action_rpc),
         display=Display(config.timezone).format,
