@@ -48,6 +48,27 @@ def test_healthz_is_200_while_healthy_and_503_with_the_problems_otherwise(status
     assert get(f"http://127.0.0.1:{server.port}/healthz") == (503, "down: worker[1]\n")
 
 
+def test_a_scrape_while_a_child_creates_its_file_is_answered(status_server, tmp_path: Path) -> None:
+    # A child's .db file exists, still empty, until it is sized: the moment a
+    # starting worker is in. Reading it failed on the header and the connection
+    # was dropped with no answer (seen in CI as RemoteDisconnected).
+    server, _ = status_server
+    (tmp_path / "counter_4242.db").touch()
+    status, body = get(f"http://127.0.0.1:{server.port}/custom-metrics")
+    assert status == 200
+    assert value(parse(body), "scheduler_dispatch_total", result="failure") == 1
+
+
+def test_a_corrupt_metrics_file_is_answered_500_with_a_sentence(
+    status_server, tmp_path: Path
+) -> None:
+    server, _ = status_server
+    (tmp_path / "counter_4243.db").write_bytes((1 << 20).to_bytes(4, "little") + bytes(60))
+    status, body = get(f"http://127.0.0.1:{server.port}/custom-metrics")
+    assert status == 500
+    assert body.startswith("cannot render metrics: ")
+
+
 def test_a_taken_metrics_port_is_reported_and_refused(status_server, tmp_path: Path) -> None:
     server, _ = status_server
     conf = PrometheusConf(host="127.0.0.1", port=server.port)

@@ -25,6 +25,7 @@ under ``ok`` and keeps the 200 (see ``health``).
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
 import shutil
@@ -36,6 +37,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from me2_scheduler.config import ConsoleConf, PrometheusConf
@@ -101,14 +103,39 @@ class MetricsDir:
 def render_metrics(path: str) -> tuple[bytes, str]:
     """Every process's metrics in ``path`` as Prometheus text: ``(body, content type)``.
 
-    Raises OSError or ValueError when the files cannot be read.
+    Raises OSError, ValueError or RuntimeError (a corrupt file) when the
+    files cannot be read.
     """
     from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-    from prometheus_client.multiprocess import MultiProcessCollector
 
     registry = CollectorRegistry()
-    MultiProcessCollector(registry, path=path)
+    registry.register(_WrittenFiles(path))
     return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+class _WrittenFiles:
+    """prometheus_client's ``MultiProcessCollector.collect``, minus files still empty.
+
+    A child creates its ``.db`` file, then sizes it: a scrape in between would
+    read zero bytes and fail on the header (``struct.error``), dropping the
+    connection. An empty file holds no value yet, so it is passed over.
+    """
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+
+    def collect(self) -> Iterable[Any]:
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        files = [f for f in glob.glob(os.path.join(self._path, "*.db")) if _written(f)]
+        return MultiProcessCollector.merge(files, accumulate=True)
+
+
+def _written(file: str) -> bool:
+    try:
+        return os.path.getsize(file) > 0
+    except FileNotFoundError:  # a dead child's live gauges, removed since the glob
+        return False
 
 
 def mark_process_dead(pid: int, path: str) -> None:
@@ -190,7 +217,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _metrics(self) -> None:
         try:
             body, content_type = render_metrics(self.server.metrics_dir)
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, RuntimeError) as exc:  # RuntimeError: a corrupt file
             log.error("cannot render metrics: %s", exc)
             self._send(500, TEXT, f"cannot render metrics: {exc}\n".encode())
             return
