@@ -23,7 +23,9 @@ init: system $(STAMP)
 gen-rpc: $(STAMP)
 	$(PY) scripts/gen_protos.py
 
+# build/ is emptied first: setuptools would add what an earlier build left there.
 build: $(STAMP)
+	rm -rf build
 	$(PY) -m pip wheel --no-deps -q -w dist .
 
 run-dev: init

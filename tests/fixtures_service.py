@@ -17,10 +17,11 @@ from typing import Any
 import grpc
 import pymysql
 
+from me2_devkit.protos import simulator_pb2
 from me2_devkit.simulators import SimulatorControl
 from me2_devkit.testing.servers import MariaDBServer, RedisServer, free_port
 from me2_devkit.testing.stack import Service, Simulator, cli_argv
-from me2_scheduler.protos import scheduler_pb2, scheduler_pb2_grpc, simulator_pb2
+from me2_scheduler.protos import scheduler_pb2, scheduler_pb2_grpc
 
 from .support import service_config, write_config
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from me2_devkit.protos import simulator_pb2, simulator_pb2_grpc
 from me2_scheduler.protos import (
     action_pb2,
     action_pb2_grpc,
@@ -21,6 +22,7 @@ from me2_scheduler.protos import (
 
 ROOT = Path(__file__).resolve().parent.parent
 GEN_SCRIPT = ROOT / "scripts" / "gen_protos.py"
+SERVICE_PROTOS = ROOT / "me2_scheduler" / "protos"
 
 # The seed's "RPC 接口" section: message -> field -> number.
 SEED_FIELDS = {
@@ -101,24 +103,24 @@ def test_committed_generated_modules_match_the_protos():
     assert done.returncode == 0, f"stale generated modules:\n{done.stdout}{done.stderr}"
 
 
-def test_check_names_a_generated_module_that_differs_from_its_proto(tmp_path, monkeypatch):
+def test_check_names_a_generated_module_that_differs_from_its_proto(tmp_path):
     gen = load_gen_script()
     copy = tmp_path / "protos"
-    shutil.copytree(gen.PROTO_DIR, copy)
+    shutil.copytree(SERVICE_PROTOS, copy)
     (copy / "diary_pb2.py").write_text("# edited by hand\n")
     (copy / "action_pb2.pyi").unlink()
-    monkeypatch.setattr(gen, "PROTO_DIR", copy)
-    assert sorted(gen.stale_files()) == ["action_pb2.pyi", "diary_pb2.py"]
+    stale = gen.stale_files(copy, "me2_scheduler.protos")
+    assert sorted(stale) == ["action_pb2.pyi", "diary_pb2.py"]
 
 
 def test_grpc_modules_import_their_messages_through_the_package():
     gen = load_gen_script()
     source = "import grpc\nimport scheduler_pb2 as scheduler__pb2\n"
-    rewritten = gen.make_imports_absolute(source)
+    rewritten = gen.make_imports_absolute(source, "me2_scheduler.protos")
     assert rewritten == (
         "import grpc\nfrom me2_scheduler.protos import scheduler_pb2 as scheduler__pb2\n"
     )
-    for module in (action_pb2_grpc, diary_pb2_grpc, scheduler_pb2_grpc):
+    for module in (action_pb2_grpc, diary_pb2_grpc, scheduler_pb2_grpc, simulator_pb2_grpc):
         text = Path(module.__file__).read_text()
         assert "\nimport " + module.__name__.rsplit(".", 1)[1].replace("_grpc", "") not in text
 
@@ -160,6 +162,7 @@ def test_proto_packages_and_go_packages_match_the_go_services():
     assert scheduler_pb2.DESCRIPTOR.GetOptions().go_package == "./scheduler"
     assert action_pb2.DESCRIPTOR.package == "action"
     assert diary_pb2.DESCRIPTOR.package == "diary"
+    assert simulator_pb2.DESCRIPTOR.package == "simulator"
 
 
 NEW_FIELDS = {

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import grpc
 
+from me2_devkit.protos import simulator_pb2, simulator_pb2_grpc
 from me2_scheduler.closeable import Closeable
-from me2_scheduler.protos import simulator_pb2, simulator_pb2_grpc
 
 
 @dataclass(frozen=True)

@@ -36,16 +36,10 @@ from typing import Any, NamedTuple
 import click
 import grpc
 
+from me2_devkit.protos import simulator_pb2, simulator_pb2_grpc
 from me2_devkit.simulator_control import SimulatorControl as SimulatorControl
 from me2_devkit.simulator_control import SimulatorStats as SimulatorStats
-from me2_scheduler.protos import (
-    action_pb2,
-    action_pb2_grpc,
-    diary_pb2,
-    diary_pb2_grpc,
-    simulator_pb2,
-    simulator_pb2_grpc,
-)
+from me2_scheduler.protos import action_pb2, action_pb2_grpc, diary_pb2, diary_pb2_grpc
 
 ACTION_TYPES = ("post", "reply", "like", "comment")
 SIMULATED_FAILURE = "simulated failure"

@@ -30,6 +30,7 @@ from typing import Any
 
 import grpc
 
+from me2_devkit.protos import simulator_pb2_grpc
 from me2_devkit.simulators import (
     OVER_CAPACITY,
     ActionSimulator,
@@ -39,7 +40,7 @@ from me2_devkit.simulators import (
     _Simulator,
     listen_host,
 )
-from me2_scheduler.protos import action_pb2_grpc, diary_pb2_grpc, simulator_pb2_grpc
+from me2_scheduler.protos import action_pb2_grpc, diary_pb2_grpc
 
 
 class AioSimulator(simulator_pb2_grpc.ControlServicer):
@@ -54,7 +55,8 @@ class AioSimulator(simulator_pb2_grpc.ControlServicer):
         return self.simulator.name
 
     def _add_service(self, server: grpc.aio.Server) -> None:
-        """Register the simulated service (not Control) on ``server``."""
+        """Register the simulated service (not Control) on ``server``: a subclass sets it to
+        the service's ``add_<Service>Servicer_to_server``."""
         raise NotImplementedError
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
@@ -76,6 +78,11 @@ class AioSimulator(simulator_pb2_grpc.ControlServicer):
             return simulator._answer(call)
         finally:
             simulator._leave()
+
+    async def _handle(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        """The simulated service's one method: admit, count, await the latency, then answer
+        as the instance does (act, fail, repeat the first answer; write)."""
+        return await self._serve(context, self.simulator._call(request))
 
     # Control: the instance's own handlers, which never wait; the context is unused there.
     async def Stats(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
@@ -103,26 +110,16 @@ class AioActionSimulator(AioSimulator, action_pb2_grpc.ActionServicer):
     """``ActionSimulator`` served by the aio front."""
 
     simulator: ActionSimulator
-
-    def _add_service(self, server: grpc.aio.Server) -> None:
-        action_pb2_grpc.add_ActionServicer_to_server(self, server)
-
-    async def ScheduleAction(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        """Admit, count, await the latency, then act, fail, or repeat the first answer."""
-        return await self._serve(context, self.simulator._call(request))
+    _add_service = action_pb2_grpc.add_ActionServicer_to_server
+    ScheduleAction = AioSimulator._handle
 
 
 class AioDiarySimulator(AioSimulator, diary_pb2_grpc.DiaryServicer):
     """``DiarySimulator`` served by the aio front."""
 
     simulator: DiarySimulator
-
-    def _add_service(self, server: grpc.aio.Server) -> None:
-        diary_pb2_grpc.add_DiaryServicer_to_server(self, server)
-
-    async def GenerateAvatarDiary(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        """Admit, count, await the latency, then write or fail."""
-        return await self._serve(context, self.simulator._call(request))
+    _add_service = diary_pb2_grpc.add_DiaryServicer_to_server
+    GenerateAvatarDiary = AioSimulator._handle
 
 
 def aio_front(simulator: _Simulator) -> AioSimulator:

@@ -14,9 +14,9 @@ from me2_devkit.chaos.data import AuditInput, Bounds, Dispatch, IndexSnapshot, S
 from me2_devkit.chaos.injector import FaultWindow
 from me2_devkit.chaos.journal import RpcCall
 from me2_devkit.chaos.servertime import HISTORY_CLOCK
+from me2_devkit.protos import simulator_pb2, simulator_pb2_grpc
 from me2_devkit.testing.servers import root_query
 from me2_scheduler.config import RedisConf
-from me2_scheduler.protos import simulator_pb2, simulator_pb2_grpc
 from me2_scheduler.storage.keys import Keys
 from me2_scheduler.storage.redis_conn import make_redis
 

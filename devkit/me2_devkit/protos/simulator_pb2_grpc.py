@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from me2_scheduler.protos import simulator_pb2 as simulator__pb2
+from me2_devkit.protos import simulator_pb2 as simulator__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
