@@ -14,6 +14,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -35,28 +36,24 @@ from me2_scheduler.storage.mysql import ScheduleRow
 log = logging.getLogger("me2_scheduler.dispatch")
 
 
+@dataclass(frozen=True)
 class ActionCaller:
-    """Calls Action for claimed slots and makes their attempts, timed by ``server_now``."""
+    """Calls Action for claimed slots and makes their attempts, timed by ``server_now``.
 
-    def __init__(
-        self,
-        config: Config,
-        action: ActionClient,
-        policies: PolicyContext,
-        rng: random.Random,
-        server_now: Callable[[], datetime],
-    ) -> None:
-        self._config = config
-        self._action = action
-        self._policies = policies
-        self._rng = rng
-        self._server_now = server_now
+    ``policies`` fills in the blanks of an avatar's policy; ``rng`` draws its next times.
+    """
+
+    config: Config
+    action: ActionClient
+    policies: PolicyContext
+    rng: random.Random
+    server_now: Callable[[], datetime]
 
     def next_time(self, planned_at: datetime, chosen: SchedulePolicy, avatar_id: int) -> datetime:
         """A success's next time: drawn in ``chosen``'s active time from the later of the
         server time now and ``planned_at``."""
-        base = max(self._server_now(), planned_at)
-        return self._policies.next_due_or_default(base, chosen, self._rng, avatar_id)
+        base = max(self.server_now(), planned_at)
+        return self.policies.next_due_or_default(base, chosen, self.rng, avatar_id)
 
     def call(
         self,
@@ -70,7 +67,7 @@ class ActionCaller:
         avatar_id = row.avatar_id
         planned_at = from_epoch(claim.planned_at)
         key = policy.idempotency_key(avatar_id, planned_at)
-        started_at = self._server_now()
+        started_at = self.server_now()
         metrics.DISPATCH_LAG.observe(max(0.0, (started_at - planned_at).total_seconds()))
         log.info("[TaskExecutor] 开始调度分身: %d", avatar_id, extra={"avatar_id": avatar_id})
         common: dict[str, Any] = {
@@ -95,15 +92,15 @@ class ActionCaller:
     ) -> ActionResult:
         """Action's answer; raise DownstreamError. A worker's call answers to no caller."""
         if caller is None:
-            return self._action.schedule_action(avatar_id, key, trigger)
-        return self._action.schedule_action(avatar_id, key, trigger, caller=caller)
+            return self.action.schedule_action(avatar_id, key, trigger)
+        return self.action.schedule_action(avatar_id, key, trigger, caller=caller)
 
     def _success(self, result: ActionResult, chosen: SchedulePolicy, **common: Any) -> Success:
         """The success to record: the next time drawn in the active time of ``chosen``
         (the default policy draws exactly ``policy.next_due``)."""
-        finished_at = self._server_now()
+        finished_at = self.server_now()
         next_time = self.next_time(common["planned_at"], chosen, common["avatar_id"])
-        hour = self._policies.local_hour(common["started_at"], chosen)
+        hour = self.policies.local_hour(common["started_at"], chosen)
         metrics.DISPATCH_LOCAL_HOUR.labels(hour=str(hour)).inc()
         return Success(
             **common,
@@ -117,10 +114,10 @@ class ActionCaller:
         """The failure to record: retried ``RetryDelaySeconds`` later, at the first active
         second from then on (so a retry, too, falls inside the avatar's windows). It
         carries a success's next time as well, for a slot recorded as a success already."""
-        finished_at = self._server_now()
-        schedule = self._config.schedule
+        finished_at = self.server_now()
+        schedule = self.config.schedule
         base = max(finished_at, common["planned_at"])
-        retry_time = self._policies.retry_due(base, chosen, schedule.retry_delay_seconds)
+        retry_time = self.policies.retry_due(base, chosen, schedule.retry_delay_seconds)
         return Failure(
             **common,
             finished_at=finished_at,

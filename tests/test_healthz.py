@@ -226,32 +226,38 @@ class ProxiedMariaDB:
         return self.server.query(database, sql, args)
 
 
+@pytest.fixture
+def proxied_mariadb(mariadb: MariaDBServer) -> Iterator[ProxiedMariaDB]:
+    """The test's MariaDB behind a ``SilentProxy`` the test can blackhole."""
+    proxy = SilentProxy(mariadb.address).start()
+    try:
+        yield ProxiedMariaDB(mariadb, proxy)
+    finally:
+        proxy.stop()  # again, harmless, when the test stopped it
+
+
 def test_healthz_names_a_blackholed_mysql_down_with_a_503(
     tmp_path: Path,
-    mariadb: MariaDBServer,
+    proxied_mariadb: ProxiedMariaDB,
     redis_server: RedisServer,
     database: str,
     redis_key: str,
     action_simulator: RunningSimulator,
 ) -> None:
-    proxy = SilentProxy(mariadb.address).start()
+    proxy = proxied_mariadb.proxy
+    running = start_service(
+        tmp_path, proxied_mariadb, redis_server, database, redis_key, action_simulator
+    )
+    port = running.metrics_port
     try:
-        running = start_service(
-            tmp_path, ProxiedMariaDB(mariadb, proxy), redis_server, database, redis_key,
-            action_simulator,
-        )  # fmt: skip
-        port = running.metrics_port
-        try:
-            wait_until(lambda: healthz(port) == (200, "ok\n"), 60, "healthz 200")
-            proxy.hold_new(True)
-            proxy.silence_existing()  # MySQL accepts connections and never answers
-            status, lines = wait_until(
-                lambda: lines_starting(port, "down: mysql: "), 30, "mysql named down"
-            )
-            assert status == 503
-            assert len(lines) == 1 and lines[0].endswith("(rpc_server[0])"), lines
-        finally:
-            proxy.stop()  # every connection closed: the children see errors, not silence
-            running.service.stop()
+        wait_until(lambda: healthz(port) == (200, "ok\n"), 60, "healthz 200")
+        proxy.hold_new(True)
+        proxy.silence_existing()  # MySQL accepts connections and never answers
+        status, lines = wait_until(
+            lambda: lines_starting(port, "down: mysql: "), 30, "mysql named down"
+        )
+        assert status == 503
+        assert len(lines) == 1 and lines[0].endswith("(rpc_server[0])"), lines
     finally:
-        proxy.stop()  # again, harmless, when the start failed
+        proxy.stop()  # every connection closed: the children see errors, not silence
+        running.service.stop()

@@ -136,17 +136,15 @@ def like_pattern(text: str) -> str:
     return f"%{escaped}%"
 
 
+@dataclass(frozen=True)
 class Reads:
     """The console's reads over one MySQL pool and the index's Redis client."""
 
-    def __init__(
-        self, pool: MysqlPool, loc: tzinfo, client: RedisClient, keys: Keys, grace_s: float
-    ) -> None:
-        self._pool = pool
-        self._loc = loc
-        self._client = client
-        self._keys = keys
-        self._grace_s = grace_s
+    pool: MysqlPool
+    loc: tzinfo
+    client: RedisClient
+    keys: Keys
+    grace_s: float
 
     # -- MySQL ------------------------------------------------------------------
 
@@ -158,7 +156,7 @@ class Reads:
     def status_counts(self) -> dict[str, Count]:
         """Paused (all, by failures, by users) and disabled avatars, each capped."""
         paused = [Status.PAUSED]
-        with self._pool.cursor("counting schedules") as cur:
+        with self.pool.cursor("counting schedules") as cur:
             return {
                 "paused": self._capped_count(cur, "status = %s", paused),
                 "auto_paused": self._capped_count(
@@ -169,8 +167,8 @@ class Reads:
 
     def recent(self, now: datetime) -> Recent:
         """The dispatches of the last ``WINDOW_S`` seconds (newest ``WINDOW_ROWS`` at most)."""
-        since = to_db(now - timedelta(seconds=WINDOW_S), self._loc)
-        with self._pool.cursor("reading recent dispatches") as cur:
+        since = to_db(now - timedelta(seconds=WINDOW_S), self.loc)
+        with self.pool.cursor("reading recent dispatches") as cur:
             cur.execute(
                 "SELECT outcome, lag_ms, started_time FROM avatar_schedule_history"
                 " WHERE started_time >= %s ORDER BY started_time DESC LIMIT %s",
@@ -180,7 +178,7 @@ class Reads:
         capped = len(rows) == WINDOW_ROWS
         seconds = float(WINDOW_S)
         if capped:  # the window the rows cover, not the one asked for
-            oldest = from_db(rows[-1][2], self._loc)
+            oldest = from_db(rows[-1][2], self.loc)
             seconds = max(1.0, (now - oldest).total_seconds())
         outcomes = [outcome for outcome, _, _ in rows]
         return Recent(
@@ -202,7 +200,7 @@ class Reads:
             where, params = where + " AND pause_reason = %s", [*params, reason]
         if text:
             where, params = where + " AND last_error LIKE %s", [*params, like_pattern(text)]
-        with self._pool.cursor("listing paused schedules") as cur:
+        with self.pool.cursor("listing paused schedules") as cur:
             cur.execute(
                 f"SELECT {_PAUSED_COLUMNS} FROM avatar_schedules WHERE {where}"
                 " AND avatar_id > %s ORDER BY avatar_id LIMIT %s",
@@ -221,22 +219,22 @@ class Reads:
             pause_reason=reason or UNKNOWN,
             failed_count=failed or 0,
             last_error=error or "",
-            last_failed_time=from_db(failed_at, self._loc),
-            updated_at=from_db(updated, self._loc),
+            last_failed_time=from_db(failed_at, self.loc),
+            updated_at=from_db(updated, self.loc),
         )
 
     # -- Redis ------------------------------------------------------------------
 
     def queues(self) -> Queues:
         """Queue sizes and due counts at one Redis TIME (two round trips)."""
-        k = self._keys
+        k = self.keys
         with redis_errors("reading the queue sizes"):
-            seconds, micros = self._client.time()
+            seconds, micros = self.client.time()
             now = seconds + micros / 1_000_000
-            pipe = self._client.pipeline(transaction=False)
+            pipe = self.client.pipeline(transaction=False)
             pipe.exists(k.meta)
             pipe.zcard(k.due)
-            pipe.zcount(k.due, "-inf", now - self._grace_s)
+            pipe.zcount(k.due, "-inf", now - self.grace_s)
             pipe.zcount(k.due, f"({now}", now + 60)
             pipe.zcount(k.due, f"({now}", now + 3600)
             pipe.zcard(k.inflight)
@@ -248,26 +246,26 @@ class Reads:
     def timeline(self, hours: int) -> Timeline:
         """Avatars due in each minute of the next ``hours`` hours (one pipeline)."""
         with redis_errors("reading the due timeline"):
-            seconds, _ = self._client.time()
+            seconds, _ = self.client.time()
             start = int(seconds) // 60 * 60
-            pipe = self._client.pipeline(transaction=False)
-            pipe.zcount(self._keys.due, "-inf", f"({start}")
+            pipe = self.client.pipeline(transaction=False)
+            pipe.zcount(self.keys.due, "-inf", f"({start}")
             for minute in range(hours * 60):
                 low = start + minute * 60
-                pipe.zcount(self._keys.due, low, f"({low + 60}")
+                pipe.zcount(self.keys.due, low, f"({low + 60}")
             late, *per_minute = pipe.execute()
         return Timeline(start, int(late), [int(count) for count in per_minute])
 
     def place(self, avatar_id: int) -> tuple[float | None, float | None]:
         """The avatar's due time and lease expiry in the index (epoch s, None: not there)."""
         with redis_errors("reading an avatar's place in the index"):
-            pipe = self._client.pipeline(transaction=True)
-            pipe.zscore(self._keys.due, avatar_id)
-            pipe.zscore(self._keys.inflight, avatar_id)
+            pipe = self.client.pipeline(transaction=True)
+            pipe.zscore(self.keys.due, avatar_id)
+            pipe.zscore(self.keys.inflight, avatar_id)
             due, lease = pipe.execute()
         return due, lease
 
     def index_meta(self) -> dict[str, str]:
         """The index's ``meta`` hash (version, built_at, rows); empty when not built."""
         with redis_errors("reading the index meta"):
-            return dict(self._client.hgetall(self._keys.meta))
+            return dict(self.client.hgetall(self.keys.meta))

@@ -115,8 +115,7 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
 
     @answers(pb.EnableAvatarScheduleResponse)
     def EnableAvatarSchedule(self, request: Any) -> Any:
-        row = self._change(Call.ENABLE, valid_avatar_id(request.avatar_id))
-        return pb.EnableAvatarScheduleResponse(code=OK, message=SUCCESS, info=self._info(row))
+        return self._changed(Call.ENABLE, request, pb.EnableAvatarScheduleResponse)
 
     @answers(pb.PauseAvatarScheduleResponse)
     def PauseAvatarSchedule(self, request: Any) -> Any:
@@ -125,13 +124,11 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
 
     @answers(pb.ResumeAvatarScheduleResponse)
     def ResumeAvatarSchedule(self, request: Any) -> Any:
-        row = self._change(Call.RESUME, valid_avatar_id(request.avatar_id))
-        return pb.ResumeAvatarScheduleResponse(code=OK, message=SUCCESS, info=self._info(row))
+        return self._changed(Call.RESUME, request, pb.ResumeAvatarScheduleResponse)
 
     @answers(pb.DisableAvatarScheduleResponse)
     def DisableAvatarSchedule(self, request: Any) -> Any:
-        row = self._change(Call.DISABLE, valid_avatar_id(request.avatar_id))
-        return pb.DisableAvatarScheduleResponse(code=OK, message=SUCCESS, info=self._info(row))
+        return self._changed(Call.DISABLE, request, pb.DisableAvatarScheduleResponse)
 
     @answers(pb.GetAvatarScheduleStatusResponse)
     def GetAvatarScheduleStatus(self, request: Any) -> Any:
@@ -257,6 +254,12 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
         if decision.code != OK:
             raise Refused(decision.code, decision.message)
         return row, decision
+
+    def _changed(self, call: Call, request: Any, response_type: type) -> Any:
+        """``call`` carried out on the request's avatar (``_change``), answered OK with the
+        schedule it left."""
+        row = self._change(call, valid_avatar_id(request.avatar_id))
+        return response_type(code=OK, message=SUCCESS, info=self._info(row))
 
     def _change(self, call: Call, avatar_id: int) -> ScheduleRow:
         """Carry out ``call``'s decision in MySQL, then mirror the row in Redis.

@@ -49,21 +49,22 @@ class Bounds:
     min_interval_s: float = 2.0
     retry_s: float = 1.0
 
+    def _recovery(self, wait_s: float) -> float:
+        """A sweep, ``wait_s``, a few claims, a dispatch in progress, whole seconds."""
+        scan_s, poll_s = self.scan_interval_s, self.poll_interval_s
+        return scan_s + wait_s + 4 * poll_s + self.action_timeout_s + 1.0
+
     @property
     def recovery_s(self) -> float:
-        return (
-            self.scan_interval_s + self.sweep_grace_s + 4 * self.poll_interval_s
-            + self.action_timeout_s + 1.0
-        )  # fmt: skip
+        """The recovery bound: how long after an outage (or an inactive span) ends an avatar
+        may still wait for its dispatch: a sweep and its grace, a few claims, a dispatch."""
+        return self._recovery(self.sweep_grace_s)
 
     @property
     def recovery_after_s(self) -> float:
         """How soon after a fault ends the service serves and dispatches again: a sweep,
         a lease running out, a few claims, a dispatch in progress, whole seconds."""
-        return (
-            self.scan_interval_s + self.lease_s + 4 * self.poll_interval_s
-            + self.action_timeout_s + 1.0
-        )  # fmt: skip
+        return self._recovery(self.lease_s)
 
     @property
     def gap_s(self) -> float:

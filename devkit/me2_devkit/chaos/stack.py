@@ -33,7 +33,13 @@ from me2_devkit.chaos.servertime import install_history_clock
 from me2_devkit.testing.configs import service_config, write_config
 from me2_devkit.testing.etcd import EtcdServer
 from me2_devkit.testing.servers import MariaDBServer, RedisServer, free_port, temp_root
-from me2_devkit.testing.stack import LISTENING, PYTHON, ManagedProcess, Service, cli_argv
+from me2_devkit.testing.stack import (
+    PYTHON,
+    ListeningChild,
+    ManagedProcess,
+    Service,
+    cli_argv,
+)
 from me2_scheduler.config import EtcdConf, RedisConf, load_config
 from me2_scheduler.discovery.registry import Publisher
 from me2_scheduler.errors import SchedulerError
@@ -63,7 +69,7 @@ class RedisTarget:
 
 
 @dataclass
-class ClockedAction:
+class ClockedAction(ListeningChild):
     """The Action simulator process of ``clocked_action``."""
 
     root: Path
@@ -78,9 +84,7 @@ class ClockedAction:
     def start(self) -> ClockedAction:
         argv = [PYTHON, "-m", "me2_devkit.chaos.clocked_action", "--listen", "127.0.0.1:0",
                 "--times", str(self.times_path), "--seed", str(self.seed)]  # fmt: skip
-        self.process = ManagedProcess(argv, self.root / "action-simulator.log").start()
-        found = self.process.wait_for_output(LISTENING.pattern)
-        self.address = f"{found.group(1)}:{found.group(2)}"
+        self._launch(argv, "action-simulator.log")
         return self
 
     def arrivals(self) -> dict[str, list[float]]:
@@ -95,10 +99,6 @@ class ClockedAction:
                 raise ChaosError("the Action simulator wrote no arrival times")
             time.sleep(0.1)
         return json.loads(self.times_path.read_text(encoding="utf-8"))
-
-    def stop(self) -> None:
-        if self.process:
-            self.process.stop(10)
 
 
 @dataclass

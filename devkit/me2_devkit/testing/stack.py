@@ -97,8 +97,32 @@ class ManagedProcess:
         raise ServerStartError(f"{pattern!r} not seen in {deadline_s}s: {self.output()[-2000:]}")
 
 
+class ListeningChild:
+    """A child process that logs ``listening on HOST:PORT`` (a simulator): started, its
+    ``address`` read from its log, stopped by PID. For dataclasses that declare ``root``,
+    ``process`` and ``address``."""
+
+    root: Path
+    process: ManagedProcess | None
+    address: str
+
+    def _launch(self, argv: list[str], log_name: str) -> None:
+        """Start ``argv``, its output in ``root/log_name``, and wait for the address it logs."""
+        self.process = ManagedProcess(argv, self.root / log_name).start()
+        found = self.process.wait_for_output(LISTENING.pattern)
+        self.address = f"{found.group(1)}:{found.group(2)}"
+
+    @property
+    def port(self) -> int:
+        return int(self.address.rsplit(":", 1)[1])
+
+    def stop(self) -> None:
+        if self.process:
+            self.process.stop(10)
+
+
 @dataclass
-class Simulator:
+class Simulator(ListeningChild):
     """An Action or Diary simulator started through the CLI on a free port."""
 
     kind: str  # action | diary
@@ -109,18 +133,8 @@ class Simulator:
 
     def start(self) -> Simulator:
         argv = dev_argv("simulate", self.kind, "--listen", "127.0.0.1:0", *self.options)
-        self.process = ManagedProcess(argv, self.root / f"{self.kind}-simulator.log").start()
-        found = self.process.wait_for_output(LISTENING.pattern)
-        self.address = f"{found.group(1)}:{found.group(2)}"
+        self._launch(argv, f"{self.kind}-simulator.log")
         return self
-
-    @property
-    def port(self) -> int:
-        return int(self.address.rsplit(":", 1)[1])
-
-    def stop(self) -> None:
-        if self.process:
-            self.process.stop(10)
 
 
 @dataclass
