@@ -88,8 +88,10 @@ class ChannelRecovery:
         if due and reset():
             log.error(
                 "%s: %d deadlines in a row on %s; closing the channel and connecting again",
-                self.service, in_a_row, where,
-            )  # fmt: skip
+                self.service,
+                in_a_row,
+                where,
+            )
             if self._on_reset is not None:
                 self._on_reset()
             with self._lock:

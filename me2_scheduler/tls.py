@@ -44,9 +44,13 @@ def server_credentials(
 
 
 def channel_credentials(
-    ca_file: str = "", cert_file: str = "", key_file: str = "", *, prefix: str = "",
+    ca_file: str = "",
+    cert_file: str = "",
+    key_file: str = "",
+    *,
+    prefix: str = "",
     key_name: str = "KeyFile",
-) -> grpc.ChannelCredentials:  # fmt: skip
+) -> grpc.ChannelCredentials:
     """Client credentials: trust ``ca_file`` (else the system roots); show a cert if given.
 
     ``prefix`` and ``key_name`` name the config keys in messages (etcd calls

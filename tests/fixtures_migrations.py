@@ -20,13 +20,25 @@ from me2_scheduler.storage.migrations import available_migrations, split_stateme
 )
 SEED_DOCUMENT_DDL_SHA256 = "6058afd8e27760b296fafc8ef7e59a8f9f572667a86a2d4a2b05ba71e598c55a"
 SEED_COLUMNS = (
-    "id", "avatar_id", "status", "next_schedule_time", "last_schedule_time",
-    "last_action_type", "schedule_count", "failed_count", "created_at", "updated_at",
-)  # fmt: skip
+    "id",
+    "avatar_id",
+    "status",
+    "next_schedule_time",
+    "last_schedule_time",
+    "last_action_type",
+    "schedule_count",
+    "failed_count",
+    "created_at",
+    "updated_at",
+)
 ALL_VERSIONS = [
-    "001_seed", "002_schedule_state", "003_history_and_diary_runs", "004_diary_runs_per_fire",
-    "005_schedule_policies", "006_paused_by_reason",
-]  # fmt: skip
+    "001_seed",
+    "002_schedule_state",
+    "003_history_and_diary_runs",
+    "004_diary_runs_per_fire",
+    "005_schedule_policies",
+    "006_paused_by_reason",
+]
 
 # Quoted text in SQL: blanked before a statement is searched for keywords.
 QUOTED = re.compile(r"""'(?:[^'\\]|\\.|'')*'|"(?:[^"\\]|\\.|"")*"|`[^`]*`""")

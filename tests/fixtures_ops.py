@@ -67,10 +67,14 @@ def ops_config(
 ) -> dict[str, Any]:
     """A service config in go-zero's shape; ``prometheus`` is (Host, Port) when served."""
     settings = service_config(
-        data_source=data_source, redis_host=redis_host, redis_key=redis_key,
-        action=UNUSED_ACTION, listen_on=listen_on, timezone=timezone,
+        data_source=data_source,
+        redis_host=redis_host,
+        redis_key=redis_key,
+        action=UNUSED_ACTION,
+        listen_on=listen_on,
+        timezone=timezone,
         Schedule={"SweepGraceSeconds": 30},
-    )  # fmt: skip
+    )
     if prometheus is not None:
         settings["Prometheus"] = {"Host": prometheus[0], "Port": prometheus[1]}
     return settings
@@ -132,10 +136,10 @@ def ops(
     config_path = write_config(tmp_path / "scheduler.yaml", settings)
     config = load_config(str(config_path))
     apply_migrations(config.mysql)
+    store, index = MysqlStore(config.mysql), DelayIndex(config.redis)
     env = OpsEnv(
-        tmp_path, mariadb, redis_server, database, redis_key, config_path, config,
-        MysqlStore(config.mysql), DelayIndex(config.redis),
-    )  # fmt: skip
+        tmp_path, mariadb, redis_server, database, redis_key, config_path, config, store, index
+    )
     try:
         yield env
     finally:

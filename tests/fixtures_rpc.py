@@ -118,10 +118,13 @@ def rpc_base_config(
     """A server's config on this test's database (migrated) and Redis key, calling no Action."""
     dsn = mariadb.dsn(database)
     base = replace(
-        Config(), mode="dev", listen_on="127.0.0.1:0", timezone="UTC",
+        Config(),
+        mode="dev",
+        listen_on="127.0.0.1:0",
+        timezone="UTC",
         mysql=MysqlConf(data_source=dsn, dsn=parse_dsn(dsn)),
         redis=RedisConf(host=redis_server.address, key=redis_key),
-    )  # fmt: skip
+    )
     apply_migrations(base.mysql)
     return base
 
@@ -181,8 +184,9 @@ def put_in_state(rpc: Harness, avatar_id: int, state: str) -> ScheduleRow | None
     rpc.sql(
         "UPDATE avatar_schedules SET failed_count = 3, next_schedule_time = %s"
         " WHERE avatar_id = %s",
-        next_time.replace(tzinfo=None), avatar_id,
-    )  # fmt: skip
+        next_time.replace(tzinfo=None),
+        avatar_id,
+    )
     if state == "active":
         rpc.index.put_due(avatar_id, epoch(next_time))
     rpc.assert_index_matches_mysql()

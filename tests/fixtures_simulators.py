@@ -50,12 +50,16 @@ def action_client(address: str, timeout_ms: int = 2000) -> Iterator[ActionClient
 @contextmanager
 def cli_simulator(kind: str, *args: str) -> Iterator[tuple[subprocess.Popen, str]]:
     """Start ``me2-dev simulate <kind>`` on a free port; yield it and its address."""
-    argv = [sys.executable, "-m", "me2_devkit.cli", "simulate", kind,
-            "--listen", "127.0.0.1:0", *args]  # fmt: skip
+    dev_cli = [sys.executable, "-m", "me2_devkit.cli"]
+    argv = [*dev_cli, "simulate", kind, "--listen", "127.0.0.1:0", *args]
     proc = subprocess.Popen(
-        argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        argv,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )  # fmt: skip
+    )
     try:
         line = read_line(proc, deadline_s=30)
         prefix = f"{kind} simulator listening on "
@@ -86,12 +90,16 @@ def hanging_calls(address: str, count: int, kind: str = "action") -> Iterator[li
     channel = grpc.insecure_channel(address)
     if kind == "action":
         call = action_pb2_grpc.ActionStub(channel).ScheduleAction
-        requests = [action_pb2.ScheduleActionRequest(avatar_id=i, idempotency_key=f"{i}:1")
-                    for i in range(1, count + 1)]  # fmt: skip
+        requests = [
+            action_pb2.ScheduleActionRequest(avatar_id=i, idempotency_key=f"{i}:1")
+            for i in range(1, count + 1)
+        ]
     else:
         call = diary_pb2_grpc.DiaryStub(channel).GenerateAvatarDiary
-        requests = [diary_pb2.GenerateAvatarDiaryRequest(avatar_id=i, date=DATE)
-                    for i in range(1, count + 1)]  # fmt: skip
+        requests = [
+            diary_pb2.GenerateAvatarDiaryRequest(avatar_id=i, date=DATE)
+            for i in range(1, count + 1)
+        ]
     calls = [call.future(request, timeout=60) for request in requests]
     try:
         yield calls

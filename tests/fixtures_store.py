@@ -54,9 +54,12 @@ def pause(store: MysqlStore, avatar_id: int, reason: str = "user") -> ScheduleRo
     row = store.get(avatar_id)
     assert row is not None
     paused = store.transition(
-        avatar_id, expected_status="active", expected_version=row.version,
-        new_status="paused", pause_reason=reason,
-    )  # fmt: skip
+        avatar_id,
+        expected_status="active",
+        expected_version=row.version,
+        new_status="paused",
+        pause_reason=reason,
+    )
     assert paused is not None
     return paused
 

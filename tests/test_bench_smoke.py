@@ -16,11 +16,12 @@ from me2_devkit import bench_cli
 from me2_devkit.bench import profile, report, runner
 from me2_devkit.bench.env import Servers
 from me2_devkit.bench.latency import bound_note, burst_size, ideal_rate, steady_rate
+from me2_devkit.bench.latency_tables import latency_cells
 from me2_devkit.bench.report import Results, render, target_rows
 from me2_devkit.bench.runner import SCENARIOS, Plan, run
 from me2_devkit.bench.scenarios import FULL, SMOKE
 from me2_devkit.bench.seed import percentile
-from me2_devkit.bench.tables import latency_cells, scale_value
+from me2_devkit.bench.tables import scale_value
 from me2_devkit.testing.servers import MariaDBServer, RedisServer
 
 
@@ -118,14 +119,21 @@ def test_latency_cells_are_sized_to_their_ideal_rate_and_offered_what_they_susta
 
 def test_a_missed_latency_target_names_its_ideal_and_peak() -> None:
     results = Results(machine={"cores": "2"})
-    results.add({"inflight400.burst.200ms.rate": 800.0, "inflight400.burst.200ms.cpu_ms": 1.6,
-                 "inflight400.burst.200ms.peak_in_flight": 400.0})  # fmt: skip
+    burst = {
+        "inflight400.burst.200ms.rate": 800.0,
+        "inflight400.burst.200ms.cpu_ms": 1.6,
+        "inflight400.burst.200ms.peak_in_flight": 400.0,
+    }
+    results.add(burst)
     (row,) = [r for r in target_rows(results) if r[0] == "MaxInFlight 400, Action 200 ms: burst"]
     assert row[3] == "✗"
     assert "0.40 of the ideal 400 in flight / 200 ms (2,000/s)" in row[4]
     assert "0.64 of the CPU ceiling" in row[4] and "peak 400 calls" in row[4]
-    results.add({"inflight400.burst.200ms.cpu_ms.worker": 1.0,
-                 "inflight400.burst.200ms.cpu_ms.action-simulator": 0.6})  # fmt: skip
+    cpu_by_process = {
+        "inflight400.burst.200ms.cpu_ms.worker": 1.0,
+        "inflight400.burst.200ms.cpu_ms.action-simulator": 0.6,
+    }
+    results.add(cpu_by_process)
     note = bound_note(results, 400, 200)
     assert "worker 1 ms, action-simulator 0.6 ms" in note and "the CPU binds." in note
 
@@ -142,11 +150,12 @@ def test_scale_labels_sort_by_size() -> None:
 
 
 def test_a_py_spy_profile_is_summarised_by_self_and_total_share() -> None:
-    raw = "\n".join([
+    stacks = [
         "main (me2_scheduler/workers/executor.py:1);call (grpc/_channel.py:9) 6",
         "main (me2_scheduler/workers/executor.py:1);execute (pymysql/cursors.py:3) 3",
         "main (me2_scheduler/workers/executor.py:1) 1",
-    ])  # fmt: skip
+    ]
+    raw = "\n".join(stacks)
     samples, rows = profile.summarise(raw)
     assert samples == 10
     by_name = {name: (own, total) for name, own, total in rows}

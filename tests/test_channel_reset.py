@@ -135,8 +135,11 @@ def test_diary_calls_recover_after_the_existing_connections_went_silent() -> Non
         assert attempt(lambda: client.generate(1, "2025-01-02"))
         proxy.silence_existing()
         assert not attempt(lambda: client.generate(2, "2025-01-02"))
-        wait_until(lambda: attempt(lambda: client.generate(3, "2025-01-02")), RECOVERY_BOUND_S,
-                   "a Diary call to succeed over a new connection")  # fmt: skip
+        wait_until(
+            lambda: attempt(lambda: client.generate(3, "2025-01-02")),
+            RECOVERY_BOUND_S,
+            "a Diary call to succeed over a new connection",
+        )
     finally:
         client.close()
         proxy.stop()
@@ -191,10 +194,11 @@ def test_dispatch_recovers_by_itself_after_actions_connections_went_silent_for_1
     proxy = SilentProxy(simulator.address).start()
     control = SimulatorControl(simulator.address)  # straight to the simulator, never silent
     try:
+        through_proxy = Reached(proxy.address)
+        settings = {"action_timeout_ms": 500, "workers": 2, "max_failures": 1000}  # no auto-pause
         running = start_service(
-            tmp_path, mariadb, redis_server, database, redis_key, Reached(proxy.address),
-            action_timeout_ms=500, workers=2, max_failures=1000,  # no auto-pause meanwhile
-        )  # fmt: skip
+            tmp_path, mariadb, redis_server, database, redis_key, through_proxy, **settings
+        )
         url = f"http://127.0.0.1:{running.metrics_port}/healthz"
         try:
             running.enable(*range(1, 21))
@@ -210,8 +214,12 @@ def test_dispatch_recovers_by_itself_after_actions_connections_went_silent_for_1
                 return time.monotonic() >= fault_ends
 
             wait_until(fault_over, FAULT_S + 10, "the end of the fault")
-            degraded = [(status, line) for status, body in seen for line in body.splitlines()
-                        if line.startswith("degraded: action: ")]  # fmt: skip
+            degraded = [
+                (status, line)
+                for status, body in seen
+                for line in body.splitlines()
+                if line.startswith("degraded: action: ")
+            ]
             assert degraded, seen[-1]
             assert {status for status, _ in degraded} == {200}
             assert any("deadline" in line for _, line in degraded), degraded

@@ -34,9 +34,14 @@ from me2_scheduler.errors import DownstreamError
 
 T0 = 1_700_000_000.0
 BOUNDS = Bounds(
-    max_interval_s=6, lease_s=3, scan_interval_s=5, sweep_grace_s=2, poll_interval_s=0.2,
-    action_timeout_s=1, max_failures=5,
-)  # fmt: skip
+    max_interval_s=6,
+    lease_s=3,
+    scan_interval_s=5,
+    sweep_grace_s=2,
+    poll_interval_s=0.2,
+    action_timeout_s=1,
+    max_failures=5,
+)
 
 
 # -- the plan -------------------------------------------------------------------
@@ -85,8 +90,7 @@ def row(avatar: int, started: float, outcome: str = "success", **kw: object) -> 
     planned = kw.pop("planned", started)
     fields = {"trigger": "auto", "finished": started, "key": f"{avatar}:{int(planned) * 1000}"}
     fields.update(kw)
-    return Dispatch(next(_ids), avatar, planned=planned, started=started, outcome=outcome,
-                    **fields)  # type: ignore[arg-type]  # fmt: skip
+    return Dispatch(next(_ids), avatar, planned=planned, started=started, outcome=outcome, **fields)  # type: ignore[arg-type]
 
 
 def call(method: str, avatar: int, at: float, code: int = 0, **kw: object) -> RpcCall:
@@ -293,8 +297,10 @@ def test_the_inflight_plan_is_slow_then_half_failing_then_down_with_kills_under_
     plan = make_inflight_plan(3, 300)
     phases = [f for f in plan.faults if f.kind in OUTAGES]
     assert [f.kind for f in phases] == [
-        kinds.ACTION_LAGGING, kinds.ACTION_HALF_FAILING, kinds.ACTION_DOWN,
-    ]  # fmt: skip
+        kinds.ACTION_LAGGING,
+        kinds.ACTION_HALF_FAILING,
+        kinds.ACTION_DOWN,
+    ]
     for first, second in itertools.pairwise(phases):
         assert second.at_s == first.end_s
     kills = plan.of(kinds.WORKER_KILL)
@@ -356,8 +362,11 @@ def test_a_short_inflight_run_keeps_every_invariant_and_the_breaker_opens_and_cl
     text = render_text(summary)
     assert not summary.injector_errors, text
     assert {w.kind for w in summary.windows} >= {
-        kinds.ACTION_LAGGING, kinds.ACTION_HALF_FAILING, kinds.ACTION_DOWN, kinds.WORKER_KILL,
-    }, text  # fmt: skip
+        kinds.ACTION_LAGGING,
+        kinds.ACTION_HALF_FAILING,
+        kinds.ACTION_DOWN,
+        kinds.WORKER_KILL,
+    }, text
     assert [f.key for f in summary.findings] == list("abcdefg"), text
     assert all(f.ok for f in summary.findings), text
     assert summary.outcomes["success"] > 300 and summary.outcomes["failure"] > 0, text

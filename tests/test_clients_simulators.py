@@ -198,8 +198,12 @@ def test_cli_fail_avatars_fail_and_sigterm_stops_the_simulator_with_exit_zero():
 def test_cli_rejects_bad_arguments_with_a_usage_error(args: list[str], problem: str) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "me2_devkit.cli", "simulate", *args],
-        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 2
     assert problem in done.stderr
 

@@ -109,11 +109,14 @@ def test_password_in_dsn_and_redis_pass_come_from_the_environment(
     monkeypatch.setenv("DB_PASS", "db-secret")
     monkeypatch.setenv("REDIS_PASS", "redis-secret")
     monkeypatch.setenv("WORKERS", "7")
-    path = write(tmp_path, {
-        "Mysql": {"DataSource": "me2:${DB_PASS}@tcp(127.0.0.1:3306)/me2"},
-        "Redis": {"Pass": "$REDIS_PASS"},
-        "Schedule": {"MaxWorkers": "${WORKERS}"},
-    })  # fmt: skip
+    path = write(
+        tmp_path,
+        {
+            "Mysql": {"DataSource": "me2:${DB_PASS}@tcp(127.0.0.1:3306)/me2"},
+            "Redis": {"Pass": "$REDIS_PASS"},
+            "Schedule": {"MaxWorkers": "${WORKERS}"},
+        },
+    )
     text = path.read_text().replace(
         "'${WORKERS}'", "${WORKERS}"
     )  # unquoted: a number once expanded
@@ -139,11 +142,19 @@ def test_unset_variable_expands_to_empty_and_keeps_the_default(
 @pytest.mark.parametrize(
     ("text", "expanded"),
     [
-        ("a${X}b", "a1b"), ("a$X.b", "a1.b"), ("$X_Y", "2"), ("$X-Y", "1-Y"), ("${X_Y}", "2"),
-        ("cost $", "cost $"), ("$$", ""), ("${}", ""), ("${X", "X"), ("$1x", "x"),
+        ("a${X}b", "a1b"),
+        ("a$X.b", "a1.b"),
+        ("$X_Y", "2"),
+        ("$X-Y", "1-Y"),
+        ("${X_Y}", "2"),
+        ("cost $", "cost $"),
+        ("$$", ""),
+        ("${}", ""),
+        ("${X", "X"),
+        ("$1x", "x"),
         ("a $ b", "a $ b"),
     ],
-)  # fmt: skip
+)
 def test_env_expansion_follows_go_os_expand_env(text: str, expanded: str) -> None:
     assert expand_env(text, {"X": "1", "X_Y": "2"}) == expanded
 
@@ -265,8 +276,12 @@ def test_the_demo_and_test_configs_log_plain_lines_people_read(
     assert load_config(str(path)).log.encoding == "plain"
 
 
-ACTION_ETCD = {"Hosts": ["10.0.0.1:2379", "10.0.0.2:2379"], "Key": "action.rpc", "User": "me2",
-               "Pass": "etcd-pw"}  # fmt: skip
+ACTION_ETCD = {
+    "Hosts": ["10.0.0.1:2379", "10.0.0.2:2379"],
+    "Key": "action.rpc",
+    "User": "me2",
+    "Pass": "etcd-pw",
+}
 
 
 def test_diary_rpc_without_a_service_is_diary_rpc_in_action_rpcs_etcd_with_its_account_and_tls(
@@ -278,9 +293,12 @@ def test_diary_rpc_without_a_service_is_diary_rpc_in_action_rpcs_etcd_with_its_a
     diary = {"Timeout": 60000, "App": "scheduler"}  # a section that names no service
     config = load_config(str(write(tmp_path, {"ActionRpc": action, "DiaryRpc": diary})))
     assert config.diary_rpc.etcd == EtcdConf(
-        hosts=("10.0.0.1:2379", "10.0.0.2:2379"), key="diary.rpc", user="me2",
-        password="etcd-pw", ca_file=str(ca),
-    )  # fmt: skip
+        hosts=("10.0.0.1:2379", "10.0.0.2:2379"),
+        key="diary.rpc",
+        user="me2",
+        password="etcd-pw",
+        ca_file=str(ca),
+    )
     assert (config.diary_rpc.timeout_ms, config.diary_rpc.app) == (60000, "scheduler")
     assert rpc_source(config.diary_rpc) == (
         "etcd diary.rpc on 10.0.0.1:2379,10.0.0.2:2379 (derived from ActionRpc.Etcd)"
@@ -290,8 +308,13 @@ def test_diary_rpc_without_a_service_is_diary_rpc_in_action_rpcs_etcd_with_its_a
 def test_a_diary_etcd_key_given_without_hosts_is_looked_up_in_action_rpcs_etcd(
     tmp_path: Path,
 ) -> None:
-    path = write(tmp_path, {"ActionRpc": {"Endpoints": None, "Etcd": ACTION_ETCD},
-                            "DiaryRpc": {"Etcd": {"Key": "me2.diary.rpc"}}})  # fmt: skip
+    path = write(
+        tmp_path,
+        {
+            "ActionRpc": {"Endpoints": None, "Etcd": ACTION_ETCD},
+            "DiaryRpc": {"Etcd": {"Key": "me2.diary.rpc"}},
+        },
+    )
     etcd = load_config(str(path)).diary_rpc.etcd
     assert (etcd.hosts, etcd.key) == (("10.0.0.1:2379", "10.0.0.2:2379"), "me2.diary.rpc")
 
@@ -303,12 +326,13 @@ def test_a_diary_etcd_key_given_without_hosts_is_looked_up_in_action_rpcs_etcd(
         ({"Target": "dns:///diary:8009"}, "target dns:///diary:8009"),
         ({"Etcd": {"Hosts": ["10.0.0.9:2379"], "Key": "d.rpc"}}, "etcd d.rpc on 10.0.0.9:2379"),
     ],
-)  # fmt: skip
+)
 def test_a_diary_rpc_that_names_its_service_is_used_as_given(
     tmp_path: Path, diary: dict[str, Any], source: str
 ) -> None:
-    path = write(tmp_path, {"ActionRpc": {"Endpoints": None, "Etcd": ACTION_ETCD},
-                            "DiaryRpc": diary})  # fmt: skip
+    path = write(
+        tmp_path, {"ActionRpc": {"Endpoints": None, "Etcd": ACTION_ETCD}, "DiaryRpc": diary}
+    )
     config = load_config(str(path))
     assert rpc_source(config.diary_rpc) == source
     assert config.diary_rpc.derived_from == ""

@@ -258,10 +258,13 @@ def test_invalid_cron_expressions_name_the_key(expr: str) -> None:
 
 # --- describe and repr ----------------------------------------------------------------------
 
-SECRETS = {"Mysql": {"DataSource": "me2:dsn-s3cret@tcp(127.0.0.1:3306)/me2"},
-           "Redis": {"Pass": "redis-s3cret"}, "Etcd": {"Pass": "etcd-s3cret"},
-           "ActionRpc": {"Token": "action-s3cret", "Etcd": {"Pass": "action-etcd-s3cret"}},
-           "DiaryRpc": {"Token": "diary-s3cret"}}  # fmt: skip
+SECRETS = {
+    "Mysql": {"DataSource": "me2:dsn-s3cret@tcp(127.0.0.1:3306)/me2"},
+    "Redis": {"Pass": "redis-s3cret"},
+    "Etcd": {"Pass": "etcd-s3cret"},
+    "ActionRpc": {"Token": "action-s3cret", "Etcd": {"Pass": "action-etcd-s3cret"}},
+    "DiaryRpc": {"Token": "diary-s3cret"},
+}
 
 
 def test_describe_and_repr_never_show_a_secret(tmp_path: Path) -> None:

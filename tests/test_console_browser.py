@@ -50,15 +50,23 @@ FAILING = (3, 4)  # Action always fails them: auto-paused after two failures
 def running(tmp_path, mariadb, redis_server, database, redis_key) -> Iterator[Running]:
     action = Simulator("action", tmp_path, ("--fail-avatars", ",".join(map(str, FAILING))))
     action.start()
-    values = {**DEFAULTS, "max_failures": 2, "min_h": 5 / 3600, "max_h": 10 / 3600,
-              "cron": "* * * * *"}  # fmt: skip
+    values = {
+        **DEFAULTS,
+        "max_failures": 2,
+        "min_h": 5 / 3600,
+        "max_h": 10 / 3600,
+        "cron": "* * * * *",
+    }
     env = {"ME2_CONSOLE_PASSWORD": PASSWORD}
+    intervals = {"MinIntervalHours": values["min_h"], "MaxIntervalHours": values["max_h"]}
+    extra = {
+        "DiaryRpc": {"Endpoints": [action.address]},
+        "ActionSchedule": intervals,
+        "Console": {"Enabled": True, "User": USER, "Password": "${ME2_CONSOLE_PASSWORD}"},
+    }
     written = write_service_config(
-        tmp_path, mariadb, redis_server, database, redis_key, action.address, values, env,
-        DiaryRpc={"Endpoints": [action.address]},
-        ActionSchedule={"MinIntervalHours": values["min_h"], "MaxIntervalHours": values["max_h"]},
-        Console={"Enabled": True, "User": USER, "Password": "${ME2_CONSOLE_PASSWORD}"},
-    )  # fmt: skip
+        tmp_path, mariadb, redis_server, database, redis_key, action.address, values, env, **extra
+    )
     service = Service(written.path, tmp_path, env=env).start()
     try:
         service.wait_ready()
@@ -77,8 +85,13 @@ def browser() -> Iterator[WebDriver]:
     os.environ.setdefault("SE_OFFLINE", "true")  # Selenium Manager must never download
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
-                     "--window-size=1360,1000", "--hide-scrollbars"):  # fmt: skip
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--window-size=1360,1000",
+        "--hide-scrollbars",
+    ):
         options.add_argument(argument)
     driver = webdriver.Chrome(service=DriverService(executable_path=CHROMEDRIVER), options=options)
     driver.set_page_load_timeout(30)
@@ -113,6 +126,11 @@ def mysql_counts(running: Running) -> dict[str, str]:
 
 def page_counts(driver: WebDriver) -> dict[str, str]:
     return {key: text(driver, key) for key in ("active", "paused", "disabled", "auto-paused")}
+
+
+def paused_rows(driver: WebDriver) -> list[str | None]:
+    rows = driver.find_elements(By.CSS_SELECTOR, "#paused-list tbody tr")
+    return [row.get_attribute("id") for row in rows]
 
 
 def status_of(url: str, auth: str | None = None, data: bytes | None = None) -> int:
@@ -161,16 +179,14 @@ def test_an_operator_logs_in_reads_the_overview_and_resumes_an_auto_paused_avata
         return page_counts(browser) == mysql_counts(running)
 
     wait_until(overview_matches_mysql, 30, "the overview's counts to match MySQL")
-    assert page_counts(browser) == {"active": "36", "paused": "3", "disabled": "1",
-                                    "auto-paused": "2"}  # fmt: skip
+    seeded = {"active": "36", "paused": "3", "disabled": "1", "auto-paused": "2"}
+    assert page_counts(browser) == seeded
     snap(browser, "overview")
 
     old_page = browser.find_element(By.TAG_NAME, "html")
     browser.find_element(By.LINK_TEXT, "Paused").click()
     WebDriverWait(browser, 30).until(staleness_of(old_page))
-    listed = [row.get_attribute("id") for row in browser.find_elements(By.CSS_SELECTOR,
-              "#paused-list tbody tr")]  # fmt: skip
-    assert listed == ["paused-3", "paused-4"]
+    assert paused_rows(browser) == ["paused-3", "paused-4"]
     assert "simulated failure" in text(browser, "paused-3")
     snap(browser, "paused")
 
@@ -179,13 +195,18 @@ def test_an_operator_logs_in_reads_the_overview_and_resumes_an_auto_paused_avata
     calls_before = control.stats().calls_per_avatar.get(3, 0)
     submit(browser, "resume-3")
     assert "Resume avatar 3: success" in text(browser, "flash")
-    assert [row.get_attribute("id") for row in browser.find_elements(
-        By.CSS_SELECTOR, "#paused-list tbody tr")] == ["paused-4"]  # fmt: skip
+    assert paused_rows(browser) == ["paused-4"]
     assert running.row(3)["status"] == "active"
-    wait_until(lambda: control.stats().calls_per_avatar.get(3, 0) > calls_before, 90,
-               "Action to be called for the resumed avatar")  # fmt: skip
-    wait_until(lambda: any(h[0] == "success" and h[1] == "auto" for h in running.history(3)),
-               30, "the resumed avatar's dispatch to be recorded")  # fmt: skip
+    wait_until(
+        lambda: control.stats().calls_per_avatar.get(3, 0) > calls_before,
+        90,
+        "Action to be called for the resumed avatar",
+    )
+    wait_until(
+        lambda: any(h[0] == "success" and h[1] == "auto" for h in running.history(3)),
+        30,
+        "the resumed avatar's dispatch to be recorded",
+    )
     control.close()
 
     # A form whose CSRF token was taken out is refused, and changes nothing.

@@ -40,13 +40,16 @@ def basic(user: str, password: str) -> str:
     ("console", "key", "problem"),
     [
         ({"Enabled": True, "User": "ops"}, "Console.Password", "there is no default password"),
-        ({"Enabled": True, "User": "ops", "Password": "short"}, "Console.Password",
-         "must be at least 12 characters"),
+        (
+            {"Enabled": True, "User": "ops", "Password": "short"},
+            "Console.Password",
+            "must be at least 12 characters",
+        ),
         ({"Password": "a-long-enough-secret"}, "Console.User", "must be set with"),
         ({"User": "o:ps", "Password": "a-long-enough-secret"}, "Console.User", "must not contain"),
         ({"Enabled": True, "Token": "tiny"}, "Console.Token", "must be at least 12"),
     ],
-)  # fmt: skip
+)
 def test_an_enabled_console_needs_strong_credentials(
     tmp_path: Path, console: dict, key: str, problem: str
 ) -> None:
@@ -91,9 +94,13 @@ def test_the_password_comes_from_the_environment_and_is_masked(
     described = describe(config)
     assert "from-the-environment" not in described
     assert yaml.safe_load(described)["Console"] == {
-        "Enabled": True, "User": "ops", "Password": "******", "Token": "", "Host": "",
+        "Enabled": True,
+        "User": "ops",
+        "Password": "******",
+        "Token": "",
+        "Host": "",
         "Port": 9102,
-    }  # fmt: skip
+    }
     assert "from-the-environment" not in repr(config)
 
 
@@ -172,8 +179,14 @@ def test_the_csrf_token_is_bound_to_the_session_and_checked_with_the_origin() ->
 
 def test_only_console_pages_are_followed_after_login_or_a_post() -> None:
     assert safe_back("/console/paused?reason=user", "/d") == "/console/paused?reason=user"
-    for outside in ("https://evil.example/", "//evil.example/console/", "/metrics",
-                    "/console/..//evil", "/console/\nSet-Cookie:x", ""):  # fmt: skip
+    for outside in (
+        "https://evil.example/",
+        "//evil.example/console/",
+        "/metrics",
+        "/console/..//evil",
+        "/console/\nSet-Cookie:x",
+        "",
+    ):
         assert safe_back(outside, "/d") == "/d"
 
 

@@ -75,8 +75,11 @@ def _seed(mariadb: MariaDBServer, database: str) -> None:
         f" UTC_TIMESTAMP() - INTERVAL {a} SECOND, 'success', {a % 900})"
         for a in range(20_000)
     )
-    mariadb.query(database, "INSERT INTO avatar_schedule_history (avatar_id, `trigger`,"
-                  " planned_time, started_time, outcome, lag_ms) VALUES " + history)  # fmt: skip
+    mariadb.query(
+        database,
+        "INSERT INTO avatar_schedule_history (avatar_id, `trigger`,"
+        " planned_time, started_time, outcome, lag_ms) VALUES " + history,
+    )
     for table in ("avatar_schedules", "avatar_schedule_history", "diary_runs"):
         mariadb.query(database, f"ANALYZE TABLE {table}")
 
@@ -95,8 +98,13 @@ def _record(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 def _explain(mariadb: MariaDBServer, database: str, statement: str) -> list[dict[str, Any]]:
-    conn = pymysql.connect(host="127.0.0.1", port=mariadb.port, user="root", database=database,
-                           cursorclass=pymysql.cursors.DictCursor)  # fmt: skip
+    conn = pymysql.connect(
+        host="127.0.0.1",
+        port=mariadb.port,
+        user="root",
+        database=database,
+        cursorclass=pymysql.cursors.DictCursor,
+    )
     try:
         with conn.cursor() as cur:
             cur.execute("EXPLAIN " + statement)

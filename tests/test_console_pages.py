@@ -61,10 +61,16 @@ def seed(mariadb: MariaDBServer, database: str) -> None:
     rows += [(i, "paused", soon, None) for i in range(666, 671)]
     rows += [(i, "disabled", soon, None) for i in range(671, 701)]
     insert_schedules(mariadb, database, rows)
-    errors = [("Action failed: deadline exceeded" if i % 2 else "breaker is open", i)
-              for i in range(601, 641)]  # fmt: skip
-    with pymysql.connect(host="127.0.0.1", port=mariadb.port, user="root", database=database,
-                         autocommit=True) as conn, conn.cursor() as cur:  # fmt: skip
+    errors = [
+        ("Action failed: deadline exceeded" if i % 2 else "breaker is open", i)
+        for i in range(601, 641)
+    ]
+    with (
+        pymysql.connect(
+            host="127.0.0.1", port=mariadb.port, user="root", database=database, autocommit=True
+        ) as conn,
+        conn.cursor() as cur,
+    ):
         cur.executemany(
             "UPDATE avatar_schedules SET failed_count = 5, last_error = %s,"
             " last_failed_time = UTC_TIMESTAMP() WHERE avatar_id = %s",
@@ -84,8 +90,9 @@ def test_the_overview_shows_the_counts_of_mysql_and_the_index(
     console: Console, mariadb: MariaDBServer, database: str
 ) -> None:
     html = page(console, "/console/")
-    by_status = dict(mariadb.query(database, "SELECT status, COUNT(*) FROM avatar_schedules"
-                                             " GROUP BY status"))  # fmt: skip
+    by_status = dict(
+        mariadb.query(database, "SELECT status, COUNT(*) FROM avatar_schedules GROUP BY status")
+    )
     assert shown(html, "active") == str(by_status["active"]) == "600"
     assert shown(html, "paused") == str(by_status["paused"]) == "70"
     assert shown(html, "auto-paused") == "40"
@@ -136,9 +143,8 @@ def test_resume_from_the_paused_list_goes_through_the_api_and_names_the_operator
     assert answer.status == 303
     assert dict(answer.headers)["Location"] == "/console/paused?reason=failures"
     row = console.store.get(605)
-    assert row is not None and (row.status, row.failed_count, row.pause_reason) == (
-        "active", 0, None,
-    )  # fmt: skip
+    assert row is not None
+    assert (row.status, row.failed_count, row.pause_reason) == ("active", 0, None)
     assert console.index.due_score(605) == epoch(row.next_schedule_time)  # MySQL, then Redis
     line = next(r.getMessage() for r in caplog.records if "ResumeAvatarSchedule" in r.getMessage())
     assert line.startswith("rpc ResumeAvatarSchedule avatar_id=605 code=0 ")
@@ -176,10 +182,15 @@ def test_the_avatar_page_pages_its_history_with_idempotency_keys(
 ) -> None:
     insert_schedules(mariadb, database, [(9, "active", this_second(), None)])
     planned = [epoch(this_second()) - 60 * n for n in range(25)]
-    mariadb.query(database, "INSERT INTO avatar_schedule_history (avatar_id, `trigger`,"
-                  " planned_time, started_time, outcome, idempotency_key) VALUES "
-                  + ",".join(f"(9, 'auto', FROM_UNIXTIME({p}), FROM_UNIXTIME({p}), 'success',"
-                             f" '9:{p * 1000}')" for p in reversed(planned)))  # fmt: skip
+    history = ",".join(
+        f"(9, 'auto', FROM_UNIXTIME({p}), FROM_UNIXTIME({p}), 'success', '9:{p * 1000}')"
+        for p in reversed(planned)
+    )
+    mariadb.query(
+        database,
+        "INSERT INTO avatar_schedule_history (avatar_id, `trigger`,"
+        " planned_time, started_time, outcome, idempotency_key) VALUES " + history,
+    )
     html = page(console, "/console/avatars/9")
     keys = re.findall(r'<td class="key">(9:\d+)</td>', html)
     assert keys == [f"9:{p * 1000}" for p in planned[:20]]  # newest first
@@ -228,8 +239,10 @@ def test_reads_and_writes_need_credentials_and_writes_a_csrf_token(console: Cons
     assert wrong_token.status == 403
     operator = console.app.auth.from_header(BASIC)
     token = csrf.token_for(console.app.auth.key, operator)  # type: ignore[arg-type]
-    elsewhere = ask(console, "POST", "/console/avatars/1/pause", form={"csrf": token},
-                    headers={"Origin": "https://evil.example"})  # fmt: skip
+    evil_origin = {"Origin": "https://evil.example"}
+    elsewhere = ask(
+        console, "POST", "/console/avatars/1/pause", form={"csrf": token}, headers=evil_origin
+    )
     assert elsewhere.status == 403 and "another site" in elsewhere.body.decode()
     assert ask(console, "GET", "/console/static/console.css", auth=None).status == 200
 
@@ -238,8 +251,8 @@ def test_the_login_form_sets_a_session_that_works_until_forged(console: Console)
     wrong = {"user": USER, "password": "wrong-password!", "next": "/console/"}
     refused = ask(console, "POST", "/console/login", auth=None, form=wrong)
     assert refused.status == 401 and "wrong user name or password" in refused.body.decode()
-    answer = ask(console, "POST", "/console/login", auth=None,
-                 form={"user": USER, "password": PASSWORD, "next": "/console/paused"})  # fmt: skip
+    right = {"user": USER, "password": PASSWORD, "next": "/console/paused"}
+    answer = ask(console, "POST", "/console/login", auth=None, form=right)
     assert answer.status == 303 and dict(answer.headers)["Location"] == "/console/paused"
     cookie = dict(answer.headers)["Set-Cookie"].split(";")[0]
     assert "HttpOnly" in dict(answer.headers)["Set-Cookie"]
@@ -269,8 +282,11 @@ def test_bad_input_is_answered_400_with_what_is_wrong(console: Console) -> None:
 def test_an_unreachable_redis_is_a_503_page_not_a_traceback(
     console: Console, caplog: pytest.LogCaptureFixture
 ) -> None:
-    config = replace(console.services.config, redis=RedisConf(host="127.0.0.1:9", key="x:y"),
-                     prometheus=PrometheusConf())  # fmt: skip
+    config = replace(
+        console.services.config,
+        redis=RedisConf(host="127.0.0.1:9", key="x:y"),
+        prometheus=PrometheusConf(),
+    )
     broken = Console(config)
     try:
         answer = ask(broken, "GET", "/console/", headers={"Accept": "*/*"})

@@ -86,8 +86,9 @@ def test_a_get_reaches_the_console_with_only_the_headers_it_reads(
     listener: int, console_socket: str
 ) -> None:
     headers = {"Authorization": "Basic eDp5", "Cookie": "me2_console=s", "X-Other": "kept back"}
-    status, answer_headers, body = request(listener, "GET", "/console/paused?reason=user",
-                                           headers=headers)  # fmt: skip
+    status, answer_headers, body = request(
+        listener, "GET", "/console/paused?reason=user", headers=headers
+    )
     assert status == 201
     seen = json.loads(body)
     assert (seen["method"], seen["path"], seen["query"]) == ("GET", "/paused", {"reason": "user"})
@@ -104,8 +105,8 @@ def test_a_post_carries_its_form_and_other_paths_refuse_posts(
     listener: int, console_socket: str
 ) -> None:
     form = b"csrf=abc&back=%2Fconsole%2Fpaused"
-    status, _, body = request(listener, "POST", "/console/avatars/5/resume", form,
-                              {"Content-Type": "application/x-www-form-urlencoded"})  # fmt: skip
+    form_type = {"Content-Type": "application/x-www-form-urlencoded"}
+    status, _, body = request(listener, "POST", "/console/avatars/5/resume", form, form_type)
     assert status == 201
     assert json.loads(body)["form"] == {"csrf": "abc", "back": "/console/paused"}
     assert request(listener, "POST", "/metrics", b"x=1")[0] == 405

@@ -78,20 +78,25 @@ def test_a_mixed_batch_gets_each_claim_the_outcome_a_lone_dispatch_would(
     # 12 moved past its slot meanwhile (say a reactivation); 14 was paused.
     moved = due + timedelta(hours=1)
     row12 = store.get(12)
-    store.transition(12, expected_status="active", expected_version=row12.version,
-                     new_status="active", next_time=moved)  # fmt: skip
+    store.transition(
+        12,
+        expected_status="active",
+        expected_version=row12.version,
+        new_status="active",
+        next_time=moved,
+    )
     row14 = store.get(14)
-    store.transition(14, expected_status="active", expected_version=row14.version,
-                     new_status="paused")  # fmt: skip
+    store.transition(
+        14, expected_status="active", expected_version=row14.version, new_status="paused"
+    )
     index.remove(14)
 
     outcomes = {
         o.avatar_id: o for o in dispatcher_of(config, parts).dispatch_batch(list(claims.values()))
     }
 
-    assert {a: o.result for a, o in outcomes.items()} == {
-        11: "success", 12: "skipped", 13: "failure", 14: "skipped",
-    }  # fmt: skip
+    as_alone = {11: "success", 12: "skipped", 13: "failure", 14: "skipped"}
+    assert {a: o.result for a, o in outcomes.items()} == as_alone
     assert set(calls_per_key(failing_simulator)) == {
         claims[11].idempotency_key,
         claims[13].idempotency_key,
@@ -177,8 +182,13 @@ def test_a_skipped_claim_is_back_in_due_before_the_batch_calls_action(
     claims = claim_all(index, 2, LEASE_S)
     moved = due + timedelta(hours=1)
     row = store.get(82)
-    store.transition(82, expected_status="active", expected_version=row.version,
-                     new_status="active", next_time=moved)  # fmt: skip
+    store.transition(
+        82,
+        expected_status="active",
+        expected_version=row.version,
+        new_status="active",
+        next_time=moved,
+    )
     watching = _WatchingAction(action, index, watched=82)
 
     Dispatcher(config, store, index, watching, budget_s=60).dispatch_batch(claims)
@@ -190,8 +200,9 @@ class _PausingAction:
     """Action that, on its first call, pauses another avatar and takes long enough
     that the batch must renew its leases before the next call."""
 
-    def __init__(self, inner: ActionClient, store: MysqlStore, index: DelayIndex, victim: int,
-                 hold_s: float) -> None:  # fmt: skip
+    def __init__(
+        self, inner: ActionClient, store: MysqlStore, index: DelayIndex, victim: int, hold_s: float
+    ) -> None:
         self.inner, self.store, self.index = inner, store, index
         self.victim, self.hold_s, self.calls = victim, hold_s, 0
 
@@ -199,8 +210,12 @@ class _PausingAction:
         self.calls += 1
         if self.calls == 1:
             row = self.store.get(self.victim)
-            self.store.transition(self.victim, expected_status="active",
-                                  expected_version=row.version, new_status="paused")  # fmt: skip
+            self.store.transition(
+                self.victim,
+                expected_status="active",
+                expected_version=row.version,
+                new_status="paused",
+            )
             self.index.remove(self.victim)
             deadline = time.monotonic() + self.hold_s
             while time.monotonic() < deadline:  # the call is slow: hold the batch
@@ -277,8 +292,11 @@ def test_one_transaction_records_a_mixed_batch_as_lone_records_would(parts) -> N
     recorded = store.record_many(batch)
 
     assert [(r.applied, r.duplicate, r.auto_paused) for r in recorded] == [
-        (True, False, False), (True, False, False), (False, True, False), (True, False, True),
-    ]  # fmt: skip
+        (True, False, False),
+        (True, False, False),
+        (False, True, False),
+        (True, False, True),
+    ]
     assert recorded[0].row == store.get(61) and recorded[3].row == store.get(63)
     assert (store.get(61).schedule_count, store.get(62).schedule_count) == (1, 1)
     assert (store.get(63).status, store.get(63).pause_reason) == ("paused", "failures")

@@ -60,9 +60,8 @@ def test_without_pod_ip_the_first_non_loopback_ipv4_is_published():
 def test_etcd_target_names_hosts_and_key_and_keeps_the_account():
     base = EtcdConf(hosts=("ignored:1",), key="ignored", user="u", password="p", id=7)
     conf = etcd_conf_from_target("etcd://10.0.0.1:2379,10.0.0.2:2379/action.rpc", base)
-    assert (conf.hosts, conf.key, conf.user, conf.password, conf.id) == (
-        ("10.0.0.1:2379", "10.0.0.2:2379"), "action.rpc", "u", "p", 0,
-    )  # fmt: skip
+    got = (conf.hosts, conf.key, conf.user, conf.password, conf.id)
+    assert got == (("10.0.0.1:2379", "10.0.0.2:2379"), "action.rpc", "u", "p", 0)
 
 
 # --- registration -------------------------------------------------------------------------
@@ -183,8 +182,13 @@ def test_registration_over_mutual_tls(tmp_path, key):
     tls = (pki.server.cert, pki.server.key, pki.ca.cert)
     server = EtcdServer(root=tmp_path / "etcd-tls", tls=tls).start()
     try:
-        conf = EtcdConf(hosts=(server.address,), key=key, ca_file=pki.ca.cert,
-                        cert_file=pki.client.cert, cert_key_file=pki.client.key)  # fmt: skip
+        conf = EtcdConf(
+            hosts=(server.address,),
+            key=key,
+            ca_file=pki.ca.cert,
+            cert_file=pki.client.cert,
+            cert_key_file=pki.client.key,
+        )
         with published(conf) as publisher, EtcdClient(conf) as client:
             assert client.get_prefix(f"{key}/")[0] == {publisher.key: ADDRESS}
         untrusted = replace(

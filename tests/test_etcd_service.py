@@ -35,9 +35,15 @@ _ids = itertools.count(1)
 
 
 def start_registered_service(
-    tmp_path: Path, mariadb: MariaDBServer, redis_server: RedisServer, database: str,
-    redis_key: str, etcd_hosts: str, key: str, action_key: str,
-) -> tuple[Service, int]:  # fmt: skip
+    tmp_path: Path,
+    mariadb: MariaDBServer,
+    redis_server: RedisServer,
+    database: str,
+    redis_key: str,
+    etcd_hosts: str,
+    key: str,
+    action_key: str,
+) -> tuple[Service, int]:
     """``me2-scheduler run`` registered as ``key``, finding Action as ``action_key``.
 
     Intervals are the default hours, so the only Action calls are the test's triggers.

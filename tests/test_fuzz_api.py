@@ -202,9 +202,8 @@ class SchedulerMachine(RuleBasedStateMachine):
 
     def assert_info(self, info: Any) -> None:
         row = self.model[info.avatar_id]
-        assert (info.status, info.failed_count, info.schedule_count) == (
-            row.status, row.failed_count, row.schedule_count,
-        ), (info, row)  # fmt: skip
+        seen = (info.status, info.failed_count, info.schedule_count)
+        assert seen == (row.status, row.failed_count, row.schedule_count), (info, row)
 
     # -- after every step -----------------------------------------------------
 

@@ -34,18 +34,45 @@ from me2_scheduler.errors import ConfigError
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = ("scheduler-dev.yaml", "scheduler-test.yaml", "scheduler-demo.yaml")
 DEMO_ENV = {
-    "DEMO_RPC_PORT": "18008", "DEMO_MYSQL_PORT": "13306", "DEMO_REDIS_PORT": "16379",
-    "DEMO_ACTION_PORT": "18007", "DEMO_DIARY_PORT": "18009",
-}  # fmt: skip
+    "DEMO_RPC_PORT": "18008",
+    "DEMO_MYSQL_PORT": "13306",
+    "DEMO_REDIS_PORT": "16379",
+    "DEMO_ACTION_PORT": "18007",
+    "DEMO_DIARY_PORT": "18009",
+}
 ONE_LINE_ERROR = re.compile(r"^[^\n]+?: [^\n]+$")
 SUBPROCESS_RUNS = 8
 
 ODD_STRINGS = [
-    "", " ", "${UNSET_VAR}", "$", "yes", "on", "0x1F", "1e400", "-0", "NaN", ".inf", "~",
-    "null", "127.0.0.1:0", "host:99999", "[::1]:80", "ß", "🙂", "\u202e", "\u2028", "a\nb",
-    "x" * 5000, "0 22 * * *", "@every 1h", "Asia/Shanghai", "Mars/Olympus",
-    "root@tcp(127.0.0.1:3306)/me2", "user:pass@unix(/tmp/x.sock)/db?loc=Nowhere",
-]  # fmt: skip
+    "",
+    " ",
+    "${UNSET_VAR}",
+    "$",
+    "yes",
+    "on",
+    "0x1F",
+    "1e400",
+    "-0",
+    "NaN",
+    ".inf",
+    "~",
+    "null",
+    "127.0.0.1:0",
+    "host:99999",
+    "[::1]:80",
+    "ß",
+    "🙂",
+    "\u202e",
+    "\u2028",
+    "a\nb",
+    "x" * 5000,
+    "0 22 * * *",
+    "@every 1h",
+    "Asia/Shanghai",
+    "Mars/Olympus",
+    "root@tcp(127.0.0.1:3306)/me2",
+    "user:pass@unix(/tmp/x.sock)/db?loc=Nowhere",
+]
 SCALARS = st.one_of(
     st.none(),
     st.booleans(),
@@ -131,11 +158,18 @@ def assert_usable(config: Config) -> None:
     policy.retry_due(now, config.schedule.retry_delay_seconds)
     schedule, diary = config.schedule, config.diary_schedule
     waits = [
-        schedule.scan_interval, schedule.poll_interval, schedule.lease_seconds,
-        schedule.sweep_grace_seconds, schedule.shutdown_timeout_seconds, diary.timeout_seconds,
-        diary.misfire_grace_seconds, diary.stale_run_seconds, config.timeout_ms / 1000,
-        config.action_rpc.timeout_ms / 1000, config.diary_rpc.timeout_ms / 1000,
-    ]  # fmt: skip
+        schedule.scan_interval,
+        schedule.poll_interval,
+        schedule.lease_seconds,
+        schedule.sweep_grace_seconds,
+        schedule.shutdown_timeout_seconds,
+        diary.timeout_seconds,
+        diary.misfire_grace_seconds,
+        diary.stale_run_seconds,
+        config.timeout_ms / 1000,
+        config.action_rpc.timeout_ms / 1000,
+        config.diary_rpc.timeout_ms / 1000,
+    ]
     for seconds in waits:  # every one is slept, waited on or added to a datetime
         assert seconds <= threading.TIMEOUT_MAX
         assert now + timedelta(seconds=seconds) >= now - timedelta(seconds=seconds)
@@ -283,8 +317,11 @@ def test_check_config_exits_0_or_2_with_one_config_error_line(tmp_path: Path) ->
     for path in subprocess_mutants(tmp_path):
         done = subprocess.run(
             cli_argv("check-config", "-f", str(path)),
-            capture_output=True, text=True, timeout=60, env={**os.environ, **DEMO_ENV},
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, **DEMO_ENV},
+        )
         assert "Traceback" not in done.stderr, done.stderr
         outcomes.add(done.returncode)
         if done.returncode == 0:

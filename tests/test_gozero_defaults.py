@@ -36,9 +36,11 @@ GARBAGE = b"\xff\xff\xff\xff"  # field 31 with wire type 7: no protobuf message 
 V1 = "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"
 V1ALPHA = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
 SERVED = {
-    "scheduler.Scheduler", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection",
+    "scheduler.Scheduler",
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1.ServerReflection",
     "grpc.reflection.v1alpha.ServerReflection",
-}  # fmt: skip
+}
 
 
 class EchoStatus(scheduler_pb2_grpc.SchedulerServicer):

@@ -43,10 +43,10 @@ def make_service(
     def make(*simulator_options: str, **overrides: object) -> Running:
         action = Simulator("action", tmp_path, simulator_options).start()
         started.append((action, None))
+        settings = {"workers": WORKERS, "min_h": 20 / 3600, "max_h": 30 / 3600}
         running = start_service(
-            tmp_path, mariadb, redis_server, database, redis_key, action,
-            workers=WORKERS, min_h=20 / 3600, max_h=30 / 3600, **overrides,
-        )  # fmt: skip
+            tmp_path, mariadb, redis_server, database, redis_key, action, **settings, **overrides
+        )
         started[-1] = (action, running)
         return running
 
@@ -122,10 +122,8 @@ def test_an_action_with_less_room_than_max_in_flight_is_backed_off_from_and_lose
     # Auto-pause is kept out of it (a high MaxConsecutiveFailures): on a slow box an
     # avatar may meet a full Action five times running, and this test is about the
     # back-off and losing nothing, not about where auto-pause draws its line.
-    running = make_service(
-        "--latency-ms", str(LATENCY_MS), "--capacity", str(CAPACITY),
-        max_in_flight=40, retry_s=3, max_failures=1000,
-    )  # fmt: skip
+    slow_and_full = ("--latency-ms", str(LATENCY_MS), "--capacity", str(CAPACITY))
+    running = make_service(*slow_and_full, max_in_flight=40, retry_s=3, max_failures=1000)
     wait_until(
         lambda: metric(running, "scheduler_action_inflight_limit") == 40, 30, "every worker's limit"
     )

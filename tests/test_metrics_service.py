@@ -37,10 +37,10 @@ def observed(tmp_path_factory, mariadb: MariaDBServer, redis_server: RedisServer
     action = Simulator("action", tmp, ("--fail-avatars", str(Observed.failing))).start()
     try:
         with scratch_database(mariadb, "metrics") as database:
+            redis_key = f"test:metrics{os.getpid()}"
             running = start_service(
-                tmp, mariadb, redis_server, database, f"test:metrics{os.getpid()}", action,
-                log_encoding="json",
-            )  # fmt: skip
+                tmp, mariadb, redis_server, database, redis_key, action, log_encoding="json"
+            )
             running.enable(*range(1, 11))
             yield (observed := Observed(running))
             assert running.service.stop() == 0
@@ -56,12 +56,15 @@ def test_the_supervisor_serves_the_metrics_of_every_child(observed: Observed) ->
         return samples if all(results) else None
 
     samples = wait_until(both_results, 60, "successes and failures in the scrape")
-    assert value(samples, "scheduler_rpc_requests_total",
-                 method="EnableAvatarSchedule", code="0") == 10  # fmt: skip
+    enabled = {"method": "EnableAvatarSchedule", "code": "0"}
+    assert value(samples, "scheduler_rpc_requests_total", **enabled) == 10
     assert value(samples, "scheduler_index_rebuilds_total") == 1  # the preflight child's
     assert value(samples, "scheduler_dispatch_lag_seconds_count") > 0
-    buckets = sorted(float(dict(labels)["le"]) for (name, labels) in samples
-                     if name == "scheduler_dispatch_lag_seconds_bucket")  # fmt: skip
+    buckets = sorted(
+        float(dict(labels)["le"])
+        for (name, labels) in samples
+        if name == "scheduler_dispatch_lag_seconds_bucket"
+    )
     assert buckets[0] == 0.01 and buckets[-2] == 3600
     for role in ("poller", "worker", "diary", "rpc_server"):
         assert value(samples, "scheduler_child_restarts_total", role=role) == 0
@@ -83,8 +86,8 @@ def test_every_child_that_recorded_a_metric_has_its_own_files_in_one_dir(
     ]
     for pid in writers:
         assert {p.name for p in mapped_metric_files(pid)} >= {f"counter_{pid}.db"}
-    every = {p for pid in child_pids(observed.running.service.process.pid)
-             for p in mapped_metric_files(pid)}  # fmt: skip
+    children = child_pids(observed.running.service.process.pid)
+    every = {p for pid in children for p in mapped_metric_files(pid)}
     assert len({p.parent for p in every}) == 1
     observed.metrics_dir = every.pop().parent
     assert observed.metrics_dir.name.startswith("me2-scheduler-metrics-")

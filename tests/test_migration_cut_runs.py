@@ -89,8 +89,11 @@ def test_columns_and_an_index_added_by_hand_out_of_order_are_kept_and_the_rest_a
 
     assert without_positions(schema(mariadb, database)) == without_positions(migrated_schema)
     assert list(columns(mariadb, database, "avatar_schedules"))[-4:] == [
-        "version", "last_error", "last_failed_time", "pause_reason",
-    ]  # fmt: skip
+        "version",
+        "last_error",
+        "last_failed_time",
+        "pause_reason",
+    ]
 
 
 def preflight_config(mariadb: MariaDBServer, database: str, redis_server: RedisServer) -> Config:
@@ -112,9 +115,13 @@ def test_a_database_migrated_by_the_earlier_texts_starts_as_it_is(
 
 @pytest.mark.parametrize(("ran", "recorded"), [(2, 2), (3, 1), (4, 1), (4, 3)])
 def test_a_database_part_migrated_by_the_earlier_texts_is_brought_up_by_the_new_ones(
-    mariadb: MariaDBServer, database: str, redis_server: RedisServer, migrated_schema: dict,
-    ran: int, recorded: int,
-) -> None:  # fmt: skip
+    mariadb: MariaDBServer,
+    database: str,
+    redis_server: RedisServer,
+    migrated_schema: dict,
+    ran: int,
+    recorded: int,
+) -> None:
     run_by_hand(mariadb, database, ALL_VERSIONS[:ran], texts=OLD_TEXTS, recorded=recorded)
     config = preflight_config(mariadb, database, redis_server)
 

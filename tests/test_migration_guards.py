@@ -97,11 +97,13 @@ def test_a_guard_comment_above_a_statement_becomes_its_step_guard() -> None:
         ("-- unless column t.c (c)\nALTER TABLE t ADD COLUMN c INT", "unreadable guard"),
         ("-- unless index t.i (a,)\nALTER TABLE t ADD INDEX i (a)", "unreadable guard"),
         ("-- unless colum t.c\nALTER TABLE t ADD COLUMN c INT", "unreadable guard"),
-        ("-- unless column t.c\n-- unless column t.d\nALTER TABLE t ADD c INT, ADD d INT",
-         "one guard per statement"),
+        (
+            "-- unless column t.c\n-- unless column t.d\nALTER TABLE t ADD c INT, ADD d INT",
+            "one guard per statement",
+        ),
         ("SELECT 1;\n-- unless table t\n", "followed by no statement"),
     ],
-)  # fmt: skip
+)
 def test_a_misplaced_or_malformed_guard_is_refused_with_the_migration_named(
     sql: str, message: str
 ) -> None:

@@ -19,19 +19,26 @@ STORAGE = Path(__file__).resolve().parent.parent / "me2_scheduler" / "storage"
 # What MariaDB 10.11 accepts and MySQL 8.0/8.4 rejects (or reads otherwise),
 # looked for in SQL with comments dropped and quoted text blanked.
 MARIADB_ONLY = (
-    (r"\bIF\s+(?:NOT\s+)?EXISTS\b",
-     "IF [NOT] EXISTS other than on CREATE/DROP TABLE (MySQL has none on ALTER clauses,"
-     " CREATE/DROP INDEX)"),
+    (
+        r"\bIF\s+(?:NOT\s+)?EXISTS\b",
+        "IF [NOT] EXISTS other than on CREATE/DROP TABLE (MySQL has none on ALTER clauses,"
+        " CREATE/DROP INDEX)",
+    ),
     (r"\bCREATE\s+OR\s+REPLACE\s+(?!VIEW\b)", "CREATE OR REPLACE (MySQL: views only)"),
     (r"\bRETURNING\b", "RETURNING"),
-    (r"\b(?:CREATE|ALTER|DROP)\s+SEQUENCE\b|\b(?:NEXTVAL|LASTVAL|SETVAL)\s*\("
-     r"|\b(?:NEXT|PREVIOUS)\s+VALUE\s+FOR\b", "sequences"),
+    (
+        r"\b(?:CREATE|ALTER|DROP)\s+SEQUENCE\b|\b(?:NEXTVAL|LASTVAL|SETVAL)\s*\("
+        r"|\b(?:NEXT|PREVIOUS)\s+VALUE\s+FOR\b",
+        "sequences",
+    ),
     (r"\bALTER\s+(?:ONLINE|IGNORE)\b", "ALTER ONLINE / ALTER IGNORE"),
     (r"\bALGORITHM\s*=?\s*NOCOPY\b", "ALGORITHM=NOCOPY"),
     (r"\bWAIT\s+\d|\bNOWAIT\b", "WAIT n / NOWAIT"),
     (r"\bSET\s+STATEMENT\b", "SET STATEMENT ... FOR"),
-    (r"\bWITH(?:OUT)?\s+SYSTEM\s+VERSIONING\b|\bPERIOD\s+FOR\b|\bFOR\s+SYSTEM_TIME\b",
-     "system-versioned or application-time tables"),
+    (
+        r"\bWITH(?:OUT)?\s+SYSTEM\s+VERSIONING\b|\bPERIOD\s+FOR\b|\bFOR\s+SYSTEM_TIME\b",
+        "system-versioned or application-time tables",
+    ),
     (r"\bPERSISTENT\b", "PERSISTENT generated columns (MySQL: STORED)"),
     (r"\b(?:IGNORED|INVISIBLE)\b", "ignored/invisible indexes (spelt differently on each)"),
     (r"\b(?:INET4|INET6|UUID)\b(?!\s*\()", "MariaDB's INET4/INET6/UUID types"),
@@ -40,7 +47,7 @@ MARIADB_ONLY = (
     (r"\bOFFSET\s+\S+\s+ROWS?\b|\bFETCH\s+(?:FIRST|NEXT)\b", "OFFSET ... ROWS / FETCH FIRST"),
     (r"\bROWS\s+EXAMINED\b", "LIMIT ROWS EXAMINED"),
     (r"\b(?:EXCEPT|INTERSECT)\b", "EXCEPT/INTERSECT (MySQL 8.0.31+ only)"),
-)  # fmt: skip
+)
 _TABLE_IF_EXISTS = re.compile(
     r"^\s*(?:CREATE\s+(?:TEMPORARY\s+)?TABLE\s+IF\s+NOT\s+EXISTS"
     r"|DROP\s+(?:TEMPORARY\s+)?TABLE\s+IF\s+EXISTS)\b",
@@ -140,15 +147,17 @@ def _sql_strings(path: Path) -> Iterator[str]:
             text = node.value
         else:
             continue
-        if re.match(r"\s*\(?\s*(?:SELECT|INSERT|UPDATE|DELETE|REPLACE|CREATE|ALTER|DROP|SET)\b",
-                    text):  # fmt: skip
+        if re.match(
+            r"\s*\(?\s*(?:SELECT|INSERT|UPDATE|DELETE|REPLACE|CREATE|ALTER|DROP|SET)\b", text
+        ):
             yield text
 
 
 def test_the_runtime_sql_in_storage_has_no_mariadb_only_construct() -> None:
     modules = sorted(STORAGE.glob("*.py"))
-    found = {path.name: [p for sql in _sql_strings(path) for p in mariadb_only(sql)]
-             for path in modules}  # fmt: skip
+    found = {
+        path.name: [p for sql in _sql_strings(path) for p in mariadb_only(sql)] for path in modules
+    }
 
     assert sum(1 for path in modules for _ in _sql_strings(path)) > 20  # the scan sees the SQL
     assert found == {path.name: [] for path in modules}

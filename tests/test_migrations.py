@@ -77,9 +77,19 @@ def test_migrating_an_empty_database_creates_every_table_column_and_index(
     }
     history = columns(mariadb, database, "avatar_schedule_history")
     assert list(history) == [
-        "id", "avatar_id", "trigger", "planned_time", "started_time", "finished_time",
-        "outcome", "action_type", "action_id", "error", "lag_ms", "idempotency_key",
-    ]  # fmt: skip
+        "id",
+        "avatar_id",
+        "trigger",
+        "planned_time",
+        "started_time",
+        "finished_time",
+        "outcome",
+        "action_type",
+        "action_id",
+        "error",
+        "lag_ms",
+        "idempotency_key",
+    ]
     assert history["outcome"][1] == "enum('success','failure','skipped')"
     assert indexes(mariadb, database, "avatar_schedule_history") == {
         "PRIMARY": ["id"],
@@ -88,9 +98,18 @@ def test_migrating_an_empty_database_creates_every_table_column_and_index(
     }
     diary = columns(mariadb, database, "diary_runs")
     assert list(diary) == [
-        "run_date", "status", "checkpoint_avatar_id", "success_count", "failure_count",
-        "total", "owner", "fire_time", "started_at", "heartbeat_at", "finished_at",
-    ]  # fmt: skip
+        "run_date",
+        "status",
+        "checkpoint_avatar_id",
+        "success_count",
+        "failure_count",
+        "total",
+        "owner",
+        "fire_time",
+        "started_at",
+        "heartbeat_at",
+        "finished_at",
+    ]
     assert diary["run_date"][7] == "PRI"
     assert diary["fire_time"][1:3] == ("datetime", "NO")
     assert diary["checkpoint_avatar_id"][1:4] == ("bigint(20)", "NO", "0")
@@ -172,9 +191,18 @@ def test_a_seed_table_holding_rows_upgrades_without_losing_any(
 
 
 DIARY_RUN_COLUMNS = (
-    "run_date", "status", "checkpoint_avatar_id", "success_count", "failure_count", "total",
-    "owner", "fire_time", "started_at", "heartbeat_at", "finished_at",
-)  # fmt: skip
+    "run_date",
+    "status",
+    "checkpoint_avatar_id",
+    "success_count",
+    "failure_count",
+    "total",
+    "owner",
+    "fire_time",
+    "started_at",
+    "heartbeat_at",
+    "finished_at",
+)
 
 
 def diary_runs_before_004(day: int) -> tuple:
@@ -185,10 +213,10 @@ def diary_runs_before_004(day: int) -> tuple:
     started_at = None if day % 3 == 2 else evening + timedelta(minutes=5, seconds=day)
     finished = started_at + timedelta(minutes=30) if started_at and day % 2 else None
     status = ("done", "failed")[day % 2] if finished else "running"
-    return (
-        run_date, status, day * 10, day * 9, day, day * 10 if finished else None,
-        f"host-{day}:1", fire_time, started_at, started_at, finished,
-    )  # fmt: skip
+    # checkpoint_avatar_id, success_count, failure_count, total
+    progress = (day * 10, day * 9, day, day * 10 if finished else None)
+    owner, heartbeat_at = f"host-{day}:1", started_at
+    return (run_date, status, *progress, owner, fire_time, started_at, heartbeat_at, finished)
 
 
 def test_migration_004_keys_a_diary_runs_table_holding_rows_by_fire_time_losing_none(

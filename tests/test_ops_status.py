@@ -50,7 +50,7 @@ def populated(ops: OpsEnv) -> OpsEnv:
         + [(i, "active", now + timedelta(hours=i), None) for i in (3, 4, 5, 6)]
         + [(7, "paused", now, "user"), (8, "paused", now, "user"), (9, "paused", now, "failures")]
         + [(10, "disabled", now, None)]
-    )  # fmt: skip
+    )
     index_ops.rebuild(ops.store, ops.index)
     client, keys = ops.index.client, ops.index.keys
     client.zrem(keys.due, 6)

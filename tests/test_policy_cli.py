@@ -24,8 +24,10 @@ EVENINGS = {
     "day_rates": {"sat": 2, "sun": 2},
 }
 EVENING_OPTIONS = (
-    "--time-zone", "Asia/Shanghai", "--window", "18:00-23:00@mon-fri", "--day-rate", "sat-sun=2",
-)  # fmt: skip
+    *("--time-zone", "Asia/Shanghai"),
+    *("--window", "18:00-23:00@mon-fri"),
+    *("--day-rate", "sat-sun=2"),
+)
 
 
 def enable(api: str, *avatar_ids: int) -> None:
@@ -85,10 +87,8 @@ def test_the_text_of_avatar_policy_get_is_a_file_avatar_policy_set_takes(
     lines = shown.stdout.splitlines()
     assert "is_default                    False" in lines
     copied = "\n".join(lines[lines.index("policy:") + 1 :])
-    result = invoke(
-        "avatar", "policy", "set", "43", "--file", write(tmp_path, "p.json", copied),
-        "--target", api,
-    )  # fmt: skip
+    policy_file = write(tmp_path, "p.json", copied)
+    result = invoke("avatar", "policy", "set", "43", "--file", policy_file, "--target", api)
 
     assert result.exit_code == 0, result.output
     assert parse_policy(policy_json(api, "avatar", "policy", "get", "43")["policy"]) == (
@@ -201,8 +201,9 @@ def test_preview_prints_the_next_draws_inside_the_windows_in_the_avatars_zone(
 
 def test_preview_as_text_numbers_each_draw_and_repeats_with_a_seed(ops: OpsEnv, api: str) -> None:
     enable(api, 42)
-    first = invoke("policy", "preview", "--avatar", "42", "--count", "3", "--seed", "9",
-                   "--target", api)  # fmt: skip
+    first = invoke(
+        "policy", "preview", "--avatar", "42", "--count", "3", "--seed", "9", "--target", api
+    )
     again = policy_json(api, "policy", "preview", "--avatar", "42", "--count", "3", "--seed", "9")
 
     assert first.exit_code == 0, first.output
@@ -245,16 +246,20 @@ def test_set_many_from_a_file_sends_one_call_per_thousand_ids(
 ) -> None:
     due = datetime.now(timezone.utc) + timedelta(hours=3)
     ops.insert_schedules((avatar_id, "active", due, None) for avatar_id in range(1, 2501))
-    ids = write(tmp_path, "ids.txt", "# avatars of one zone\n" + "\n".join(
-        ",".join(map(str, range(start, start + 50))) for start in range(1, 2501, 50)
-    ))  # fmt: skip
+    lines = (",".join(map(str, range(start, start + 50))) for start in range(1, 2501, 50))
+    ids = write(tmp_path, "ids.txt", "# avatars of one zone\n" + "\n".join(lines))
     calls = rpc_count("SetSchedulePolicies")
 
-    done = policy_json(api, "policy", "set-many", "--ids-file", ids, "--file",
-                       write(tmp_path, "p.json", json.dumps(EVENINGS)))  # fmt: skip
+    policy_file = write(tmp_path, "p.json", json.dumps(EVENINGS))
+    done = policy_json(api, "policy", "set-many", "--ids-file", ids, "--file", policy_file)
 
-    assert done == {"asked": 2500, "updated": 2500, "redrawn": done["redrawn"], "calls": 3,
-                    "missing_avatar_ids": []}  # fmt: skip
+    assert done == {
+        "asked": 2500,
+        "updated": 2500,
+        "redrawn": done["redrawn"],
+        "calls": 3,
+        "missing_avatar_ids": [],
+    }
     assert rpc_count("SetSchedulePolicies") == calls + 3
     assert ops.sql("SELECT COUNT(DISTINCT policy), COUNT(*) FROM avatar_schedule_policies") == [
         (1, 2500)

@@ -40,10 +40,10 @@ UTC = timezone.utc
 def running(tmp_path, mariadb, redis_server, database, redis_key) -> Iterator[Running]:
     action = Simulator("action", tmp_path).start()
     try:
+        intervals = {"min_h": MIN_S / 3600, "max_h": MAX_S / 3600}
         service = start_service(
-            tmp_path, mariadb, redis_server, database, redis_key, action,
-            min_h=MIN_S / 3600, max_h=MAX_S / 3600,
-        )  # fmt: skip
+            tmp_path, mariadb, redis_server, database, redis_key, action, **intervals
+        )
         try:
             yield service
         finally:

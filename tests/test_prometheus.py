@@ -60,9 +60,14 @@ DROPPED_FROM_REDIS = 12
 
 def promtool(*args: str, stdin: str | None = None, cwd: Path = REPO) -> subprocess.CompletedProcess:
     return subprocess.run(
-        ["promtool", *args], input=stdin, capture_output=True, text=True, cwd=cwd, check=False,
+        ["promtool", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        check=False,
         timeout=60,
-    )  # fmt: skip
+    )
 
 
 def alert_rules() -> list[dict[str, Any]]:
@@ -243,10 +248,11 @@ def scraped(
         started.append(action)
         diary = Simulator("diary", tmp).start()
         started.append(diary)
+        # cron: the fire time of the last minute is caught up at start
+        diary_settings = {"diary_port": diary.port, "cron": "* * * * *"}
         running = start_service(
-            tmp, mariadb, redis_server, database, redis_key, action, diary_port=diary.port,
-            cron="* * * * *",  # the fire time of the last minute is caught up at start
-        )  # fmt: skip
+            tmp, mariadb, redis_server, database, redis_key, action, **diary_settings
+        )
         started.append(running.service)
         prometheus = PrometheusServer(
             root=tmp / "prometheus",

@@ -129,10 +129,14 @@ def repeat_of(store: MysqlStore, avatar_id: int, planned: datetime, **fields) ->
     row = store.get(avatar_id)
     now = datetime.now(UTC)
     common = {
-        "avatar_id": avatar_id, "expected_version": row.version, "trigger": Trigger.AUTO,
-        "planned_at": planned, "started_at": now, "finished_at": now,
+        "avatar_id": avatar_id,
+        "expected_version": row.version,
+        "trigger": Trigger.AUTO,
+        "planned_at": planned,
+        "started_at": now,
+        "finished_at": now,
         "idempotency_key": idempotency_key(avatar_id, planned),
-    }  # fmt: skip
+    }
     if "error" in fields:
         return Failure(**common, max_consecutive_failures=5, **fields)
     return Success(**common, action_type="post", action_id=1, **fields)
@@ -149,8 +153,11 @@ def test_a_repeat_failure_moves_the_row_to_its_drawn_next_time_or_else_its_retry
     (drawn,) = store.record_many(
         [repeat_of(store, 9, planned, error="x", retry_time=retry, next_time=later)]
     )
-    mariadb.query(database, "UPDATE avatar_schedules SET next_schedule_time = %s"
-                  " WHERE avatar_id = 9", (planned.replace(tzinfo=None),))  # fmt: skip
+    mariadb.query(
+        database,
+        "UPDATE avatar_schedules SET next_schedule_time = %s WHERE avatar_id = 9",
+        (planned.replace(tzinfo=None),),
+    )
     (fallback,) = store.record_many([repeat_of(store, 9, planned, error="x", retry_time=retry)])
 
     assert (drawn.duplicate, drawn.applied, drawn.row.next_schedule_time) == (True, True, later)

@@ -107,9 +107,11 @@ def test_a_silent_redis_answers_503_naming_it_then_serves_again(
 
 
 def test_a_trigger_whose_record_meets_a_silent_mysql_answers_503_in_time_and_records_later(
-    harnesses: Callable[..., Harness], mysql_proxy: BlackholeProxy, database: str,
+    harnesses: Callable[..., Harness],
+    mysql_proxy: BlackholeProxy,
+    database: str,
     action_simulator: RunningSimulator,
-) -> None:  # fmt: skip
+) -> None:
     rpc = harnesses(mysql=mysql_through(mysql_proxy, database))
     before = put_in_state(rpc, 34, "active")
     control = SimulatorControl(action_simulator.address)
@@ -129,9 +131,11 @@ def test_a_trigger_whose_record_meets_a_silent_mysql_answers_503_in_time_and_rec
 
 
 def test_a_trigger_whose_policy_read_meets_a_silent_mysql_answers_503_before_calling_action(
-    harnesses: Callable[..., Harness], mysql_proxy: BlackholeProxy, database: str,
+    harnesses: Callable[..., Harness],
+    mysql_proxy: BlackholeProxy,
+    database: str,
     action_simulator: RunningSimulator,
-) -> None:  # fmt: skip
+) -> None:
     class GoingSilent(MysqlStore):
         """MySQL goes silent right before the trigger reads the avatar's policy."""
 

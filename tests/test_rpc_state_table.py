@@ -46,9 +46,12 @@ TABLE = {
 
 
 def assert_outcome(
-    kind: str, state: str, before: ScheduleRow | None, after: ScheduleRow | None,
+    kind: str,
+    state: str,
+    before: ScheduleRow | None,
+    after: ScheduleRow | None,
     times: tuple[datetime, datetime],
-) -> None:  # fmt: skip
+) -> None:
     if kind == "absent":
         assert after is None
     elif kind == "unchanged":
@@ -107,19 +110,22 @@ def test_an_unknown_avatar_is_not_found(rpc: Harness) -> None:
 # -- argument checks ----------------------------------------------------------
 
 SINGLE_ID_CALLS = (
-    "EnableAvatarSchedule", "PauseAvatarSchedule", "ResumeAvatarSchedule",
-    "DisableAvatarSchedule", "TriggerSchedule", "GetAvatarScheduleStatus",
+    "EnableAvatarSchedule",
+    "PauseAvatarSchedule",
+    "ResumeAvatarSchedule",
+    "DisableAvatarSchedule",
+    "TriggerSchedule",
+    "GetAvatarScheduleStatus",
     "GetAvatarScheduleHistory",
-)  # fmt: skip
+)
 
 
 @pytest.mark.parametrize("avatar_id", [0, -1])
 def test_a_non_positive_avatar_id_is_invalid_on_every_call(rpc: Harness, avatar_id: int) -> None:
+    invalid = "avatar_id must be a positive integer"
     for call in SINGLE_ID_CALLS:
         reply = rpc.call(call, avatar_id=avatar_id)
-        assert (call, reply.code, reply.message) == (
-            call, 400, "avatar_id must be a positive integer"
-        )  # fmt: skip
+        assert (call, reply.code, reply.message) == (call, 400, invalid)
     reply = rpc.call("BatchGetScheduleStatus", avatar_ids=[7, avatar_id])
     assert reply.code == 400
     assert rpc.sql("SELECT COUNT(*) FROM avatar_schedules") == [(0,)]
@@ -142,8 +148,10 @@ def test_a_batch_folds_duplicates_keeps_request_order_and_omits_unknown_ids(rpc:
     reply = rpc.call("BatchGetScheduleStatus", avatar_ids=[2, 99, 1, 2, 3, 1])
     assert reply.code == 0
     assert [(i.avatar_id, i.status) for i in reply.schedules] == [
-        (2, "disabled"), (1, "paused"), (3, "active"),
-    ]  # fmt: skip
+        (2, "disabled"),
+        (1, "paused"),
+        (3, "active"),
+    ]
 
 
 def test_an_empty_batch_is_an_empty_success(rpc: Harness) -> None:

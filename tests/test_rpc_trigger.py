@@ -30,9 +30,8 @@ def test_trigger_records_the_dispatch_like_a_worker(rpc: Harness) -> None:
     row = rpc.store.get(8)
     assert (row.schedule_count, row.last_action_type) == (1, reply.action_type)
     [entry] = rpc.store.history(8, 10)
-    assert (entry.trigger, entry.outcome, entry.action_type, entry.action_id) == (
-        "manual", "success", reply.action_type, reply.action_id,
-    )  # fmt: skip
+    recorded = (entry.trigger, entry.outcome, entry.action_type, entry.action_id)
+    assert recorded == ("manual", "success", reply.action_type, reply.action_id)
     rpc.assert_index_matches_mysql()
 
 
@@ -96,8 +95,9 @@ def auto_dispatch(rpc: Harness, avatar_id: int, due: datetime | None = None) -> 
     if due is not None:
         rpc.sql(
             "UPDATE avatar_schedules SET next_schedule_time = %s WHERE avatar_id = %s",
-            due.replace(tzinfo=None), avatar_id,
-        )  # fmt: skip
+            due.replace(tzinfo=None),
+            avatar_id,
+        )
     rpc.index.put_due(avatar_id, epoch(due or datetime(2000, 1, 1, tzinfo=timezone.utc)))
     assert rpc.index.claim_due(batch=10, lease_s=30) == 1
     claims = rpc.index.pop_ready_many(1, timeout_s=1).claims
@@ -134,9 +134,8 @@ def test_trigger_reports_an_action_failure_as_500_and_counts_it(
     assert reply.code == 500
     assert "simulated failure" in reply.message
     after = rpc.store.get(11)
-    assert (after.failed_count, after.schedule_count) == (
-        before.failed_count + 1, before.schedule_count,
-    )  # fmt: skip
+    counts = (after.failed_count, after.schedule_count)
+    assert counts == (before.failed_count + 1, before.schedule_count)
     assert [e.outcome for e in rpc.store.history(11, 10)] == ["failure"]
     rpc.assert_index_matches_mysql()
 
@@ -173,9 +172,8 @@ def test_a_trigger_that_overruns_the_server_timeout_is_deadline_exceeded(
     [entry] = rpc.store.history(12, 10)
     assert (entry.trigger, entry.outcome) == ("manual", "failure")
     after = rpc.store.get(12)
-    assert (after.schedule_count, after.failed_count) == (
-        before.schedule_count, before.failed_count + 1,
-    )  # fmt: skip
+    counts = (after.schedule_count, after.failed_count)
+    assert counts == (before.schedule_count, before.failed_count + 1)
     wait_until(lambda: not rpc.index.is_inflight(12), 10, "the lease to be settled")
     rpc.assert_index_matches_mysql()
 

@@ -139,10 +139,11 @@ def test_enable_and_resume_on_a_skewed_host_draw_next_times_by_the_server_clock(
     skew_s: int,
 ) -> None:
     hours = DRAWN_AFTER_S / 3600
+    skewed = {"LD_PRELOAD": LIBFAKETIME, "FAKETIME": f"{skew_s:+d}s"}
+    settings = {"env": skewed, "min_h": hours, "max_h": hours}
     running = start_service(
-        tmp_path, mariadb, redis_server, database, redis_key, failing_simulator,
-        env={"LD_PRELOAD": LIBFAKETIME, "FAKETIME": f"{skew_s:+d}s"}, min_h=hours, max_h=hours,
-    )  # fmt: skip
+        tmp_path, mariadb, redis_server, database, redis_key, failing_simulator, **settings
+    )
     try:
         stub = running.stub()
         enabled = drawn_next(

@@ -134,8 +134,10 @@ def test_latency_holds_the_calls_in_flight_until_it_has_passed():
         cli_simulator("action", "--latency-ms", "2000") as (_, address),
         stubs(address) as (stub, control),
     ):
-        requests = [action_pb2.ScheduleActionRequest(avatar_id=i, idempotency_key=f"{i}:1")
-                    for i in range(1, 21)]  # fmt: skip
+        requests = [
+            action_pb2.ScheduleActionRequest(avatar_id=i, idempotency_key=f"{i}:1")
+            for i in range(1, 21)
+        ]
         pending = [stub.ScheduleAction.future(request, timeout=30) for request in requests]
         wait_until(lambda: control.stats().in_flight == 20, 10, "20 calls waiting the latency")
         assert all(call.result().code == 0 for call in pending)

@@ -89,9 +89,13 @@ def test_resuming_reschedules_resets_failures_and_clears_the_pause_reason(
     new_next = T0 + timedelta(hours=3)
 
     resumed = store.transition(
-        7, expected_status="paused", expected_version=row.version, new_status="active",
-        next_time=new_next, reset_failures=True,
-    )  # fmt: skip
+        7,
+        expected_status="paused",
+        expected_version=row.version,
+        new_status="active",
+        next_time=new_next,
+        reset_failures=True,
+    )
 
     assert resumed is not None
     assert (resumed.status, resumed.pause_reason, resumed.failed_count) == ("active", None, 0)
@@ -120,9 +124,13 @@ def test_a_transition_whose_guard_fails_returns_none_and_changes_nothing(
     row = make(store, 7)
 
     moved = store.transition(
-        7, expected_status=expected_status, expected_version=expected_version,
-        new_status="disabled", next_time=T0 + timedelta(hours=1), reset_failures=True,
-    )  # fmt: skip
+        7,
+        expected_status=expected_status,
+        expected_version=expected_version,
+        new_status="disabled",
+        next_time=T0 + timedelta(hours=1),
+        reset_failures=True,
+    )
 
     assert moved is None
     assert store.get(7) == row

@@ -31,9 +31,8 @@ def test_a_success_counts_the_dispatch_reschedules_and_writes_history(
     assert (new.last_action_type, new.next_schedule_time) == ("post", next_time)
     assert store.get(7) == new
     (entry,) = store.history(7, limit=10)
-    assert (entry.trigger, entry.outcome, entry.action_type, entry.action_id) == (
-        "auto", "success", "post", 99,
-    )  # fmt: skip
+    recorded = (entry.trigger, entry.outcome, entry.action_type, entry.action_id)
+    assert recorded == ("auto", "success", "post", 99)
     assert (entry.planned_time, entry.lag_ms, entry.idempotency_key) == (T0, 2500, "7:1")
     assert entry.finished_time == T0 + timedelta(seconds=3)
 

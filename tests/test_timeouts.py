@@ -10,6 +10,7 @@ import re
 import socket
 import threading
 from collections.abc import Iterator
+from operator import itemgetter
 from pathlib import Path
 
 import pymysql
@@ -70,14 +71,11 @@ def proxied_store(
 
 
 def test_dsn_timeouts_reach_pymysql_with_safe_defaults_when_absent() -> None:
+    timeouts = itemgetter("connect_timeout", "read_timeout", "write_timeout")
     given = connect_args(parse_dsn("u@tcp(db)/me2?timeout=2s&readTimeout=1m&writeTimeout=500ms"))
-    assert (given["connect_timeout"], given["read_timeout"], given["write_timeout"]) == (
-        2.0, 60.0, 0.5,
-    )  # fmt: skip
+    assert timeouts(given) == (2.0, 60.0, 0.5)
     absent = connect_args(parse_dsn("u@tcp(db)/me2"))
-    assert (absent["connect_timeout"], absent["read_timeout"], absent["write_timeout"]) == (
-        5.0, DEFAULT_READ_TIMEOUT_S, DEFAULT_WRITE_TIMEOUT_S,
-    )  # fmt: skip
+    assert timeouts(absent) == (5.0, DEFAULT_READ_TIMEOUT_S, DEFAULT_WRITE_TIMEOUT_S)
     assert connect_args(parse_dsn("u@tcp(db)/me2"), ddl=True)["read_timeout"] == DDL_READ_TIMEOUT_S
     assert connect_args(parse_dsn("u@tcp(db)/me2?readTimeout=9s"), ddl=True)["read_timeout"] == 9
 

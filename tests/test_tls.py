@@ -163,9 +163,8 @@ def tls_config(tmp_path: Path, extra: str) -> str:
 def test_tls_files_are_read_from_the_config(tmp_path, pki):
     extra = f"CertFile: {pki.server.cert}\nKeyFile: {pki.server.key}\nCACertFile: {pki.ca.cert}\n"
     config = load_config(tls_config(tmp_path, extra))
-    assert (config.cert_file, config.key_file, config.ca_file) == (
-        pki.server.cert, pki.server.key, pki.ca.cert,
-    )  # fmt: skip
+    files = (config.cert_file, config.key_file, config.ca_file)
+    assert files == (pki.server.cert, pki.server.key, pki.ca.cert)
 
 
 BAD_TLS_SETTINGS = [
@@ -174,12 +173,16 @@ BAD_TLS_SETTINGS = [
     ("CACertFile: {ca}\n", "CertFile"),
     ("CertFile: /nonexistent/server.pem\nKeyFile: {key}\n", "CertFile"),
     ("ActionRpc:\n  Endpoints: [127.0.0.1:8007]\n  CertFile: {cert}\n", "ActionRpc.KeyFile"),
-    ("ActionRpc:\n  Endpoints: [127.0.0.1:8007]\n  CACertFile: /nonexistent\n",
-     "ActionRpc.CACertFile"),
+    (
+        "ActionRpc:\n  Endpoints: [127.0.0.1:8007]\n  CACertFile: /nonexistent\n",
+        "ActionRpc.CACertFile",
+    ),
     ("Etcd:\n  Hosts: [127.0.0.1:2379]\n  Key: s\n  CertFile: {cert}\n", "Etcd.CertKeyFile"),
-    ("Etcd:\n  Hosts: [127.0.0.1:2379]\n  Key: s\n  InsecureSkipVerify: true\n",
-     "Etcd.InsecureSkipVerify"),
-]  # fmt: skip
+    (
+        "Etcd:\n  Hosts: [127.0.0.1:2379]\n  Key: s\n  InsecureSkipVerify: true\n",
+        "Etcd.InsecureSkipVerify",
+    ),
+]
 
 
 @pytest.mark.parametrize(("extra", "key"), BAD_TLS_SETTINGS, ids=[k for _, k in BAD_TLS_SETTINGS])

@@ -59,9 +59,11 @@ WIRE_SLACK_S = 0.25
     ],
 )
 def test_the_action_deadline_is_the_least_of_the_callers_action_timeout_and_server_timeout(
-    caller_left_s: float | None, action_timeout_ms: int, server_left_s: float | None,
+    caller_left_s: float | None,
+    action_timeout_ms: int,
+    server_left_s: float | None,
     expected: float,
-) -> None:  # fmt: skip
+) -> None:
     assert action_timeout_s(caller_left_s, action_timeout_ms, server_left_s) == expected
 
 
@@ -150,9 +152,8 @@ def assert_recorded_as_a_failure(rpc: Harness, avatar_id: int, before: Any) -> A
     [entry] = rpc.store.history(avatar_id, 10)
     assert (entry.trigger, entry.outcome, entry.action_type) == ("manual", "failure", None)
     after = rpc.store.get(avatar_id)
-    assert (after.schedule_count, after.failed_count) == (
-        before.schedule_count, before.failed_count + 1,
-    )  # fmt: skip
+    counts = (after.schedule_count, after.failed_count)
+    assert counts == (before.schedule_count, before.failed_count + 1)
     assert after.last_schedule_time == before.last_schedule_time
     assert after.last_error == entry.error
     wait_until(lambda: not rpc.index.is_inflight(avatar_id), WAIT_S, "the lease to end")
@@ -169,9 +170,12 @@ def assert_recorded_as_a_failure(rpc: Harness, avatar_id: int, before: Any) -> A
     ids=["callers-deadline", "action-timeout", "server-timeout", "no-caller-deadline"],
 )
 def test_the_action_call_arrives_with_the_least_of_the_three_deadlines(
-    harnesses: Callable[..., Harness], action: Watched,
-    caller_s: float | None, action_ms: int, server_ms: int,
-) -> None:  # fmt: skip
+    harnesses: Callable[..., Harness],
+    action: Watched,
+    caller_s: float | None,
+    action_ms: int,
+    server_ms: int,
+) -> None:
     rpc = harnesses(server_ms=server_ms, action_ms=action_ms)
     put_in_state(rpc, 1, "active")
     assert trigger(rpc, 1, caller_s).code == 0
@@ -282,17 +286,21 @@ def test_a_call_for_a_caller_gets_the_callers_timeout_not_action_rpcs(
 
 @pytest.mark.timeout(240)
 def test_the_service_records_a_trigger_cut_by_its_callers_deadline_as_a_failure(
-    tmp_path: Any, mariadb: MariaDBServer, redis_server: RedisServer, database: str,
-    redis_key: str, index: DelayIndex,
-) -> None:  # fmt: skip
+    tmp_path: Any,
+    mariadb: MariaDBServer,
+    redis_server: RedisServer,
+    database: str,
+    redis_key: str,
+    index: DelayIndex,
+) -> None:
     simulator = Simulator("action", tmp_path).start()
     running = None
     try:
         SimulatorControl(simulator.address).configure(latency_ms=SLOW_ACTION_MS)
+        settings = dict(min_h=1, max_h=2, retry_s=3600, action_timeout_ms=5000, lease_s=10)
         running = start_service(
-            tmp_path, mariadb, redis_server, database, redis_key, simulator,
-            min_h=1, max_h=2, retry_s=3600, action_timeout_ms=5000, lease_s=10,
-        )  # fmt: skip
+            tmp_path, mariadb, redis_server, database, redis_key, simulator, **settings
+        )
         running.enable(41)
         stub = running.stub()
         with pytest.raises(grpc.RpcError) as raised:

@@ -89,7 +89,7 @@ def bench(
     no_profile: bool,
     overrides: tuple[str, ...],
 ) -> None:
-    """Benchmark the service on this box and write the report."""  # fmt: skip
+    """Benchmark the service on this box and write the report."""
     from me2_devkit.bench import report, runner, scenarios
     from me2_scheduler.errors import SchedulerError
 
@@ -114,9 +114,8 @@ def bench(
     path = Path(report_path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
-    click.echo(report.tables.markdown(
-        report.TARGET_HEADER, report.target_rows(results)
-    ))  # fmt: skip
+    targets = report.tables.markdown(report.TARGET_HEADER, report.target_rows(results))
+    click.echo(targets)
     click.echo(f"report written to {path}")
 
 

@@ -14,32 +14,52 @@ from pathlib import Path
 
 import click
 
+DURATION_HELP = (
+    "Seconds of faults per scenario (then a settle window and the audit)."
+    "  [default: 300; 330 for network]"
+)
+SCENARIO_HELP = (
+    "faults: the seeded fault plan; network: fault proxies in front of"
+    " MariaDB, Redis, Action and etcd, frozen processes, skewed clocks (needs"
+    " about 320 s); all: faults, then network, in one report; inflight:"
+    " MaxInFlight 400 with Action slow (1 s), then failing half its calls, then"
+    " down, and the breaker checked from the metrics."
+)
+MAX_IN_FLIGHT_HELP = (
+    "Schedule.MaxInFlight (default: MaxWorkers; 400 for --scenario inflight). At least --workers."
+)
+SCENARIO_CHOICE = click.Choice(["all", "faults", "network", "inflight"])
+
 
 def register(group: click.Group) -> None:
     """Add ``chaos`` to ``group``."""
 
     @group.command("chaos")
-    @click.option("--duration", type=click.FloatRange(min=40), default=None,
-                  help="Seconds of faults per scenario (then a settle window and the audit)."
-                  "  [default: 300; 330 for network]")  # fmt: skip
+    @click.option("--duration", type=click.FloatRange(min=40), default=None, help=DURATION_HELP)
     @click.option("--seed", type=int, default=1, show_default=True, help="Seed of the fault plan.")
     @click.option("--avatars", type=click.IntRange(min=1), default=2000, show_default=True)
     @click.option("--workers", type=click.IntRange(min=1), default=10, show_default=True)
-    @click.option("--report", "report_path", type=click.Path(dir_okay=False), default=None,
-                  help="Write the Markdown report here (e.g. docs/RELIABILITY.md).")  # fmt: skip
-    @click.option("--keep", "keep_dir", type=click.Path(file_okay=False), default=None,
-                  help="Run in this directory and keep its logs and data.")  # fmt: skip
+    @click.option(
+        "--report",
+        "report_path",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="Write the Markdown report here (e.g. docs/RELIABILITY.md).",
+    )
+    @click.option(
+        "--keep",
+        "keep_dir",
+        type=click.Path(file_okay=False),
+        default=None,
+        help="Run in this directory and keep its logs and data.",
+    )
     @click.option("--no-faults", is_flag=True, help="Run and audit without injecting faults.")
-    @click.option("--scenario", type=click.Choice(["all", "faults", "network", "inflight"]),
-                  default="all", show_default=True,
-                  help="faults: the seeded fault plan; network: fault proxies in front of"
-                  " MariaDB, Redis, Action and etcd, frozen processes, skewed clocks (needs"
-                  " about 320 s); all: faults, then network, in one report; inflight:"
-                  " MaxInFlight 400 with Action slow (1 s), then failing half its calls, then"
-                  " down, and the breaker checked from the metrics.")  # fmt: skip
-    @click.option("--max-in-flight", type=click.IntRange(min=1), default=None,
-                  help="Schedule.MaxInFlight (default: MaxWorkers; 400 for --scenario"
-                  " inflight). At least --workers.")  # fmt: skip
+    @click.option(
+        "--scenario", type=SCENARIO_CHOICE, default="all", show_default=True, help=SCENARIO_HELP
+    )
+    @click.option(
+        "--max-in-flight", type=click.IntRange(min=1), default=None, help=MAX_IN_FLIGHT_HELP
+    )
     def chaos(
         duration: float | None,
         seed: int,
@@ -64,15 +84,14 @@ def register(group: click.Group) -> None:
                 f"must be at least --workers ({workers})", param_hint="--max-in-flight"
             )
         chosen = {"max_in_flight": max_in_flight} if max_in_flight is not None else {}
+        length = {"duration_s": duration} if duration is not None else {}
+        common = {"seed": seed, "avatars": avatars, "workers": workers, "faults": not no_faults}
         scenarios = ["faults", "network"] if scenario == "all" else [scenario]
         runs = []
         for name in scenarios:
             root = Path(keep_dir) / name if keep_dir and len(scenarios) > 1 else keep_dir
-            length = {"duration_s": duration} if duration is not None else {}
-            options = options_for(
-                name, **length, seed=seed, avatars=avatars, workers=workers,
-                faults=not no_faults, root=Path(root) if root else None, **chosen,
-            )  # fmt: skip
+            root_path = Path(root) if root else None
+            options = options_for(name, **length, **common, root=root_path, **chosen)
             try:
                 runs.append((options, options.plan()))  # a plan that cannot fit fails first
             except ValueError as exc:

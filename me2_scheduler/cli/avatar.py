@@ -34,33 +34,63 @@ def avatar() -> None:
 
 # Where the API is and how to show its answer: every command that calls it takes these.
 API_OPTIONS: list[Callable[[Any], Any]] = [
-    click.option("--target", metavar="HOST:PORT",
-                 help="The scheduler's gRPC address; default ListenOn of -f's config."),
-    click.option("-f", "config_path", type=click.Path(dir_okay=False), default=None,
-                 help="Service YAML config, for the default --target."),
+    click.option(
+        "--target",
+        metavar="HOST:PORT",
+        help="The scheduler's gRPC address; default ListenOn of -f's config.",
+    ),
+    click.option(
+        "-f",
+        "config_path",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="Service YAML config, for the default --target.",
+    ),
     json_option,
-    click.option("--timeout", "timeout_s", type=click.FloatRange(min=0.1), default=10.0,
-                 show_default=True, help="Seconds to wait for the answer."),
-]  # fmt: skip
+    click.option(
+        "--timeout",
+        "timeout_s",
+        type=click.FloatRange(min=0.1),
+        default=10.0,
+        show_default=True,
+        help="Seconds to wait for the answer.",
+    ),
+]
 
 
 def _avatar_command(action: str) -> click.Command:
     """``avatar <action> ID``; ``history`` also takes ``--limit`` and ``--cursor``."""
 
-    def command(avatar_id: int, target: str | None, config_path: str | None, as_json: bool,
-                timeout_s: float, limit: int = 0, cursor: int = 0) -> None:  # fmt: skip
+    def command(
+        avatar_id: int,
+        target: str | None,
+        config_path: str | None,
+        as_json: bool,
+        timeout_s: float,
+        limit: int = 0,
+        cursor: int = 0,
+    ) -> None:
         resolved = resolve_target(target, config_path)
-        _call_avatar(resolved, action, avatar_id, as_json, timeout_s=timeout_s, limit=limit,
-                     cursor=cursor)  # fmt: skip
+        _call_avatar(
+            resolved, action, avatar_id, as_json, timeout_s=timeout_s, limit=limit, cursor=cursor
+        )
 
     decorators = [click.argument("avatar_id", type=int), *API_OPTIONS]
     if action == "history":
         decorators += [
-            click.option("--limit", type=click.IntRange(0, 100), default=0,
-                         help="Entries per page (0: the server's default)."),
-            click.option("--cursor", type=click.IntRange(min=0), default=0,
-                         help="next_cursor of the previous page (0: newest first)."),
-        ]  # fmt: skip
+            click.option(
+                "--limit",
+                type=click.IntRange(0, 100),
+                default=0,
+                help="Entries per page (0: the server's default).",
+            ),
+            click.option(
+                "--cursor",
+                type=click.IntRange(min=0),
+                default=0,
+                help="next_cursor of the previous page (0: newest first).",
+            ),
+        ]
     for decorate in reversed(decorators):
         command = decorate(command)
     return click.command(action, help=_AVATAR_HELP[action])(command)

@@ -32,9 +32,18 @@ from me2_scheduler.errors import SchedulerError
 
 _STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 _STATUS_COLUMNS = (
-    "run_date", "fire_time", "status", "success", "failure", "total", "checkpoint", "owner",
-    "started_at", "heartbeat_at", "finished_at",
-)  # fmt: skip
+    "run_date",
+    "fire_time",
+    "status",
+    "success",
+    "failure",
+    "total",
+    "checkpoint",
+    "owner",
+    "started_at",
+    "heartbeat_at",
+    "finished_at",
+)
 
 
 @click.group("diary")
@@ -137,15 +146,20 @@ def _status(config_path: str, as_json: bool, limit: int) -> None:
     display = Display(config.timezone)
     records = [
         {
-            "run_date": run.run_date.isoformat(), "fire_time": display.format(run.fire_time),
-            "status": run.status, "success": run.success_count, "failure": run.failure_count,
-            "total": run.total, "checkpoint": run.checkpoint_avatar_id, "owner": run.owner or "",
+            "run_date": run.run_date.isoformat(),
+            "fire_time": display.format(run.fire_time),
+            "status": run.status,
+            "success": run.success_count,
+            "failure": run.failure_count,
+            "total": run.total,
+            "checkpoint": run.checkpoint_avatar_id,
+            "owner": run.owner or "",
             "started_at": display.format(run.started_at),
             "heartbeat_at": display.format(run.heartbeat_at),
             "finished_at": display.format(run.finished_at),
         }
         for run in rows
-    ]  # fmt: skip
+    ]
     if as_json:
         click.echo(json.dumps(records, ensure_ascii=False, indent=2))
     elif not records:

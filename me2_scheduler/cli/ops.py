@@ -61,9 +61,13 @@ def _bar(length: int, label: str) -> Any:
     so a script's stderr holds nothing but the one ``error:`` line on failure.
     """
     return click.progressbar(
-        length=max(length, 0), label=label, file=sys.stderr, show_pos=True, show_eta=True,
+        length=max(length, 0),
+        label=label,
+        file=sys.stderr,
+        show_pos=True,
+        show_eta=True,
         hidden=not _is_terminal(sys.stderr),
-    )  # fmt: skip
+    )
 
 
 def _is_terminal(stream: Any) -> bool:
@@ -77,8 +81,13 @@ def _is_terminal(stream: Any) -> bool:
 @click.command("rebuild-index")
 @config_option
 @json_option
-@click.option("--chunk", type=click.IntRange(100, 100_000), default=10_000, show_default=True,
-              help="Rows per Redis round trip.")  # fmt: skip
+@click.option(
+    "--chunk",
+    type=click.IntRange(100, 100_000),
+    default=10_000,
+    show_default=True,
+    help="Rows per Redis round trip.",
+)
 def rebuild_index(config_path: str, as_json: bool, chunk: int) -> None:
     """Rebuild the Redis index from MySQL's active schedules (safe while the service runs)."""
     from me2_scheduler.ops import index_ops
@@ -98,8 +107,13 @@ def rebuild_index(config_path: str, as_json: bool, chunk: int) -> None:
 @config_option
 @json_option
 @click.option("--repair", is_flag=True, help="Fix the differences found.")
-@click.option("--sample", type=click.IntRange(0, 10_000), default=10, show_default=True,
-              help="Avatar ids shown per kind of difference.")  # fmt: skip
+@click.option(
+    "--sample",
+    type=click.IntRange(0, 10_000),
+    default=10,
+    show_default=True,
+    help="Avatar ids shown per kind of difference.",
+)
 def verify_index(config_path: str, as_json: bool, repair: bool, sample: int) -> None:
     """Compare the Redis index with MySQL: missing, extra and wrong-score avatars.
 
@@ -129,8 +143,14 @@ def verify_index(config_path: str, as_json: bool, repair: bool, sample: int) -> 
 @click.command("status")
 @config_option
 @json_option
-@click.option("--next", "next_n", type=click.IntRange(0, 1000), default=10, show_default=True,
-              help="How many of the next due avatars to list.")  # fmt: skip
+@click.option(
+    "--next",
+    "next_n",
+    type=click.IntRange(0, 1000),
+    default=10,
+    show_default=True,
+    help="How many of the next due avatars to list.",
+)
 def status(config_path: str, as_json: bool, next_n: int) -> None:
     """Avatars by status, auto-paused, queue sizes, next due, diary runs, the service."""
     from me2_scheduler.ops.status import collect, render
@@ -162,10 +182,21 @@ def _age(_ctx: click.Context, _param: click.Parameter, value: str) -> Any:
 @click.command("prune-history")
 @config_option
 @json_option
-@click.option("--older-than", "age", required=True, callback=_age, metavar="AGE",
-              help="Delete dispatches started longer ago than this: 30d, 12h, 90m.")  # fmt: skip
-@click.option("--batch", type=click.IntRange(1, 100_000), default=5000, show_default=True,
-              help="Rows deleted per transaction.")  # fmt: skip
+@click.option(
+    "--older-than",
+    "age",
+    required=True,
+    callback=_age,
+    metavar="AGE",
+    help="Delete dispatches started longer ago than this: 30d, 12h, 90m.",
+)
+@click.option(
+    "--batch",
+    type=click.IntRange(1, 100_000),
+    default=5000,
+    show_default=True,
+    help="Rows deleted per transaction.",
+)
 def prune_history(config_path: str, as_json: bool, age: Any, batch: int) -> None:
     """Delete old dispatch history in small transactions; print how many rows went."""
     from me2_scheduler.ops.prune import cutoff, prune

@@ -23,23 +23,53 @@ from me2_scheduler.cli.common import EXIT_USAGE, echo_json, fail, print_answer
 from me2_scheduler.errors import SchedulerError
 
 POLICY_OPTIONS: list[Callable[[Any], Any]] = [
-    click.option("--file", "policy_file", type=click.Path(dir_okay=False), default=None,
-                 help="The policy as JSON (what `avatar policy get` prints)."),
-    click.option("--default", "use_default", is_flag=True,
-                 help="The service default: always active, ActionSchedule's interval."),
-    click.option("--time-zone", default=None, metavar="ZONE",
-                 help="IANA zone of the windows (default: the service Timezone)."),
-    click.option("--window", "windows", multiple=True, metavar="START-END[@DAYS]",
-                 help="An active window, e.g. 08:00-23:00@mon-fri or 22:00-02:00 (repeatable)."),
-    click.option("--min-hours", type=float, default=None,
-                 help="Shortest interval, hours of active time."),
-    click.option("--max-hours", type=float, default=None,
-                 help="Longest interval, hours of active time."),
-    click.option("--day-rate", "day_rates", multiple=True, metavar="DAYS=RATE",
-                 help="Rate of active time on those days, e.g. sat-sun=2 (repeatable)."),
-    click.option("--quiet-date", "quiet_dates", multiple=True, metavar="YYYY-MM-DD",
-                 help="A local date with no active time (repeatable)."),
-]  # fmt: skip
+    click.option(
+        "--file",
+        "policy_file",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="The policy as JSON (what `avatar policy get` prints).",
+    ),
+    click.option(
+        "--default",
+        "use_default",
+        is_flag=True,
+        help="The service default: always active, ActionSchedule's interval.",
+    ),
+    click.option(
+        "--time-zone",
+        default=None,
+        metavar="ZONE",
+        help="IANA zone of the windows (default: the service Timezone).",
+    ),
+    click.option(
+        "--window",
+        "windows",
+        multiple=True,
+        metavar="START-END[@DAYS]",
+        help="An active window, e.g. 08:00-23:00@mon-fri or 22:00-02:00 (repeatable).",
+    ),
+    click.option(
+        "--min-hours", type=float, default=None, help="Shortest interval, hours of active time."
+    ),
+    click.option(
+        "--max-hours", type=float, default=None, help="Longest interval, hours of active time."
+    ),
+    click.option(
+        "--day-rate",
+        "day_rates",
+        multiple=True,
+        metavar="DAYS=RATE",
+        help="Rate of active time on those days, e.g. sat-sun=2 (repeatable).",
+    ),
+    click.option(
+        "--quiet-date",
+        "quiet_dates",
+        multiple=True,
+        metavar="YYYY-MM-DD",
+        help="A local date with no active time (repeatable).",
+    ),
+]
 
 
 def with_options(*decorators: Callable[[Any], Any]) -> Callable[[Any], Any]:
@@ -107,9 +137,16 @@ def get_command(
 
 @avatar_policy.command("set")
 @with_options(_ID, *API_OPTIONS, *POLICY_OPTIONS)
-def set_command(avatar_id: int, target: str | None, config_path: str | None, as_json: bool,
-                timeout_s: float, policy_file: str | None, use_default: bool,
-                **inline: Any) -> None:  # fmt: skip
+def set_command(
+    avatar_id: int,
+    target: str | None,
+    config_path: str | None,
+    as_json: bool,
+    timeout_s: float,
+    policy_file: str | None,
+    use_default: bool,
+    **inline: Any,
+) -> None:
     """Set an avatar's policy (a next time outside the new windows is re-drawn)."""
     from me2_scheduler.ops.policy import set_policy
 
@@ -143,8 +180,15 @@ def policy() -> None:
 )
 @click.option("--seed", type=int, default=None, help="Seed of the draws, to repeat a preview.")
 @with_options(*API_OPTIONS)
-def preview_command(avatar_id: int, count: int, seed: int | None, target: str | None,
-                    config_path: str | None, as_json: bool, timeout_s: float) -> None:  # fmt: skip
+def preview_command(
+    avatar_id: int,
+    count: int,
+    seed: int | None,
+    target: str | None,
+    config_path: str | None,
+    as_json: bool,
+    timeout_s: float,
+) -> None:
     """Print an avatar's next draws, in its policy's zone.
 
     Each is drawn as the dispatcher draws it after a success at the one
@@ -176,10 +220,17 @@ def preview_command(avatar_id: int, count: int, seed: int | None, target: str | 
     help="A file of avatar ids (commas, spaces or lines; # comments).",
 )
 @with_options(*API_OPTIONS, *POLICY_OPTIONS)
-def set_many_command(ids: str | None, ids_file: str | None, target: str | None,
-                     config_path: str | None, as_json: bool, timeout_s: float,
-                     policy_file: str | None, use_default: bool,
-                     **inline: Any) -> None:  # fmt: skip
+def set_many_command(
+    ids: str | None,
+    ids_file: str | None,
+    target: str | None,
+    config_path: str | None,
+    as_json: bool,
+    timeout_s: float,
+    policy_file: str | None,
+    use_default: bool,
+    **inline: Any,
+) -> None:
     """Give one policy to many avatars.
 
     One call per 1000 ids, each one transaction; ids without a schedule
@@ -206,8 +257,10 @@ def set_many_command(ids: str | None, ids_file: str | None, target: str | None,
     if as_json:
         echo_json(done.as_dict())
         return
-    click.echo(f"updated {done.updated} of {done.asked} avatars in {done.calls} call(s);"
-               f" {done.redrawn} next time(s) re-drawn")  # fmt: skip
+    click.echo(
+        f"updated {done.updated} of {done.asked} avatars in {done.calls} call(s);"
+        f" {done.redrawn} next time(s) re-drawn"
+    )
     if done.missing:
         shown = ",".join(map(str, done.missing[:50])) + (" ..." if len(done.missing) > 50 else "")
         click.echo(f"{len(done.missing)} id(s) without a schedule, skipped: {shown}")

@@ -91,11 +91,9 @@ class Actions:
         code = int(response.code)
         metrics.RPC_REQUESTS.labels(method=method, code=str(code)).inc()
         metrics.RPC_DURATION.labels(method=method).observe(elapsed)
-        log.log(
-            logging.ERROR if code >= 500 else logging.INFO,
-            "rpc %s avatar_id=%d code=%d %.1fms operator=%s via=console",
-            method, avatar_id, code, elapsed * 1000, operator,
-        )  # fmt: skip
+        level = logging.ERROR if code >= 500 else logging.INFO
+        message = "rpc %s avatar_id=%d code=%d %.1fms operator=%s via=console"
+        log.log(level, message, method, avatar_id, code, elapsed * 1000, operator)
         return Done(
             code,
             response.message,

@@ -92,8 +92,9 @@ class App:
         if request.method == "POST":
             refused = csrf.problem(self.auth.key, operator, request)
             if refused:
-                log.warning("console: POST %s by %s refused: %s", request.path, operator.name,
-                            refused)  # fmt: skip
+                log.warning(
+                    "console: POST %s by %s refused: %s", request.path, operator.name, refused
+                )
                 return self._error(request, 403, refused, operator)
             if request.path == "/logout":
                 return self._logout()
@@ -154,8 +155,8 @@ class App:
     def _flash(self, response: Response, ok: bool, text: str) -> Response:
         raw = json.dumps({"ok": ok, "text": text[:500]}).encode()
         value = base64.urlsafe_b64encode(raw).decode()
-        response.headers.append(("Set-Cookie", f"{FLASH_COOKIE}={value}; Path=/console/;"
-                                 " HttpOnly; SameSite=Strict"))  # fmt: skip
+        cookie = f"{FLASH_COOKIE}={value}; Path=/console/; HttpOnly; SameSite=Strict"
+        response.headers.append(("Set-Cookie", cookie))
         return response
 
     @staticmethod

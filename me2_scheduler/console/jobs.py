@@ -112,9 +112,8 @@ class IndexJobs:
         finally:
             job.finished_at = self._clock()
         if not job.error:
-            took = time.monotonic() - began
-            log.info("console: %s by %s done in %.1fs: %s", job.command, job.operator, took,
-                     job.result.splitlines()[-1])  # fmt: skip
+            took, last = time.monotonic() - began, job.result.splitlines()[-1]
+            log.info("console: %s by %s done in %.1fs: %s", job.command, job.operator, took, last)
 
     def _rebuild(self, job: Job) -> None:
         job.enter("streaming MySQL's active rows into a new due set", job.expected)

@@ -36,8 +36,10 @@ BUTTONS = {
     "disabled": ("enable",),
     None: ("enable",),
 }
-LABELS = {action: method.removesuffix("AvatarSchedule").removesuffix("Schedule")
-          for action, method in METHODS.items()}  # fmt: skip
+LABELS = {
+    action: method.removesuffix("AvatarSchedule").removesuffix("Schedule")
+    for action, method in METHODS.items()
+}
 
 Context = tuple[str, dict[str, Any]]
 Posted = tuple[str, bool, str]  # where to go, whether it worked, what to say

@@ -101,8 +101,9 @@ def main(config: Config, ctx: ChildContext) -> int:
     """The console role: serve ``/console/`` on the Unix socket until ``ctx.stop``."""
     metrics_dir = os.environ.get(MULTIPROC_ENV, "")
     if not metrics_dir:
-        log.error("console: %s is not set; the console runs only under the supervisor",
-                  MULTIPROC_ENV)  # fmt: skip
+        log.error(
+            "console: %s is not set; the console runs only under the supervisor", MULTIPROC_ENV
+        )
         return EXIT_FAILURE
     console = Console(config)
     path = socket_path(metrics_dir)

@@ -104,9 +104,12 @@ class Stream:
     """A bidirectional etcd stream being read; ``cancel`` ends it from any thread."""
 
     def __init__(
-        self, what: str, open_call: Callable[[Iterator[Any]], Any], first: Any,
+        self,
+        what: str,
+        open_call: Callable[[Iterator[Any]], Any],
+        first: Any,
         on_unauthenticated: Callable[[], None] = lambda: None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self._what = what
         self._on_unauthenticated = on_unauthenticated
         self._closed = threading.Event()
@@ -139,9 +142,12 @@ class KeepAliveStream(Stream):
     """``LeaseKeepAlive``: one request every ``interval_s``, one response per request."""
 
     def __init__(
-        self, open_call: Callable, lease_id: int, interval_s: float,
+        self,
+        open_call: Callable,
+        lease_id: int,
+        interval_s: float,
         on_unauthenticated: Callable[[], None] = lambda: None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self._interval_s = interval_s
         first = pb.LeaseKeepAliveRequest(ID=lease_id)
         super().__init__("lease keepalive", open_call, first, on_unauthenticated)

@@ -29,9 +29,17 @@ ACTIONS = {
 DEFAULT_TIMEOUT_S = 10.0
 _WILDCARD_HOSTS = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "[::1]", "[::]": "[::1]"}
 _HISTORY_COLUMNS = (
-    "id", "trigger", "outcome", "planned_time", "started_time", "finished_time", "lag_seconds",
-    "action_type", "action_id", "error",
-)  # fmt: skip
+    "id",
+    "trigger",
+    "outcome",
+    "planned_time",
+    "started_time",
+    "finished_time",
+    "lag_seconds",
+    "action_type",
+    "action_id",
+    "error",
+)
 
 
 def target_from_listen_on(listen_on: str) -> str:

@@ -156,11 +156,11 @@ def _refuse_unparsable(method: str, context: grpc.ServicerContext, exc: Exceptio
     name = method.removeprefix(SCHEDULER_PREFIX)
     if name != method:
         metrics.RPC_REQUESTS.labels(method=name, code="INTERNAL").inc()
+    reason = _one_line(exc)
     log.warning(
-        "rpc %s peer=%s code=INTERNAL request does not parse: %s",
-        name, context.peer(), _one_line(exc),
-    )  # fmt: skip
-    context.abort(grpc.StatusCode.INTERNAL, UNMARSHAL_MESSAGE + _one_line(exc))
+        "rpc %s peer=%s code=INTERNAL request does not parse: %s", name, context.peer(), reason
+    )
+    context.abort(grpc.StatusCode.INTERNAL, UNMARSHAL_MESSAGE + reason)
 
 
 class AccessLogInterceptor(HandlerInterceptor):
@@ -190,10 +190,9 @@ class AccessLogInterceptor(HandlerInterceptor):
             metrics.RPC_REQUESTS.labels(method=method, code=code).inc()
             metrics.RPC_DURATION.labels(method=method).observe(elapsed)
             failed = not code.isdigit() or int(code) >= 500
-            log.log(
-                logging.ERROR if failed else logging.INFO,
-                "rpc %s%s code=%s %.1fms", method, _request_fields(request), code, elapsed * 1000,
-            )  # fmt: skip
+            level = logging.ERROR if failed else logging.INFO
+            fields = _request_fields(request)
+            log.log(level, "rpc %s%s code=%s %.1fms", method, fields, code, elapsed * 1000)
 
 
 class TimeoutInterceptor(HandlerInterceptor):

@@ -306,10 +306,8 @@ class SupervisorMetrics:
         try:
             self.servers.append(StatusServer(listener, self.metrics_dir, health))
         except OSError as exc:
-            log.error(
-                "cannot serve %s on %s:%d (%s.Host/Port): %s; not starting",
-                name, listener.host, listener.port, section, exc,
-            )  # fmt: skip
+            message = "cannot serve %s on %s:%d (%s.Host/Port): %s; not starting"
+            log.error(message, name, listener.host, listener.port, section, exc)
             return False
         return True
 

@@ -84,8 +84,9 @@ def check_eviction_policy(client: RedisClient) -> None:
             log.warning(
                 "Redis %s does not tell its maxmemory-policy (CONFIG and INFO refused):"
                 " make sure it is %s, or evicted keys will go unnoticed",
-                address, SAFE_POLICY,
-            )  # fmt: skip
+                address,
+                SAFE_POLICY,
+            )
         elif policy.startswith("allkeys-"):
             raise ConfigError(
                 "Redis.Host",
@@ -97,5 +98,7 @@ def check_eviction_policy(client: RedisClient) -> None:
             log.warning(
                 "Redis %s has maxmemory-policy %s: the index's keys have no TTL and are not"
                 " evicted, but a rebuild's temporary set may be; %s is advised",
-                address, policy, SAFE_POLICY,
-            )  # fmt: skip
+                address,
+                policy,
+                SAFE_POLICY,
+            )

@@ -98,15 +98,16 @@ def _run_cell(
     figures, _ = scenarios.burst(
         servers, sizes, latency_ms, schedule, count=count, prefix=burst_prefix, footprint=False
     )
-    echo(f"  {_show(figures, burst_prefix + '.rate', '/s')},"
-         f" peak {_show(figures, burst_prefix + '.peak_in_flight', 'in flight')}")  # fmt: skip
+    burst_rate = _show(figures, burst_prefix + ".rate", "/s")
+    peak = _show(figures, burst_prefix + ".peak_in_flight", "in flight")
+    echo(f"  {burst_rate}, peak {peak}")
     rate = steady_rate(sizes, max_in_flight, latency_ms)
     steady_prefix = prefix("steady", max_in_flight, latency_ms)
     echo(f"latency: MaxInFlight {max_in_flight}, Action {latency_ms} ms: steady {rate}/s")
+    seconds = sizes.latency_steady_s
     steady = scenarios.steady(
-        servers, sizes, schedule, rate, steady_prefix,
-        latency_ms=latency_ms, seconds=sizes.latency_steady_s,
-    )  # fmt: skip
+        servers, sizes, schedule, rate, steady_prefix, latency_ms=latency_ms, seconds=seconds
+    )
     echo(f"  {_show(steady, steady_prefix + '.lag_p99_ms', 'ms p99 lag')}")
     return {**figures, **steady}
 
@@ -124,11 +125,11 @@ def bound_note(results: Results, max_in_flight: int, latency_ms: int) -> str:
     if rate is None or not total or not cores:
         return ""
     ceiling, ideal = cores * 1000 / total, ideal_rate(max_in_flight, latency_ms)
-    parts = sorted(
-        ((value, name.rsplit(".", 1)[1]) for name in results.runs
-         if name.startswith(f"{cell}.cpu_ms.") and (value := results.get(name)) is not None),
-        reverse=True,
-    )  # fmt: skip
+    parts = []  # (CPU ms, part), the costliest first
+    for name in results.runs:
+        if name.startswith(f"{cell}.cpu_ms.") and (value := results.get(name)) is not None:
+            parts.append((value, name.rsplit(".", 1)[1]))
+    parts.sort(reverse=True)
     shares = ", ".join(f"{role} {num(value)} ms" for value, role in parts if value >= 0.01)
     binds = "the CPU binds" if ideal is None or ceiling < ideal else "the calls in flight bind"
     return (

@@ -177,8 +177,11 @@ def _profile(plan: Plan, servers: Servers, results: Results) -> None:
     plan.echo(f"profile: burst of {plan.sizes.burst_avatars:,} with py-spy on worker[0]")
     _, notes = scenarios.burst(servers, plan.sizes, 0, plan.service_schedule(), profile_out=out)
     if notes:
-        results.notes.append("Profile of one worker under the 0 ms burst (a run outside the"
-                             " medians):\n\n```\n" + "\n\n".join(notes) + "\n```")  # fmt: skip
+        profiles = "\n\n".join(notes)
+        results.notes.append(
+            "Profile of one worker under the 0 ms burst (a run outside the medians):"
+            f"\n\n```\n{profiles}\n```"
+        )
     else:
         results.notes.append("Profile: no worker[0] was found to sample.")
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -34,7 +33,7 @@ def markdown(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def _show(results: Results, name: str, unit: str = "") -> str:
+def show(results: Results, name: str, unit: str = "") -> str:
     value = results.get(name)
     if value is None:
         return "–"
@@ -60,7 +59,7 @@ def intro(results: Results) -> str:
         f" ({'about idle' if share < 0.05 else 'NOT idle: figures are lower than on an idle box'})"
     )
     settings = ", ".join(f"{k}={v}" for k, v in results.settings.items())
-    return "\n".join([
+    lines = [
         f"Produced by `me2-dev bench` on {results.started:%Y-%m-%d %H:%M} UTC"
         f" in {results.seconds / 60:.1f} min.",
         "",
@@ -76,7 +75,19 @@ def intro(results: Results) -> str:
         "  benchmark's own MariaDB, Redis and Action simulator, all on this box. MariaDB",
         "  is durable: its redo log is flushed to disk at every commit",
         "  (`innodb_flush_log_at_trx_commit=1`, the server's default).",
-    ])  # fmt: skip
+    ]
+    return "\n".join(lines)
+
+
+# The burst table's columns after the Action latency: (title, figure, unit).
+BURST_COLUMNS = (
+    ("Dispatches/s", "rate", "/s"),
+    ("Start-to-start/s", "start_rate", "/s"),
+    ("Window", "seconds", "s"),
+    ("Dispatched", "dispatched", ""),
+    ("Succeeded", "success", ""),
+    ("Repeated keys", "repeated_keys", ""),
+)
 
 
 def burst_section(results: Results) -> str:
@@ -85,16 +96,11 @@ def burst_section(results: Results) -> str:
         prefix = f"burst.{latency}"
         if results.get(f"{prefix}.rate") is None:
             continue
-        rows.append([
-            latency.replace("ms", " ms"), _show(results, f"{prefix}.rate", "/s"),
-            _show(results, f"{prefix}.start_rate", "/s"), _show(results, f"{prefix}.seconds", "s"),
-            _show(results, f"{prefix}.dispatched"), _show(results, f"{prefix}.success"),
-            _show(results, f"{prefix}.repeated_keys"),
-        ])  # fmt: skip
+        cells = [show(results, f"{prefix}.{name}", unit) for _, name, unit in BURST_COLUMNS]
+        rows.append([latency.replace("ms", " ms"), *cells])
     if not rows:
         return ""
-    header = ["Action latency", "Dispatches/s", "Start-to-start/s", "Window", "Dispatched",
-              "Succeeded", "Repeated keys"]  # fmt: skip
+    header = ["Action latency", *(title for title, _, _ in BURST_COLUMNS)]
     text = (
         "## Burst\n\nA backlog due at once, dispatched by"
         f" {results.settings.get('MaxWorkers', '?')} workers. *Dispatches/s*: dispatches over the"
@@ -105,24 +111,27 @@ def burst_section(results: Results) -> str:
     return text + markdown(header, rows)
 
 
+# The steady table's columns: (title, figure, unit).
+STEADY_COLUMNS = (
+    ("Offered", "offered", "/s"),
+    ("Throughput", "throughput", "/s"),
+    ("Lag p50", "lag_p50_ms", "ms"),
+    ("Lag p99", "lag_p99_ms", "ms"),
+    ("Lag max", "lag_max_ms", "ms"),
+    ("Dispatched", "dispatched", ""),
+    ("Seeding overran", "seeded_late_s", "s"),
+)
+
+
 def steady_section(results: Results) -> str:
     rows = [
-        [
-            _show(results, f"{prefix}.offered", "/s"),
-            _show(results, f"{prefix}.throughput", "/s"),
-            _show(results, f"{prefix}.lag_p50_ms", "ms"),
-            _show(results, f"{prefix}.lag_p99_ms", "ms"),
-            _show(results, f"{prefix}.lag_max_ms", "ms"),
-            _show(results, f"{prefix}.dispatched"),
-            _show(results, f"{prefix}.seeded_late_s", "s"),
-        ]
+        [show(results, f"{prefix}.{name}", unit) for _, name, unit in STEADY_COLUMNS]
         for prefix in ("steady", "steady_fit")
         if results.get(f"{prefix}.lag_p99_ms") is not None
     ]
     if not rows:
         return ""
-    header = ["Offered", "Throughput", "Lag p50", "Lag p99", "Lag max", "Dispatched",
-              "Seeding overran"]  # fmt: skip
+    header = [title for title, _, _ in STEADY_COLUMNS]
     text = (
         "## Steady\n\nAvatars due at a fixed rate (whole-second due times, as the table"
         " stores them): the issue's 500/s, and half the measured burst capacity (a rate this"
@@ -133,101 +142,6 @@ def steady_section(results: Results) -> str:
     return text + markdown(header, rows)
 
 
-_CELL = re.compile(r"^inflight(\d+)\.(burst|steady)\.(\d+)ms\.")
-# The seed's figures before MaxInFlight (one call per worker), for comparison.
-BEFORE_MAX_IN_FLIGHT = (
-    "1,186/s burst at 0 ms, 974/s at 5 ms, p99 lag 478 ms at 500/s"
-    " (docs/BENCHMARKS.md of 2026-11-27)"
-)
-
-
-def _count(results: Results, name: str) -> str:
-    """A whole-number figure (calls, avatars) with its range over runs."""
-    value = results.get(name)
-    if value is None:
-        return "–"
-    values = results.runs[name]
-    spread = f" ({min(values):,.0f}–{max(values):,.0f})" if len(values) > 1 else ""
-    return f"{value:,.0f}{spread}"
-
-
-def latency_cells(results: Results, kind: str) -> list[tuple[int, int]]:
-    """The (MaxInFlight, latency ms) cells measured for ``kind`` (burst or steady), sorted."""
-    cells = set()
-    for name in results.runs:
-        found = _CELL.match(name)
-        if found and found.group(2) == kind:
-            cells.add((int(found.group(1)), int(found.group(3))))
-    return sorted(cells)
-
-
-def _ideal(max_in_flight: int, latency_ms: int) -> float | None:
-    return max_in_flight * 1000 / latency_ms if latency_ms else None
-
-
-def _ratio(value: float | None, limit: float | None) -> str:
-    return f"{value / limit:.2f}" if value is not None and limit else "–"
-
-
-def _burst_cell(results: Results, max_in_flight: int, latency_ms: int) -> list[str]:
-    prefix = f"inflight{max_in_flight}.burst.{latency_ms}ms"
-    rate, ideal = results.get(f"{prefix}.rate"), _ideal(max_in_flight, latency_ms)
-    cpu_ms, cores = results.get(f"{prefix}.cpu_ms"), float(results.machine.get("cores") or 0)
-    ceiling = cores * 1000 / cpu_ms if cpu_ms and cores else None
-    binds = "CPU" if ceiling and (ideal is None or ceiling < ideal) else "in flight"
-    return [
-        str(max_in_flight), f"{latency_ms:,} ms", _show(results, f"{prefix}.rate", "/s"),
-        f"{num(ideal)}/s" if ideal else "∞", _ratio(rate, ideal),
-        f"{num(ceiling)}/s" if ceiling else "–", _ratio(rate, ceiling), binds,
-        _count(results, f"{prefix}.peak_in_flight"), _count(results, f"{prefix}.dispatched"),
-        _count(results, f"{prefix}.repeated_keys"),
-        _show(results, f"{prefix}.rss_worker_max", "MiB"),
-    ]  # fmt: skip
-
-
-def _steady_cell(results: Results, max_in_flight: int, latency_ms: int) -> list[str]:
-    prefix = f"inflight{max_in_flight}.steady.{latency_ms}ms"
-    return [
-        str(max_in_flight), f"{latency_ms:,} ms", _show(results, f"{prefix}.offered", "/s"),
-        _show(results, f"{prefix}.throughput", "/s"), _show(results, f"{prefix}.lag_p50_ms", "ms"),
-        _show(results, f"{prefix}.lag_p99_ms", "ms"), _show(results, f"{prefix}.lag_max_ms", "ms"),
-        _count(results, f"{prefix}.peak_in_flight"), _count(results, f"{prefix}.dispatched"),
-    ]  # fmt: skip
-
-
-def latency_section(results: Results) -> str:
-    """The Action-latency table: burst and steady per MaxInFlight and latency."""
-    bursts, steadies = latency_cells(results, "burst"), latency_cells(results, "steady")
-    if not bursts and not steadies:
-        return ""
-    runs = results.settings.get("latency runs", "1")
-    text = (
-        "## Action latency\n\nBurst and steady with the simulator answering after a fixed"
-        f" latency, for each `Schedule.MaxInFlight` ({runs} run(s) per cell: the table has"
-        " many cells). A burst is sized to last a dozen seconds at the rate the cell can reach."
-        " *Ideal* is `MaxInFlight / latency`, what the calls in flight allow; the *CPU ceiling*"
-        " is what the 2 cores allow at the CPU one dispatch cost in that burst (all processes:"
-        " service, MariaDB, Redis, simulator); *bound* is the lower of the two. *Peak in"
-        " flight*: the most Action calls the simulator handled at once. *Worker RSS*: the"
-        " largest worker's peak. The steady runs offer 500/s, or half the ideal when that is"
-        " lower (a rate the cell sustains). With MaxInFlight 10 (the default) each worker"
-        " holds one call, as the seed; before MaxInFlight the service measured"
-        f" {BEFORE_MAX_IN_FLIGHT}, to be compared with the Burst and Steady sections above.\n\n"
-    )
-    burst_header = ["MaxInFlight", "Action latency", "Dispatches/s", "Ideal", "of ideal",
-                    "CPU ceiling", "of CPU ceiling", "Bound", "Peak in flight", "Avatars",
-                    "Repeated keys", "Worker RSS"]  # fmt: skip
-    steady_header = ["MaxInFlight", "Action latency", "Offered", "Throughput", "Lag p50",
-                     "Lag p99", "Lag max", "Peak in flight", "Dispatched"]  # fmt: skip
-    parts = [text + "### Burst\n\n" + markdown(
-        burst_header, [_burst_cell(results, m, lat) for m, lat in bursts]
-    )]  # fmt: skip
-    if steadies:
-        rows = [_steady_cell(results, m, lat) for m, lat in steadies]
-        parts.append("### Steady\n\n" + markdown(steady_header, rows))
-    return "\n\n".join(parts)
-
-
 def scale_section(results: Results) -> str:
     labels = sorted(
         {n.split(".")[1] for n in results.runs if n.startswith("scale.") and n.count(".") == 2},
@@ -236,13 +150,17 @@ def scale_section(results: Results) -> str:
     if not labels:
         return ""
     columns = [
-        ("claim_ms", "Claim 500 (ms)"), ("rebuild_s", "rebuild-index (s)"),
-        ("verify_s", "verify-index (s)"), ("overdue_page_ms", "Sweep query page (ms)"),
-        ("sweep_ms", "Whole sweep (ms)"), ("redis_mib_per_1M", "Redis MiB per 1 M"),
-        ("mysql_mib", "MySQL table (MiB)"), ("load_s", "Bulk load (s)"),
-    ]  # fmt: skip
+        ("claim_ms", "Claim 500 (ms)"),
+        ("rebuild_s", "rebuild-index (s)"),
+        ("verify_s", "verify-index (s)"),
+        ("overdue_page_ms", "Sweep query page (ms)"),
+        ("sweep_ms", "Whole sweep (ms)"),
+        ("redis_mib_per_1M", "Redis MiB per 1 M"),
+        ("mysql_mib", "MySQL table (MiB)"),
+        ("load_s", "Bulk load (s)"),
+    ]
     rows = [
-        [label, *(_show(results, f"scale.{label}.{key}") for key, _ in columns)]
+        [label, *(show(results, f"scale.{label}.{key}") for key, _ in columns)]
         for label in labels
         if results.get(f"scale.{label}.rebuild_s") is not None
     ]
@@ -275,22 +193,23 @@ def footprint_section(results: Results) -> str:
         " dispatch over that burst.\n\n"
     )
     table = markdown(
-        ["Process", "Peak RSS"], [[label, _show(results, n, "MiB")] for label, n in rss]
+        ["Process", "Peak RSS"], [[label, show(results, n, "MiB")] for label, n in rss]
     )
     cpu_table = markdown(
-        ["Part", "CPU ms per dispatch"], [[label, _show(results, n)] for label, n in cpu]
+        ["Part", "CPU ms per dispatch"], [[label, show(results, n)] for label, n in cpu]
     )
     return text + table + "\n\n" + cpu_table
 
 
+LIMITS = (
+    ("gRPC unary calls/s to the simulator, 10 processes", "limits.grpc_calls"),
+    ("MariaDB UPDATE+INSERT transactions/s, 10 connections", "limits.mysql_txns"),
+    ("Redis claim, avatars/s (batches of 500)", "limits.redis_claims"),
+)
+
+
 def limits_section(results: Results) -> str:
-    rows = [
-        ["gRPC unary calls/s to the simulator, 10 processes",
-         _show(results, "limits.grpc_calls", "/s")],
-        ["MariaDB UPDATE+INSERT transactions/s, 10 connections",
-         _show(results, "limits.mysql_txns", "/s")],
-        ["Redis claim, avatars/s (batches of 500)", _show(results, "limits.redis_claims", "/s")],
-    ]  # fmt: skip
+    rows = [[title, show(results, name, "/s")] for title, name in LIMITS]
     return "## Limits\n\nEach part alone, measured in the same run.\n\n" + markdown(
         ["Limit", "Median"], rows
     )
@@ -300,19 +219,6 @@ def notes_section(results: Results) -> str:
     if not results.notes:
         return ""
     return "## Notes and profile\n\n" + "\n\n".join(results.notes)
-
-
-def detail_sections(results: Results) -> list[str]:
-    return [
-        burst_section(results),
-        steady_section(results),
-        latency_section(results),
-        scale_section(results),
-        footprint_section(results),
-        anatomy_section(results),
-        limits_section(results),
-        notes_section(results),
-    ]
 
 
 ANATOMY_STEPS = (
@@ -336,10 +242,8 @@ def anatomy_section(results: Results) -> str:
         costs = [results.get(f"anatomy.{step}.{part}") or 0.0 for part in ANATOMY_PARTS]
         wall = results.get(f"anatomy.{step}.wall") or 0.0
         calls = [results.get(f"anatomy.{step}.{kind}_calls") or 0.0 for kind in ("mysql", "redis")]
-        rows.append([
-            title, *(f"{c:.3f}" for c in costs), f"{sum(costs):.3f}", f"{wall:.3f}",
-            *(f"{n:g}" for n in calls),
-        ])  # fmt: skip
+        timings = [*costs, sum(costs), wall]
+        rows.append([title, *(f"{ms:.3f}" for ms in timings), *(f"{n:g}" for n in calls)])
     size = results.get("anatomy.batch_size") or 1
     text = (
         "## Anatomy of a dispatch\n\nOne caller in one process, no service running: each"
@@ -351,6 +255,15 @@ def anatomy_section(results: Results) -> str:
         " columns count round trips per dispatch: statements and pings MariaDB answered;"
         " scripts and pops Redis answered.\n\n"
     )
-    header = ["Step", "worker", "MariaDB", "Redis", "simulator", "total CPU", "wall ms",
-              "MariaDB commands", "Redis commands"]  # fmt: skip
+    header = [
+        "Step",
+        "worker",
+        "MariaDB",
+        "Redis",
+        "simulator",
+        "total CPU",
+        "wall ms",
+        "MariaDB commands",
+        "Redis commands",
+    ]
     return text + markdown(header, rows)

@@ -201,8 +201,9 @@ class Audit:
         if self._called_before_freeze(key):
             self.frozen_repeats += 1
             return []
-        return [f"slot {key} reached Action {self.data.calls_per_key[key]} times, no crash between"
-                + self._arrivals_note(key)]  # fmt: skip
+        calls = self.data.calls_per_key[key]
+        note = self._arrivals_note(key)
+        return [f"slot {key} reached Action {calls} times, no crash between{note}"]
 
     def _called_before_freeze(self, key: str) -> bool:
         """A repeat by the worker that took over a frozen worker's claim: two calls, the

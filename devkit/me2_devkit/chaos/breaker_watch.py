@@ -138,8 +138,8 @@ def breaker_finding(
         f" simulator, {in_flight:.0f} in the service's gauge; lowest in-flight limit"
         f" {lowest:.0f}"
     )
-    return Finding("g", "the breaker opens while Action is down, closes after", "; ".join(parts),
-                   violations)  # fmt: skip
+    title = "the breaker opens while Action is down, closes after"
+    return Finding("g", title, "; ".join(parts), violations)
 
 
 def _down_and_back(samples: Sequence[Sample], down: float, back: float) -> tuple[str, list[str]]:

@@ -72,8 +72,13 @@ def _dump_on_usr1(simulator: ClockedActionSimulator, path: Path) -> None:
 
 @click.command()
 @click.option("--listen", default="127.0.0.1:0", show_default=True, help="host:port")
-@click.option("--times", "times_path", type=click.Path(dir_okay=False), required=True,
-              help="Where SIGUSR1 writes the arrival times per key.")  # fmt: skip
+@click.option(
+    "--times",
+    "times_path",
+    type=click.Path(dir_okay=False),
+    required=True,
+    help="Where SIGUSR1 writes the arrival times per key.",
+)
 @click.option("--seed", type=int, default=None)
 def main(listen: str, times_path: str, seed: int | None) -> None:
     """Serve action.Action/ScheduleAction until SIGTERM, noting arrival times per key."""

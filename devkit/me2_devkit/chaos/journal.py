@@ -26,9 +26,10 @@ from me2_scheduler.protos import scheduler_pb2_grpc
 
 log = logging.getLogger("me2_devkit.chaos")
 
-ENABLE, PAUSE, RESUME, TRIGGER = (
-    "EnableAvatarSchedule", "PauseAvatarSchedule", "ResumeAvatarSchedule", "TriggerSchedule",
-)  # fmt: skip
+ENABLE = "EnableAvatarSchedule"
+PAUSE = "PauseAvatarSchedule"
+RESUME = "ResumeAvatarSchedule"
+TRIGGER = "TriggerSchedule"
 STATE_CHANGES = frozenset({ENABLE, PAUSE, RESUME})
 REACTIVATIONS = frozenset({ENABLE, RESUME})
 UNANSWERED = -1  # ``code`` of a call that got a gRPC error instead of an answer

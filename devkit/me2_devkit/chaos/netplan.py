@@ -76,10 +76,12 @@ def network_blocks(lease_s: float, gap_s: float) -> list[Block]:
     """The scenario's blocks, in a fixed order (``make_network_plan`` shuffles them)."""
     freeze = 3 * lease_s
     operator_gap = gap_s + OPERATOR_WAIT_S + OPERATOR_RESUME_S
-    etcd = _phases("etcd", ("latency", 3), ("jitter", 3), ("half_open", 4), ("resets", 3),
-                   ("blackhole", 6))  # fmt: skip
-    redis = _phases("redis", ("latency", 4), ("jitter", 4), ("half_open", 5), ("resets", 3),
-                    ("blackhole", 8))  # fmt: skip
+    etcd = _phases(
+        "etcd", ("latency", 3), ("jitter", 3), ("half_open", 4), ("resets", 3), ("blackhole", 6)
+    )
+    redis = _phases(
+        "redis", ("latency", 4), ("jitter", 4), ("half_open", 5), ("resets", 3), ("blackhole", 8)
+    )
     return [
         Block(_phases("mariadb", ("latency", 4), ("jitter", 4), ("half_open", 5)), gap_s),
         Block(_phases("mariadb", ("resets", 4), ("blackhole", MARIADB_BLACKHOLE_S)), gap_s),

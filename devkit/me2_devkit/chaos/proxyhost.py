@@ -71,8 +71,8 @@ def _command(proxies: dict[str, FaultProxy], line: str) -> dict[str, Any]:
         if proxy is None:
             raise ProxyError(f"no proxy named {command.get('name')!r}")
         if command.get("op") == "phase":
-            proxy.apply(Phase(command["phase"], command.get("delay_ms", 0.0),
-                              command.get("spread_ms", 0.0)))  # fmt: skip
+            delay_ms, spread_ms = command.get("delay_ms", 0.0), command.get("spread_ms", 0.0)
+            proxy.apply(Phase(command["phase"], delay_ms, spread_ms))
             return {"ok": True}
         if command.get("op") == "stats":
             return {"ok": True, "stats": asdict(proxy.stats)}
@@ -120,14 +120,21 @@ class ProxyHost:
         log: IO[bytes] | int = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         try:
             self._proc = subprocess.Popen(
-                argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True,
-                bufsize=1, start_new_session=True,
-            )  # fmt: skip
+                argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+                bufsize=1,
+                start_new_session=True,
+            )
         finally:
             if not isinstance(log, int):
                 log.close()
-        threading.Thread(target=self._pump_lines, args=(self._proc.stdout,),
-                         name="proxy-host-lines", daemon=True).start()  # fmt: skip
+        pump = threading.Thread(
+            target=self._pump_lines, args=(self._proc.stdout,), name="proxy-host-lines", daemon=True
+        )
+        pump.start()
         first = self._read(START_TIMEOUT_S)
         if "listening" not in first:
             self.stop()
@@ -139,8 +146,8 @@ class ProxyHost:
         self, name: str, phase: str, delay_ms: float = 0.0, spread_ms: float = 0.0
     ) -> None:
         """Put proxy ``name`` in ``phase``; returns once it applies. Raises ProxyError."""
-        self._call({"op": "phase", "name": name, "phase": phase, "delay_ms": delay_ms,
-                    "spread_ms": spread_ms})  # fmt: skip
+        command = {"op": "phase", "name": name, "phase": phase}
+        self._call({**command, "delay_ms": delay_ms, "spread_ms": spread_ms})
 
     def stats(self, name: str) -> dict[str, int]:
         """Proxy ``name``'s counts (``ProxyStats`` as a mapping). Raises ProxyError."""

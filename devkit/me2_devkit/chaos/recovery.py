@@ -50,15 +50,8 @@ def _first_answer(calls: Sequence[RpcCall], after: float) -> float | None:
 
 
 def _first_dispatch(data: AuditInput, after: float) -> float | None:
-    return min(
-        (
-            r.recorded
-            for r in data.dispatches
-            if r.recorded is not None and r.recorded >= after
-            and r.outcome == "success" and r.trigger == "auto"
-        ),
-        default=None,
-    )  # fmt: skip
+    times = [r.recorded for r in data.dispatches if r.outcome == "success" and r.trigger == "auto"]
+    return min((t for t in times if t is not None and t >= after), default=None)
 
 
 def recovery_finding(data: AuditInput) -> Finding:
@@ -100,8 +93,8 @@ def recovery_finding(data: AuditInput) -> Finding:
         f" {timed_out} timed out by the server while a server was slowed; slowest answer"
         f" {slowest:.1f}s"
     )
-    return Finding("i", "the service recovers after each fault; RPCs answer during it", figure,
-                   violations)  # fmt: skip
+    title = "the service recovers after each fault; RPCs answer during it"
+    return Finding("i", title, figure, violations)
 
 
 def _unanswered(data: AuditInput) -> tuple[list[str], float, int]:
@@ -116,8 +109,8 @@ def _unanswered(data: AuditInput) -> tuple[list[str], float, int]:
             continue
         if any(s <= call.returned and call.sent <= e for s, e in kills):
             continue
-        during = [w.kind for w in data.windows if w.kind != RPC_BURST
-                  and w.start - 1 <= call.returned and call.sent <= w.end + 1]  # fmt: skip
+        near = [w for w in data.windows if w.start - 1 <= call.returned and call.sent <= w.end + 1]
+        during = [w.kind for w in near if w.kind != RPC_BURST]
         by_server = call.error == "DEADLINE_EXCEEDED" and took < CALL_TIMEOUT_S - 0.5
         if by_server and during and all(k.endswith(SLOWED) for k in during):
             timed_out += 1

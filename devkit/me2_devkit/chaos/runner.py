@@ -64,9 +64,15 @@ from me2_devkit.simulators import SimulatorControl
 log = logging.getLogger("me2_devkit.chaos")
 
 __all__ = [
-    "ChaosError", "ChaosOptions", "ChaosResult", "RedisTarget", "inflight_options",
-    "network_options", "options_for", "run_chaos",
-]  # fmt: skip
+    "ChaosError",
+    "ChaosOptions",
+    "ChaosResult",
+    "RedisTarget",
+    "inflight_options",
+    "network_options",
+    "options_for",
+    "run_chaos",
+]
 
 
 def enable_all(journal: Journal, avatar_ids: list[int]) -> None:
@@ -153,13 +159,16 @@ def _collect(stack: Stack, journal: Journal, injector: Injector, t_end: float) -
     offset = mysql_offset(stack.mariadb.port, DATABASE)
     reader = collect.MysqlReader(stack.mariadb.port, DATABASE)
     return AuditInput(
-        dispatches=reader.dispatches(), schedules=reader.schedules(),
+        dispatches=reader.dispatches(),
+        schedules=reader.schedules(),
         calls_per_key=collect.action_counts(stack.simulator.address),
         journal=shift_calls(journal.snapshot(), offset),
         windows=shift_windows(injector.windows, offset),
-        index=collect.index_snapshot(stack.redis.conf), bounds=stack.options.bounds,
-        t_end=t_end + offset, arrivals=stack.simulator.arrivals(),
-    )  # fmt: skip
+        index=collect.index_snapshot(stack.redis.conf),
+        bounds=stack.options.bounds,
+        t_end=t_end + offset,
+        arrivals=stack.simulator.arrivals(),
+    )
 
 
 def _inject(injector: Injector, burst: RpcBurst, stack: Stack, duration_s: float) -> float:
@@ -187,13 +196,20 @@ def _targets(
     stack: Stack, journal: Journal, burst: RpcBurst, control: SimulatorControl, reader
 ) -> Targets:
     return Targets(
-        service=stack.service, mariadb=stack.mariadb, simulator=control, journal=journal,
-        burst=burst, action_timeout_ms=stack.options.action_timeout_ms,
-        auto_paused_ids=reader.auto_paused_ids, start_second=stack.start_second,
-        redis=stack.redis.server, gate=stack.gate,
+        service=stack.service,
+        mariadb=stack.mariadb,
+        simulator=control,
+        journal=journal,
+        burst=burst,
+        action_timeout_ms=stack.options.action_timeout_ms,
+        auto_paused_ids=reader.auto_paused_ids,
+        start_second=stack.start_second,
+        redis=stack.redis.server,
+        gate=stack.gate,
         proxies=stack.network.proxies if stack.network else None,
-        start_skewed=stack.start_second, lease_s=stack.options.lease_s,
-    )  # fmt: skip
+        start_skewed=stack.start_second,
+        lease_s=stack.options.lease_s,
+    )
 
 
 def _watch(stack: Stack, until: float, injector: Injector) -> None:
@@ -218,14 +234,20 @@ def _summary(
     options, plan, stack, data: AuditInput, errors, t0: float, extra: list[Finding]
 ) -> RunSummary:
     return RunSummary(
-        seed=options.seed, duration_s=options.duration_s, avatars=options.avatars, plan=plan,
-        windows=data.windows, findings=audit(data) + extra,
+        seed=options.seed,
+        duration_s=options.duration_s,
+        avatars=options.avatars,
+        plan=plan,
+        windows=data.windows,
+        findings=audit(data) + extra,
         outcomes=counts_by_outcome(data.dispatches),
         action_calls=sum(data.calls_per_key.values()),
         rpc_calls=Counter(f"{c.source} {c.method}" for c in data.journal),
-        injector_errors=list(errors), redis=stack.redis.type, started_at=t0,
+        injector_errors=list(errors),
+        redis=stack.redis.type,
+        started_at=t0,
         settings=_settings(options),
-    )  # fmt: skip
+    )
 
 
 def _settings(options: ChaosOptions) -> dict[str, str]:

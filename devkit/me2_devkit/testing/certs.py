@@ -53,11 +53,10 @@ def _openssl(*args: str) -> None:
 def make_ca(directory: Path, name: str) -> Pair:
     """A self-signed CA named ``name``."""
     pair = Pair(str(directory / f"{name}.pem"), str(directory / f"{name}.key"))
-    _openssl(
-        "req", "-x509", *_KEY_ARGS, "-keyout", pair.key, "-out", pair.cert, "-days", "2",
-        "-subj", f"/CN={name}", "-addext", "basicConstraints=critical,CA:TRUE",
-        "-addext", "keyUsage=critical,keyCertSign,cRLSign",
-    )  # fmt: skip
+    output = ["-keyout", pair.key, "-out", pair.cert, "-days", "2", "-subj", f"/CN={name}"]
+    constraints = ["-addext", "basicConstraints=critical,CA:TRUE"]
+    usage = ["-addext", "keyUsage=critical,keyCertSign,cRLSign"]
+    _openssl("req", "-x509", *_KEY_ARGS, *output, *constraints, *usage)
     return pair
 
 
@@ -67,10 +66,9 @@ def make_leaf(directory: Path, name: str, ca: Pair) -> Pair:
     csr, extensions = directory / f"{name}.csr", directory / f"{name}.ext"
     extensions.write_text(_LEAF_EXTENSIONS)
     _openssl("req", *_KEY_ARGS, "-keyout", pair.key, "-out", str(csr), "-subj", f"/CN={name}")
-    _openssl(
-        "x509", "-req", "-in", str(csr), "-CA", ca.cert, "-CAkey", ca.key, "-CAcreateserial",
-        "-out", pair.cert, "-days", "2", "-extfile", str(extensions),
-    )  # fmt: skip
+    signer = ["-CA", ca.cert, "-CAkey", ca.key, "-CAcreateserial"]
+    output = ["-out", pair.cert, "-days", "2", "-extfile", str(extensions)]
+    _openssl("x509", "-req", "-in", str(csr), *signer, *output)
     return pair
 
 

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 
 from me2_devkit.testing.servers import RedisServer, ServerStartError, find_binary, free_port
@@ -64,11 +65,12 @@ class RedisClusterServers:
 
     @staticmethod
     def _node_args() -> tuple[str, ...]:
-        return (
-            "--cluster-enabled", "yes",
-            "--cluster-config-file", "nodes.conf",  # inside the node's --dir
-            "--cluster-node-timeout", str(NODE_TIMEOUT_MS),
-        )  # fmt: skip
+        flags = {
+            "--cluster-enabled": "yes",
+            "--cluster-config-file": "nodes.conf",  # inside the node's --dir
+            "--cluster-node-timeout": str(NODE_TIMEOUT_MS),
+        }
+        return tuple(chain.from_iterable(flags.items()))
 
     def _create(self) -> None:
         argv = [find_binary("redis-cli"), "--cluster", "create", *self.addresses]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 from dataclasses import dataclass, field
+from itertools import chain
 
 from me2_devkit.testing.servers import (
     ServerStartError,
@@ -34,21 +35,21 @@ class EtcdServer(_Server):
     def start(self) -> EtcdServer:
         self.root.mkdir(parents=True, exist_ok=True)
         peer = f"http://127.0.0.1:{self.peer_port}"
-        argv = [
-            find_binary("etcd"),
-            "--name", "default",
-            "--data-dir", str(self.root / "data"),
-            "--listen-client-urls", self.url,
-            "--advertise-client-urls", self.url,
-            "--listen-peer-urls", peer,
-            "--initial-advertise-peer-urls", peer,
-            "--initial-cluster", f"default={peer}",
-            "--log-level", "warn",
-        ]  # fmt: skip
+        flags = {
+            "--name": "default",
+            "--data-dir": str(self.root / "data"),
+            "--listen-client-urls": self.url,
+            "--advertise-client-urls": self.url,
+            "--listen-peer-urls": peer,
+            "--initial-advertise-peer-urls": peer,
+            "--initial-cluster": f"default={peer}",
+            "--log-level": "warn",
+        }
+        argv = [find_binary("etcd"), *chain.from_iterable(flags.items())]
         if self.tls is not None:
             cert, key, ca = self.tls
-            argv += ["--cert-file", cert, "--key-file", key, "--trusted-ca-file", ca,
-                     "--client-cert-auth"]  # fmt: skip
+            argv += ["--cert-file", cert, "--key-file", key, "--trusted-ca-file", ca]
+            argv.append("--client-cert-auth")
         self._launch(argv, 30)
         return self
 

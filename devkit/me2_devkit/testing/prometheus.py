@@ -63,11 +63,14 @@ class PrometheusServer(_Server):
             shutil.copyfile(source, copy)
             rules.append(json.dumps(str(copy)))
         config = self.root / "prometheus.yml"
-        config.write_text(_CONFIG.format(
-            interval=self.interval, rules=", ".join(rules), job=self.job,
+        text = _CONFIG.format(
+            interval=self.interval,
+            rules=", ".join(rules),
+            job=self.job,
             path=json.dumps(self.metrics_path),
             targets=", ".join(json.dumps(t) for t in self.targets),
-        ))  # fmt: skip
+        )
+        config.write_text(text)
         argv = [
             find_binary("prometheus"),
             f"--config.file={config}",

@@ -153,8 +153,14 @@ def root_query(port: int, database: str | None, sql: str, args: object = None) -
     (autocommit); the rows. Raises ``pymysql.MySQLError``."""
     import pymysql  # local: only the servers that need it pay for it
 
-    conn = pymysql.connect(host="127.0.0.1", port=port, user="root", database=database,
-                           connect_timeout=5, autocommit=True)  # fmt: skip
+    conn = pymysql.connect(
+        host="127.0.0.1",
+        port=port,
+        user="root",
+        database=database,
+        connect_timeout=5,
+        autocommit=True,
+    )
     try:
         with conn.cursor() as cur:
             cur.execute(sql, args)
