@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 from me2_devkit import chaos_cli
 from me2_devkit.chaos import plan as kinds
-from me2_devkit.chaos.audit import AuditInput, Bounds, Finding, IndexSnapshot, audit
+from me2_devkit.chaos.audit import AuditInput, Finding, IndexSnapshot, audit
 from me2_devkit.chaos.breaker_watch import Sample, breaker_finding
 from me2_devkit.chaos.data import Dispatch, Schedule
 from me2_devkit.chaos.gate import Gate
@@ -32,17 +32,7 @@ from me2_scheduler.clients import ActionClient
 from me2_scheduler.config import RpcClientConf
 from me2_scheduler.errors import DownstreamError
 
-T0 = 1_700_000_000.0
-BOUNDS = Bounds(
-    max_interval_s=6,
-    lease_s=3,
-    scan_interval_s=5,
-    sweep_grace_s=2,
-    poll_interval_s=0.2,
-    action_timeout_s=1,
-    max_failures=5,
-)
-
+from .fixtures_chaos import BOUNDS, T0
 
 # -- the plan -------------------------------------------------------------------
 

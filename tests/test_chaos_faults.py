@@ -36,7 +36,6 @@ from me2_devkit.chaos import plan as kinds
 from me2_devkit.chaos.audit import (
     FREEZE_SLACK_S,
     AuditInput,
-    Bounds,
     Finding,
     IndexSnapshot,
     audit,
@@ -53,18 +52,8 @@ from me2_devkit.chaos.report import render_markdown, render_report, render_text
 from me2_devkit.chaos.runner import ChaosResult, run_chaos
 from me2_devkit.chaos.servertime import server_clock_finding
 
-T0 = 1_700_000_000.0
-BOUNDS = Bounds(
-    max_interval_s=6,
-    lease_s=3,
-    scan_interval_s=5,
-    sweep_grace_s=2,
-    poll_interval_s=0.2,
-    action_timeout_s=1,
-    max_failures=5,
-    min_interval_s=2,
-    retry_s=1,
-)
+from .fixtures_chaos import NETWORK_BOUNDS, T0
+
 SHORT_LEASE_S = 3  # the short runs: a freeze of three leases is 9 s
 
 # -- the plan ---------------------------------------------------------------------------
@@ -137,7 +126,7 @@ def data_of(
         journal=[RpcCall(ENABLE, a, T0 - 10, T0 - 9.99, 0) for a in avatars] + list(calls),
         windows=list(windows),
         index=IndexSnapshot(due=dict.fromkeys(avatars, 1.0), inflight=frozenset()),
-        bounds=BOUNDS,
+        bounds=NETWORK_BOUNDS,
         t_end=t_end if t_end is not None else max(r.finished for r in rows) + 1,
         arrivals=arrivals or {},
     )

@@ -97,19 +97,7 @@ def test_migrating_an_empty_database_creates_every_table_column_and_index(
         "idx_started_time": ["started_time"],
     }
     diary = columns(mariadb, database, "diary_runs")
-    assert list(diary) == [
-        "run_date",
-        "status",
-        "checkpoint_avatar_id",
-        "success_count",
-        "failure_count",
-        "total",
-        "owner",
-        "fire_time",
-        "started_at",
-        "heartbeat_at",
-        "finished_at",
-    ]
+    assert tuple(diary) == DIARY_RUN_COLUMNS
     assert diary["run_date"][7] == "PRI"
     assert diary["fire_time"][1:3] == ("datetime", "NO")
     assert diary["checkpoint_avatar_id"][1:4] == ("bigint(20)", "NO", "0")

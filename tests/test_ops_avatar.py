@@ -75,18 +75,8 @@ def test_avatar_history_text_is_a_table_of_entries(ops: OpsEnv, api: str) -> Non
 
     assert result.exit_code == 0, result.output
     header = next(line for line in result.stdout.splitlines() if line.startswith("id "))
-    assert header.split() == [
-        "id",
-        "trigger",
-        "outcome",
-        "planned_time",
-        "started_time",
-        "finished_time",
-        "lag_seconds",
-        "action_type",
-        "action_id",
-        "error",
-    ]
+    columns = "id trigger outcome planned_time started_time finished_time lag_seconds"
+    assert header.split() == [*columns.split(), "action_type", "action_id", "error"]
     assert " manual " in result.stdout
 
 

@@ -132,6 +132,7 @@ def _run_now(config_path: str, run_date: date | None) -> int:
 
 
 def _status(config_path: str, as_json: bool, limit: int) -> None:
+    from me2_scheduler.ops.status import diary_run_record
     from me2_scheduler.storage.diary_runs import DiaryRunStore
     from me2_scheduler.timefmt import Display
 
@@ -146,12 +147,7 @@ def _status(config_path: str, as_json: bool, limit: int) -> None:
     display = Display(config.timezone)
     records = [
         {
-            "run_date": run.run_date.isoformat(),
-            "fire_time": display.format(run.fire_time),
-            "status": run.status,
-            "success": run.success_count,
-            "failure": run.failure_count,
-            "total": run.total,
+            **diary_run_record(run, display),
             "checkpoint": run.checkpoint_avatar_id,
             "owner": run.owner or "",
             "started_at": display.format(run.started_at),

@@ -52,7 +52,7 @@ def collect(
         "next_due": [
             _due(avatar_id, score, display) for avatar_id, score in index.next_due(next_n)
         ],
-        "diary_runs": [_run(run, display) for run in runs.latest(diary_n)],
+        "diary_runs": [diary_run_record(run, display) for run in runs.latest(diary_n)],
         "service": service_health(config.prometheus),
     }
 
@@ -61,7 +61,8 @@ def _due(avatar_id: int, score: float, display: Display) -> dict[str, Any]:
     return {"avatar_id": avatar_id, "due_at": display.format(from_epoch(score)), "due_epoch": score}
 
 
-def _run(run: DiaryRun, display: Display) -> dict[str, Any]:
+def diary_run_record(run: DiaryRun, display: Display) -> dict[str, Any]:
+    """A diary run for people and JSON: its date, fire time, state and counts."""
     return {
         "run_date": run.run_date.isoformat(),
         "fire_time": display.format(run.fire_time),
