@@ -123,11 +123,17 @@ def start_service(
     """
     values = {**DEFAULTS, **overrides}
     written = write_service_config(
-        tmp_path, mariadb, redis_server, database, redis_key, action.address, values,
+        tmp_path,
+        mariadb,
+        redis_server,
+        database,
+        redis_key,
+        action.address,
+        values,
         ActionRpc={"Endpoints": [action.address], "Timeout": values["action_timeout_ms"]},
         DiaryRpc={"Endpoints": [f"127.0.0.1:{values['diary_port'] or action.port}"]},
         ActionSchedule={"MinIntervalHours": values["min_h"], "MaxIntervalHours": values["max_h"]},
-    )  # fmt: skip
+    )
     service = Service(written.path, tmp_path, env=env or {}).start()
     service.wait_ready()
     return Running(
@@ -178,8 +184,9 @@ def write_service_config(
     )
     path = write_config(tmp_path / "scheduler.yaml", settings)
     init_env = {**os.environ, **(env or {})}
-    subprocess.run(cli_argv("init-db", "-f", str(path)), check=True, capture_output=True,
-                   env=init_env)  # fmt: skip
+    subprocess.run(
+        cli_argv("init-db", "-f", str(path)), check=True, capture_output=True, env=init_env
+    )
     return ServiceConfig(path, rpc_port, metrics_port)
 
 

@@ -200,9 +200,19 @@ def test_mask_dsn_replaces_only_the_password(dsn: str, masked: str) -> None:
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("0", 0.0), ("5s", 5.0), ("500ms", 0.5), ("1m30s", 90.0), ("1.5h", 5400.0),
-     ("250us", 0.00025), ("2µs", 2e-6), ("10ns", 1e-8), (".5s", 0.5), ("-3s", -3.0)],
-)  # fmt: skip
+    [
+        ("0", 0.0),
+        ("5s", 5.0),
+        ("500ms", 0.5),
+        ("1m30s", 90.0),
+        ("1.5h", 5400.0),
+        ("250us", 0.00025),
+        ("2µs", 2e-6),
+        ("10ns", 1e-8),
+        (".5s", 0.5),
+        ("-3s", -3.0),
+    ],
+)
 def test_go_duration_is_parsed_to_seconds(text: str, seconds: float) -> None:
     assert parse_go_duration(text) == pytest.approx(seconds)
 

@@ -132,9 +132,12 @@ def gated_service(
     with open(tmp_path / "service.log", "ab") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "tests.healthz_fixtures", str(written.path)],
-            cwd=REPO, env={**os.environ, GATE_ENV: str(gate)},
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+            cwd=REPO,
+            env={**os.environ, GATE_ENV: str(gate)},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         yield GatedService(proc, written.rpc_port, written.metrics_port, gate)
     finally:

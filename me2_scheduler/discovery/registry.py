@@ -142,8 +142,12 @@ class Publisher:
             self._client.revoke(state.lease_id)
             log.info("etcd: unregistered %s (lease revoked)", state.key)
         except EtcdError as exc:
-            log.error("etcd: cannot revoke the lease of %s, it expires in %ss: %s",
-                      state.key, self.ttl_s, exc)  # fmt: skip
+            log.error(
+                "etcd: cannot revoke the lease of %s, it expires in %ss: %s",
+                state.key,
+                self.ttl_s,
+                exc,
+            )
         for thread in self._threads:
             thread.join(timeout_s)
         self._client.close()
@@ -157,8 +161,9 @@ class Publisher:
         key = full_key(self.conf.key, self.conf.id if self.conf.id > 0 else lease_id)
         revision = self._client.put(key, self.value, lease_id)
         self._state = _Registration(lease_id, key, revision)
-        log.info("etcd: registered %s -> %s (lease %d, ttl %ds)", key, self.value, lease_id,
-                 self.ttl_s)  # fmt: skip
+        log.info(
+            "etcd: registered %s -> %s (lease %d, ttl %ds)", key, self.value, lease_id, self.ttl_s
+        )
 
     def _reregister(self, lost_lease: int) -> None:
         """Replace a lost lease: register again every ``RETRY_SECONDS`` until it works or stop."""

@@ -42,8 +42,13 @@ from typing import Any
 
 CHUNK = 64 * 1024
 NORMAL, LATENCY, JITTER, RESETS, BLACKHOLE, HALF_OPEN = (
-    "normal", "latency", "jitter", "resets", "blackhole", "half_open",
-)  # fmt: skip
+    "normal",
+    "latency",
+    "jitter",
+    "resets",
+    "blackhole",
+    "half_open",
+)
 PHASES = (NORMAL, LATENCY, JITTER, RESETS, BLACKHOLE, HALF_OPEN)
 APPLY_TIMEOUT_S = 10.0
 
@@ -259,8 +264,9 @@ class ThreadedProxy:
     def __init__(self, target: str, **options: Any) -> None:
         self._proxy = FaultProxy(target, **options)
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="fault-proxy",
-                                        daemon=True)  # fmt: skip
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="fault-proxy", daemon=True
+        )
 
     @property
     def address(self) -> str:

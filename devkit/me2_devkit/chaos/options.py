@@ -21,9 +21,16 @@ FAULTS, INFLIGHT, NETWORK = "faults", "inflight", "network"  # the scenarios
 SCENARIOS = (FAULTS, NETWORK, INFLIGHT)
 
 BOUNDS = Bounds(
-    max_interval_s=6, lease_s=LEASE_S, scan_interval_s=5, sweep_grace_s=2, poll_interval_s=0.2,
-    action_timeout_s=ACTION_TIMEOUT_MS / 1000, max_failures=5, min_interval_s=2, retry_s=1,
-)  # fmt: skip
+    max_interval_s=6,
+    lease_s=LEASE_S,
+    scan_interval_s=5,
+    sweep_grace_s=2,
+    poll_interval_s=0.2,
+    action_timeout_s=ACTION_TIMEOUT_MS / 1000,
+    max_failures=5,
+    min_interval_s=2,
+    retry_s=1,
+)
 INFLIGHT_MAX = 400
 INFLIGHT_TIMEOUT_MS = 2000  # over the slow phase's 1 s: slow, not failing
 INFLIGHT_LEASE_S = 6  # over the timeout, with room to record 40 calls at once
@@ -69,17 +76,20 @@ class ChaosOptions:
         if self.scenario == INFLIGHT:
             return make_inflight_plan(self.seed, self.duration_s)
         if self.network:
-            return make_network_plan(self.seed, self.duration_s, lease_s=self.lease_s,
-                                     gap_s=self.bounds.recovery_after_s)  # fmt: skip
+            return make_network_plan(
+                self.seed, self.duration_s, lease_s=self.lease_s, gap_s=self.bounds.recovery_after_s
+            )
         return make_plan(self.seed, self.duration_s)
 
 
 def inflight_options(**overrides: object) -> ChaosOptions:
     """Options of the in-flight scenario: MaxInFlight 400, a 2 s timeout, a 6 s lease."""
     fields: dict[str, object] = {
-        "scenario": INFLIGHT, "max_in_flight": INFLIGHT_MAX,
-        "action_timeout_ms": INFLIGHT_TIMEOUT_MS, "lease_s": INFLIGHT_LEASE_S,
-    }  # fmt: skip
+        "scenario": INFLIGHT,
+        "max_in_flight": INFLIGHT_MAX,
+        "action_timeout_ms": INFLIGHT_TIMEOUT_MS,
+        "lease_s": INFLIGHT_LEASE_S,
+    }
     fields.update(overrides)
     return ChaosOptions(**fields)  # type: ignore[arg-type]
 
@@ -89,8 +99,10 @@ def network_options(**overrides: object) -> ChaosOptions:
     from me2_devkit.chaos.netplan import NETWORK_DURATION_S
 
     fields: dict[str, object] = {
-        "scenario": NETWORK, "lease_s": NETWORK_LEASE_S, "duration_s": NETWORK_DURATION_S,
-    }  # fmt: skip
+        "scenario": NETWORK,
+        "lease_s": NETWORK_LEASE_S,
+        "duration_s": NETWORK_DURATION_S,
+    }
     fields.update(overrides)
     return ChaosOptions(**fields)  # type: ignore[arg-type]
 

@@ -39,9 +39,16 @@ ACTION_HALF_FAILING = "action_half_failing"
 ACTION_DOWN = "action_down"
 
 KINDS = (
-    WORKER_KILL, POLLER_KILL, RPC_SERVER_KILL, REDIS_RESTART, MARIADB_STOP,
-    ACTION_FAILING, ACTION_SLOW, SECOND_SUPERVISOR, RPC_BURST,
-)  # fmt: skip
+    WORKER_KILL,
+    POLLER_KILL,
+    RPC_SERVER_KILL,
+    REDIS_RESTART,
+    MARIADB_STOP,
+    ACTION_FAILING,
+    ACTION_SLOW,
+    SECOND_SUPERVISOR,
+    RPC_BURST,
+)
 
 INFLIGHT_KINDS = (ACTION_LAGGING, ACTION_HALF_FAILING, ACTION_DOWN, WORKER_KILL, RPC_BURST)
 
@@ -64,26 +71,47 @@ def proxy_kind(server: str, phase: str) -> str:
 
 PROXY_KINDS = tuple(proxy_kind(s, p) for s in PROXIED for p in PROXY_PHASES)
 NETWORK_KINDS = (
-    *PROXY_KINDS, WORKER_SIGSTOP, POLLER_SIGSTOP, SKEWED_BEHIND, SKEWED_AHEAD,
-    MARIADB_KILL9, REDIS_KILL9,
-)  # fmt: skip
+    *PROXY_KINDS,
+    WORKER_SIGSTOP,
+    POLLER_SIGSTOP,
+    SKEWED_BEHIND,
+    SKEWED_AHEAD,
+    MARIADB_KILL9,
+    REDIS_KILL9,
+)
 
 # Faults during which dispatching is expected to stall or fall behind: a gap
 # between two dispatches of an avatar that overlaps one is excused. etcd's
 # faults are not among them: the service keeps the Action addresses it knows.
-OUTAGES = frozenset({
-    REDIS_RESTART, MARIADB_STOP, ACTION_FAILING, ACTION_SLOW,
-    ACTION_LAGGING, ACTION_HALF_FAILING, ACTION_DOWN,
-    *(k for k in PROXY_KINDS if not k.startswith("etcd_")),
-    POLLER_SIGSTOP, MARIADB_KILL9, REDIS_KILL9,
-})  # fmt: skip
+OUTAGES = frozenset(
+    {
+        REDIS_RESTART,
+        MARIADB_STOP,
+        ACTION_FAILING,
+        ACTION_SLOW,
+        ACTION_LAGGING,
+        ACTION_HALF_FAILING,
+        ACTION_DOWN,
+        *(k for k in PROXY_KINDS if not k.startswith("etcd_")),
+        POLLER_SIGSTOP,
+        MARIADB_KILL9,
+        REDIS_KILL9,
+    }
+)
 # Faults that may cut a dispatch between its Action call and its record: the
 # slot may then reach Action twice, always with the same idempotency key.
 # MariaDB cut off (reset, silent) is one: the record cannot be written.
-CRASHES = frozenset({
-    WORKER_KILL, RPC_SERVER_KILL, REDIS_RESTART, MARIADB_STOP, MARIADB_KILL9, REDIS_KILL9,
-    *(proxy_kind("mariadb", p) for p in ("resets", "blackhole", "half_open")),
-})  # fmt: skip
+CRASHES = frozenset(
+    {
+        WORKER_KILL,
+        RPC_SERVER_KILL,
+        REDIS_RESTART,
+        MARIADB_STOP,
+        MARIADB_KILL9,
+        REDIS_KILL9,
+        *(proxy_kind("mariadb", p) for p in ("resets", "blackhole", "half_open")),
+    }
+)
 # A frozen worker is no crash: once it wakes it must not call Action for a
 # claim whose lease another worker took (fencing). Only a call it had made
 # before it froze may be repeated, by the worker that took the claim over.

@@ -82,8 +82,17 @@ class ClockedAction(ListeningChild):
         return self.root / "action-arrivals.json"
 
     def start(self) -> ClockedAction:
-        argv = [PYTHON, "-m", "me2_devkit.chaos.clocked_action", "--listen", "127.0.0.1:0",
-                "--times", str(self.times_path), "--seed", str(self.seed)]  # fmt: skip
+        argv = [
+            PYTHON,
+            "-m",
+            "me2_devkit.chaos.clocked_action",
+            "--listen",
+            "127.0.0.1:0",
+            "--times",
+            str(self.times_path),
+            "--seed",
+            str(self.seed),
+        ]
         self._launch(argv, "action-simulator.log")
         return self
 
@@ -141,7 +150,9 @@ class Stack:
             action = {"Etcd": {"Hosts": etcd, "Key": ACTION_KEY}}
             extra["Etcd"] = {"Hosts": etcd, "Key": SERVICE_KEY}
         settings = service_config(
-            data_source=dsn, redis_host=redis_host, redis_key=REDIS_KEY,
+            data_source=dsn,
+            redis_host=redis_host,
+            redis_key=REDIS_KEY,
             listen_on=f"127.0.0.1:{free_port()}",
             Mysql={"DataSource": dsn, "PoolSize": 4},
             Redis={"Host": redis_host, "Type": self.redis.type, "Key": REDIS_KEY},
@@ -153,7 +164,7 @@ class Stack:
             Log={"Encoding": "plain", "Level": "info"},
             Prometheus={"Host": "127.0.0.1", "Port": free_port()},
             **extra,
-        )  # fmt: skip
+        )
         return write_config(self.root / f"{name}.yaml", settings)
 
     @property
@@ -233,14 +244,22 @@ def started_stack(options: ChaosOptions, redis: RedisTarget | None) -> Iterator[
 
 
 def _start_network(
-    stops: ExitStack, root: Path, options: ChaosOptions, mariadb: MariaDBServer,
-    redis: RedisTarget, simulator: ClockedAction,
-) -> Network:  # fmt: skip
+    stops: ExitStack,
+    root: Path,
+    options: ChaosOptions,
+    mariadb: MariaDBServer,
+    redis: RedisTarget,
+    simulator: ClockedAction,
+) -> Network:
     """etcd, the proxies in front of every server, and Action registered in etcd."""
     etcd = EtcdServer(root=root / "etcd").start()
     stops.callback(etcd.stop)
-    targets = {"mariadb": mariadb.address, "redis": redis.host, "action": simulator.address,
-               "etcd": etcd.address}  # fmt: skip
+    targets = {
+        "mariadb": mariadb.address,
+        "redis": redis.host,
+        "action": simulator.address,
+        "etcd": etcd.address,
+    }
     proxies = ProxyHost(targets, seed=options.seed, log_path=root / "proxies.log").start()
     stops.callback(proxies.stop)
     # Registered directly (not through the proxy): etcd's faults are the service's to bear.
