@@ -136,7 +136,7 @@ def like_pattern(text: str) -> str:
     return f"%{escaped}%"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # compared by identity, as before
 class Reads:
     """The console's reads over one MySQL pool and the index's Redis client."""
 
