@@ -40,6 +40,18 @@ def config(dispatch_config, failing_simulator: RunningSimulator) -> Config:
     return dispatch_config(failing_simulator.address, schedule=ScheduleConf(lease_seconds=LEASE_S))
 
 
+def move_active(store: MysqlStore, avatar_id: int, next_time: datetime) -> None:
+    """Moves an active row to another next time, as a reactivation would."""
+    row = store.get(avatar_id)
+    store.transition(
+        avatar_id,
+        expected_status="active",
+        expected_version=row.version,
+        new_status="active",
+        next_time=next_time,
+    )
+
+
 def dispatcher_of(config: Config, parts, **kwargs) -> Dispatcher:
     store, index, action = parts
     return Dispatcher(config, store, index, action, rng=random.Random(3), **kwargs)
@@ -77,14 +89,7 @@ def test_a_mixed_batch_gets_each_claim_the_outcome_a_lone_dispatch_would(
     claims = {c.avatar_id: c for c in claim_all(index, 4, LEASE_S)}
     # 12 moved past its slot meanwhile (say a reactivation); 14 was paused.
     moved = due + timedelta(hours=1)
-    row12 = store.get(12)
-    store.transition(
-        12,
-        expected_status="active",
-        expected_version=row12.version,
-        new_status="active",
-        next_time=moved,
-    )
+    move_active(store, 12, moved)
     row14 = store.get(14)
     store.transition(
         14, expected_status="active", expected_version=row14.version, new_status="paused"
@@ -181,14 +186,7 @@ def test_a_skipped_claim_is_back_in_due_before_the_batch_calls_action(
     due = due_now(store, index, 81, 82)
     claims = claim_all(index, 2, LEASE_S)
     moved = due + timedelta(hours=1)
-    row = store.get(82)
-    store.transition(
-        82,
-        expected_status="active",
-        expected_version=row.version,
-        new_status="active",
-        next_time=moved,
-    )
+    move_active(store, 82, moved)
     watching = _WatchingAction(action, index, watched=82)
 
     Dispatcher(config, store, index, watching, budget_s=60).dispatch_batch(claims)

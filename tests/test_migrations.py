@@ -76,20 +76,7 @@ def test_migrating_an_empty_database_creates_every_table_column_and_index(
         "idx_status_reason_avatar_id": ["status", "pause_reason", "avatar_id"],
     }
     history = columns(mariadb, database, "avatar_schedule_history")
-    assert list(history) == [
-        "id",
-        "avatar_id",
-        "trigger",
-        "planned_time",
-        "started_time",
-        "finished_time",
-        "outcome",
-        "action_type",
-        "action_id",
-        "error",
-        "lag_ms",
-        "idempotency_key",
-    ]
+    assert " ".join(history) == HISTORY_COLUMNS
     assert history["outcome"][1] == "enum('success','failure','skipped')"
     assert indexes(mariadb, database, "avatar_schedule_history") == {
         "PRIMARY": ["id"],
@@ -177,6 +164,11 @@ def test_a_seed_table_holding_rows_upgrades_without_losing_any(
         " AND last_error IS NULL AND pause_reason IS NULL",
     ) == [(1000,)]
 
+
+HISTORY_COLUMNS = (
+    "id avatar_id trigger planned_time started_time finished_time outcome"
+    " action_type action_id error lag_ms idempotency_key"
+)
 
 DIARY_RUN_COLUMNS = (
     "run_date",

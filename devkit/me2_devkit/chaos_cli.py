@@ -28,6 +28,10 @@ SCENARIO_HELP = (
 MAX_IN_FLIGHT_HELP = (
     "Schedule.MaxInFlight (default: MaxWorkers; 400 for --scenario inflight). At least --workers."
 )
+REPORT_HELP = "Write the Markdown report here (e.g. docs/RELIABILITY.md)."
+KEEP_HELP = "Run in this directory and keep its logs and data."
+FILE_PATH = click.Path(dir_okay=False)
+DIR_PATH = click.Path(file_okay=False)
 SCENARIO_CHOICE = click.Choice(["all", "faults", "network", "inflight"])
 
 
@@ -39,20 +43,8 @@ def register(group: click.Group) -> None:
     @click.option("--seed", type=int, default=1, show_default=True, help="Seed of the fault plan.")
     @click.option("--avatars", type=click.IntRange(min=1), default=2000, show_default=True)
     @click.option("--workers", type=click.IntRange(min=1), default=10, show_default=True)
-    @click.option(
-        "--report",
-        "report_path",
-        type=click.Path(dir_okay=False),
-        default=None,
-        help="Write the Markdown report here (e.g. docs/RELIABILITY.md).",
-    )
-    @click.option(
-        "--keep",
-        "keep_dir",
-        type=click.Path(file_okay=False),
-        default=None,
-        help="Run in this directory and keep its logs and data.",
-    )
+    @click.option("--report", "report_path", type=FILE_PATH, default=None, help=REPORT_HELP)
+    @click.option("--keep", "keep_dir", type=DIR_PATH, default=None, help=KEEP_HELP)
     @click.option("--no-faults", is_flag=True, help="Run and audit without injecting faults.")
     @click.option(
         "--scenario", type=SCENARIO_CHOICE, default="all", show_default=True, help=SCENARIO_HELP

@@ -13,7 +13,8 @@ from typing import Any
 
 import click
 
-from me2_scheduler.cli.common import fail, json_option, load_or_exit, print_answer
+from me2_scheduler.cli.api import Api, api_options
+from me2_scheduler.cli.common import fail, print_answer, with_options
 from me2_scheduler.errors import SchedulerError
 
 _AVATAR_HELP = {
@@ -32,89 +33,39 @@ def avatar() -> None:
     """Call the Scheduler gRPC API for one avatar and print the answer."""
 
 
-# Where the API is and how to show its answer: every command that calls it takes these.
-API_OPTIONS: list[Callable[[Any], Any]] = [
-    click.option(
-        "--target",
-        metavar="HOST:PORT",
-        help="The scheduler's gRPC address; default ListenOn of -f's config.",
-    ),
-    click.option(
-        "-f",
-        "config_path",
-        type=click.Path(dir_okay=False),
-        default=None,
-        help="Service YAML config, for the default --target.",
-    ),
-    json_option,
-    click.option(
-        "--timeout",
-        "timeout_s",
-        type=click.FloatRange(min=0.1),
-        default=10.0,
-        show_default=True,
-        help="Seconds to wait for the answer.",
-    ),
-]
+_LIMIT = click.option(
+    "--limit",
+    type=click.IntRange(0, 100),
+    default=0,
+    help="Entries per page (0: the server's default).",
+)
+_CURSOR = click.option(
+    "--cursor",
+    type=click.IntRange(min=0),
+    default=0,
+    help="next_cursor of the previous page (0: newest first).",
+)
 
 
 def _avatar_command(action: str) -> click.Command:
     """``avatar <action> ID``; ``history`` also takes ``--limit`` and ``--cursor``."""
 
-    def command(
-        avatar_id: int,
-        target: str | None,
-        config_path: str | None,
-        as_json: bool,
-        timeout_s: float,
-        limit: int = 0,
-        cursor: int = 0,
-    ) -> None:
-        resolved = resolve_target(target, config_path)
-        _call_avatar(
-            resolved, action, avatar_id, as_json, timeout_s=timeout_s, limit=limit, cursor=cursor
-        )
+    def command(avatar_id: int, api: Api, limit: int = 0, cursor: int = 0) -> None:
+        from me2_scheduler.ops.avatar import call, render
 
-    decorators = [click.argument("avatar_id", type=int), *API_OPTIONS]
+        target = api.target()
+        try:
+            response = call(
+                target, action, avatar_id, timeout_s=api.timeout_s, limit=limit, cursor=cursor
+            )
+        except SchedulerError as exc:
+            fail(exc)
+        print_answer(response, api.as_json, render)
+
+    decorators: list[Callable[[Any], Any]] = [click.argument("avatar_id", type=int), api_options]
     if action == "history":
-        decorators += [
-            click.option(
-                "--limit",
-                type=click.IntRange(0, 100),
-                default=0,
-                help="Entries per page (0: the server's default).",
-            ),
-            click.option(
-                "--cursor",
-                type=click.IntRange(min=0),
-                default=0,
-                help="next_cursor of the previous page (0: newest first).",
-            ),
-        ]
-    for decorate in reversed(decorators):
-        command = decorate(command)
-    return click.command(action, help=_AVATAR_HELP[action])(command)
-
-
-def resolve_target(target: str | None, config_path: str | None) -> str:
-    """``--target``, else the ``ListenOn`` of ``-f``'s config; a usage error without either."""
-    from me2_scheduler.ops.avatar import target_from_listen_on
-
-    if target:
-        return target
-    if config_path:
-        return target_from_listen_on(load_or_exit(config_path).listen_on)
-    raise click.UsageError("--target HOST:PORT is required unless -f FILE is given")
-
-
-def _call_avatar(target: str, action: str, avatar_id: int, as_json: bool, **kwargs: Any) -> None:
-    from me2_scheduler.ops.avatar import call, render
-
-    try:
-        response = call(target, action, avatar_id, **kwargs)
-    except SchedulerError as exc:
-        fail(exc)
-    print_answer(response, as_json, render)
+        decorators += [_LIMIT, _CURSOR]
+    return click.command(action, help=_AVATAR_HELP[action])(with_options(*decorators)(command))
 
 
 for _action in _AVATAR_HELP:

@@ -23,16 +23,33 @@ if TYPE_CHECKING:
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
+# A file the command reads or writes (not a directory).
+FILE_PATH = click.Path(dir_okay=False)
+
 config_option = click.option(
-    "-f",
-    "config_path",
-    required=True,
-    type=click.Path(dir_okay=False),
-    help="Service YAML config (go-zero shape).",
+    "-f", "config_path", required=True, type=FILE_PATH, help="Service YAML config (go-zero shape)."
 )
 json_option = click.option(
     "--json", "as_json", is_flag=True, help="Print one JSON document instead of text."
 )
+
+
+def count_option(*decls: str, between: tuple[int, int], default: int, help: str) -> Any:
+    """An integer option bounded by ``between`` (both ends included) that shows its default."""
+    return click.option(
+        *decls, type=click.IntRange(*between), default=default, show_default=True, help=help
+    )
+
+
+def with_options(*decorators: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """Apply click decorators given as a list, as if written one above the other."""
+
+    def apply(command: Any) -> Any:
+        for decorate in reversed(decorators):
+            command = decorate(command)
+        return command
+
+    return apply
 
 
 def load_or_exit(path: str) -> Config:

@@ -23,11 +23,15 @@ from me2_scheduler.cli.common import (
     EXIT_FAILURE,
     EXIT_OK,
     config_option,
+    count_option,
     echo_json,
     guard,
     json_option,
     load_or_exit,
 )
+
+SAMPLE_HELP = "Avatar ids shown per kind of difference."
+NEXT_HELP = "How many of the next due avatars to list."
 
 if TYPE_CHECKING:
     from me2_scheduler.config import Config
@@ -81,13 +85,7 @@ def _is_terminal(stream: Any) -> bool:
 @click.command("rebuild-index")
 @config_option
 @json_option
-@click.option(
-    "--chunk",
-    type=click.IntRange(100, 100_000),
-    default=10_000,
-    show_default=True,
-    help="Rows per Redis round trip.",
-)
+@count_option("--chunk", between=(100, 100_000), default=10_000, help="Rows per Redis round trip.")
 def rebuild_index(config_path: str, as_json: bool, chunk: int) -> None:
     """Rebuild the Redis index from MySQL's active schedules (safe while the service runs)."""
     from me2_scheduler.ops import index_ops
@@ -107,13 +105,7 @@ def rebuild_index(config_path: str, as_json: bool, chunk: int) -> None:
 @config_option
 @json_option
 @click.option("--repair", is_flag=True, help="Fix the differences found.")
-@click.option(
-    "--sample",
-    type=click.IntRange(0, 10_000),
-    default=10,
-    show_default=True,
-    help="Avatar ids shown per kind of difference.",
-)
+@count_option("--sample", between=(0, 10_000), default=10, help=SAMPLE_HELP)
 def verify_index(config_path: str, as_json: bool, repair: bool, sample: int) -> None:
     """Compare the Redis index with MySQL: missing, extra and wrong-score avatars.
 
@@ -143,14 +135,7 @@ def verify_index(config_path: str, as_json: bool, repair: bool, sample: int) -> 
 @click.command("status")
 @config_option
 @json_option
-@click.option(
-    "--next",
-    "next_n",
-    type=click.IntRange(0, 1000),
-    default=10,
-    show_default=True,
-    help="How many of the next due avatars to list.",
-)
+@count_option("--next", "next_n", between=(0, 1000), default=10, help=NEXT_HELP)
 def status(config_path: str, as_json: bool, next_n: int) -> None:
     """Avatars by status, auto-paused, queue sizes, next due, diary runs, the service."""
     from me2_scheduler.ops.status import collect, render
@@ -190,13 +175,7 @@ def _age(_ctx: click.Context, _param: click.Parameter, value: str) -> Any:
     metavar="AGE",
     help="Delete dispatches started longer ago than this: 30d, 12h, 90m.",
 )
-@click.option(
-    "--batch",
-    type=click.IntRange(1, 100_000),
-    default=5000,
-    show_default=True,
-    help="Rows deleted per transaction.",
-)
+@count_option("--batch", between=(1, 100_000), default=5000, help="Rows deleted per transaction.")
 def prune_history(config_path: str, as_json: bool, age: Any, batch: int) -> None:
     """Delete old dispatch history in small transactions; print how many rows went."""
     from me2_scheduler.ops.prune import cutoff, prune

@@ -12,22 +12,36 @@ line naming the field; an API answer other than 0 exits 1 with
 
 from __future__ import annotations
 
+import functools
 import random
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from me2_scheduler.cli.avatar import API_OPTIONS, resolve_target
-from me2_scheduler.cli.common import EXIT_USAGE, echo_json, fail, print_answer
+from me2_scheduler.cli.api import Api, api_options
+from me2_scheduler.cli.common import (
+    EXIT_USAGE,
+    FILE_PATH,
+    count_option,
+    echo_json,
+    fail,
+    print_answer,
+    with_options,
+)
 from me2_scheduler.errors import SchedulerError
+
+if TYPE_CHECKING:
+    from me2_scheduler.ops.policy import PolicyOptions
+
+IDS_FILE_HELP = "A file of avatar ids (commas, spaces or lines; # comments)."
 
 POLICY_OPTIONS: list[Callable[[Any], Any]] = [
     click.option(
         "--file",
         "policy_file",
-        type=click.Path(dir_okay=False),
-        default=None,
+        type=FILE_PATH,
         help="The policy as JSON (what `avatar policy get` prints).",
     ),
     click.option(
@@ -72,33 +86,42 @@ POLICY_OPTIONS: list[Callable[[Any], Any]] = [
 ]
 
 
-def with_options(*decorators: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    """Apply click option decorators given as a list, as if written one above the other."""
+@dataclass(frozen=True)
+class GivenPolicy:
+    """The policy as the options gave it: a file, ``--default``, or inline options."""
 
-    def apply(command: Any) -> Any:
-        for decorate in reversed(decorators):
-            command = decorate(command)
-        return command
+    policy_file: str | None
+    use_default: bool
+    inline: PolicyOptions
 
-    return apply
+    def message(self) -> Any:
+        """The ``SchedulePolicy`` message; exit 2 when the options give none, more than one,
+        or one that cannot be read."""
+        from me2_scheduler.ops.policy import PolicyInputError, checked, read_document
+
+        if sum((self.policy_file is not None, self.use_default, self.inline.given)) != 1:
+            raise click.UsageError(
+                "give the policy once: --file FILE, --default, or options such as --window"
+            )
+        try:
+            if self.policy_file is not None:
+                return checked(read_document(self.policy_file), self.policy_file)
+            return checked({} if self.use_default else self.inline.document(), "the options")
+        except PolicyInputError as exc:
+            fail(exc, EXIT_USAGE)
 
 
-def _policy_given(policy_file: str | None, use_default: bool, **inline: Any) -> Any:
-    """The ``SchedulePolicy`` message the options give; exit 2 when they give none, more
-    than one, or one that cannot be read."""
-    from me2_scheduler.ops.policy import PolicyInputError, PolicyOptions, checked, read_document
+def policy_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Add the policy options to ``command``, which receives them as ``policy: GivenPolicy``."""
 
-    options = PolicyOptions(**inline)
-    if sum((policy_file is not None, use_default, options.given)) != 1:
-        raise click.UsageError(
-            "give the policy once: --file FILE, --default, or options such as --window"
-        )
-    try:
-        if policy_file is not None:
-            return checked(read_document(policy_file), policy_file)
-        return checked({} if use_default else options.document(), "the options")
-    except PolicyInputError as exc:
-        fail(exc, EXIT_USAGE)
+    @functools.wraps(command)
+    def with_policy(*args: Any, policy_file: str | None, use_default: bool, **kwargs: Any) -> Any:
+        from me2_scheduler.ops.policy import PolicyOptions
+
+        inline = PolicyOptions(**{f.name: kwargs.pop(f.name) for f in fields(PolicyOptions)})
+        return command(*args, policy=GivenPolicy(policy_file, use_default, inline), **kwargs)
+
+    return with_options(*POLICY_OPTIONS)(with_policy)
 
 
 def _answer(response: Any, as_json: bool) -> None:
@@ -120,43 +143,32 @@ _ID = click.argument("avatar_id", type=click.IntRange(min=1))
 
 
 @avatar_policy.command("get")
-@with_options(_ID, *API_OPTIONS)
-def get_command(
-    avatar_id: int, target: str | None, config_path: str | None, as_json: bool, timeout_s: float
-) -> None:
+@with_options(_ID, api_options)
+def get_command(avatar_id: int, api: Api) -> None:
     """Show an avatar's policy and what applies where it leaves a blank."""
     from me2_scheduler.ops.policy import get_policy
 
-    resolved = resolve_target(target, config_path)
+    target = api.target()
     try:
-        response = get_policy(resolved, avatar_id, timeout_s=timeout_s)
+        response = get_policy(target, avatar_id, timeout_s=api.timeout_s)
     except SchedulerError as exc:
         fail(exc)
-    _answer(response, as_json)
+    _answer(response, api.as_json)
 
 
 @avatar_policy.command("set")
-@with_options(_ID, *API_OPTIONS, *POLICY_OPTIONS)
-def set_command(
-    avatar_id: int,
-    target: str | None,
-    config_path: str | None,
-    as_json: bool,
-    timeout_s: float,
-    policy_file: str | None,
-    use_default: bool,
-    **inline: Any,
-) -> None:
+@with_options(_ID, api_options, policy_options)
+def set_command(avatar_id: int, api: Api, policy: GivenPolicy) -> None:
     """Set an avatar's policy (a next time outside the new windows is re-drawn)."""
     from me2_scheduler.ops.policy import set_policy
 
-    message = _policy_given(policy_file, use_default, **inline)
-    resolved = resolve_target(target, config_path)
+    message = policy.message()
+    target = api.target()
     try:
-        response = set_policy(resolved, avatar_id, message, timeout_s=timeout_s)
+        response = set_policy(target, avatar_id, message, timeout_s=api.timeout_s)
     except SchedulerError as exc:
         fail(exc)
-    _answer(response, as_json)
+    _answer(response, api.as_json)
 
 
 # -- policy preview | set-many ----------------------------------------------------------
@@ -175,20 +187,10 @@ def policy() -> None:
     required=True,
     help="The avatar whose policy to draw from.",
 )
-@click.option(
-    "--count", type=click.IntRange(1, 1000), default=20, show_default=True, help="How many draws."
-)
+@count_option("--count", between=(1, 1000), default=20, help="How many draws.")
 @click.option("--seed", type=int, default=None, help="Seed of the draws, to repeat a preview.")
-@with_options(*API_OPTIONS)
-def preview_command(
-    avatar_id: int,
-    count: int,
-    seed: int | None,
-    target: str | None,
-    config_path: str | None,
-    as_json: bool,
-    timeout_s: float,
-) -> None:
+@with_options(api_options)
+def preview_command(avatar_id: int, count: int, seed: int | None, api: Api) -> None:
     """Print an avatar's next draws, in its policy's zone.
 
     Each is drawn as the dispatcher draws it after a success at the one
@@ -197,15 +199,15 @@ def preview_command(
     from me2_scheduler.clock import utc_now
     from me2_scheduler.ops.policy import get_policy, preview
 
-    resolved = resolve_target(target, config_path)
+    target = api.target()
     try:
-        response = get_policy(resolved, avatar_id, timeout_s=timeout_s)
+        response = get_policy(target, avatar_id, timeout_s=api.timeout_s)
         if response.code != 0:
-            _answer(response, as_json)
+            _answer(response, api.as_json)
         shown = preview(response, avatar_id, utc_now(), count, random.Random(seed))
     except SchedulerError as exc:
         fail(exc)
-    if as_json:
+    if api.as_json:
         echo_json(shown.as_dict())
     else:
         click.echo(shown.render())
@@ -213,24 +215,9 @@ def preview_command(
 
 @policy.command("set-many")
 @click.option("--ids", default=None, metavar="ID,ID,...", help="Avatar ids, comma-separated.")
-@click.option(
-    "--ids-file",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="A file of avatar ids (commas, spaces or lines; # comments).",
-)
-@with_options(*API_OPTIONS, *POLICY_OPTIONS)
-def set_many_command(
-    ids: str | None,
-    ids_file: str | None,
-    target: str | None,
-    config_path: str | None,
-    as_json: bool,
-    timeout_s: float,
-    policy_file: str | None,
-    use_default: bool,
-    **inline: Any,
-) -> None:
+@click.option("--ids-file", type=FILE_PATH, help=IDS_FILE_HELP)
+@with_options(api_options, policy_options)
+def set_many_command(ids: str | None, ids_file: str | None, api: Api, policy: GivenPolicy) -> None:
     """Give one policy to many avatars.
 
     One call per 1000 ids, each one transaction; ids without a schedule
@@ -244,17 +231,17 @@ def set_many_command(
         avatar_ids = parse_ids(ids, "--ids") if ids is not None else read_ids(str(ids_file))
     except PolicyInputError as exc:
         fail(exc, EXIT_USAGE)
-    message = _policy_given(policy_file, use_default, **inline)
-    resolved = resolve_target(target, config_path)
+    message = policy.message()
+    target = api.target()
     try:
-        done = set_many(resolved, avatar_ids, message, timeout_s=timeout_s)
+        done = set_many(target, avatar_ids, message, timeout_s=api.timeout_s)
     except BulkFailed as exc:
-        if as_json:
+        if api.as_json:
             echo_json(exc.done.as_dict())
         fail(exc)
     except SchedulerError as exc:
         fail(exc)
-    if as_json:
+    if api.as_json:
         echo_json(done.as_dict())
         return
     click.echo(

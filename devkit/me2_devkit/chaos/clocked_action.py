@@ -29,6 +29,8 @@ import click
 from me2_devkit.simulate_cli import run_until_signalled
 from me2_devkit.simulators import ActionSimulator
 
+TIMES = "Where SIGUSR1 writes the arrival times per key."
+
 
 class ClockedActionSimulator(ActionSimulator):
     """``ActionSimulator`` plus the arrival times of each key's calls."""
@@ -72,13 +74,7 @@ def _dump_on_usr1(simulator: ClockedActionSimulator, path: Path) -> None:
 
 @click.command()
 @click.option("--listen", default="127.0.0.1:0", show_default=True, help="host:port")
-@click.option(
-    "--times",
-    "times_path",
-    type=click.Path(dir_okay=False),
-    required=True,
-    help="Where SIGUSR1 writes the arrival times per key.",
-)
+@click.option("--times", "times_path", type=click.Path(dir_okay=False), required=True, help=TIMES)
 @click.option("--seed", type=int, default=None)
 def main(listen: str, times_path: str, seed: int | None) -> None:
     """Serve action.Action/ScheduleAction until SIGTERM, noting arrival times per key."""
