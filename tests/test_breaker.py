@@ -164,7 +164,7 @@ def test_calls_older_than_the_ten_second_window_are_forgotten() -> None:
     clock.advance(0.125)  # 10 s: the first bucket leaves the window
     assert breaker.stats() == WindowStats(7, 7, 0, 1)
     clock.advance(2.0)
-    assert breaker.stats() == WindowStats()
+    assert breaker.stats() == WindowStats(0, 0, 0, 0)
     assert breaker.drop_ratio() == 0.0
 
 

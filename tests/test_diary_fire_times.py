@@ -40,7 +40,7 @@ def test_a_run_over_1000_avatars_with_5_percent_failures_counts_exactly_at_the_f
     result = scheduler.run_due(clock.now)
 
     assert result is not None and result.result == DiaryRunResult.DONE
-    assert result.run_date == date(2024, 3, 10)
+    assert result.key.run_date == date(2024, 3, 10)
     assert env.query(
         "SELECT status, success_count, failure_count, total, checkpoint_avatar_id"
         " FROM diary_runs WHERE run_date = '2024-03-10'"

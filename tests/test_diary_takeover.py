@@ -40,7 +40,7 @@ def test_a_cron_firing_twice_in_a_day_makes_one_run_per_fire_and_a_restart_repea
 
     assert first is not None and first.result == DiaryRunResult.DONE
     assert second is not None and second.result == DiaryRunResult.DONE
-    assert (first.run_date, second.run_date) == (date(2024, 8, 1), date(2024, 8, 1))
+    assert (first.key.run_date, second.key.run_date) == (date(2024, 8, 1), date(2024, 8, 1))
     assert calls_after_first == dict.fromkeys(range(1, 11), 1)
     assert again is None
     assert env.calls("2024-08-01") == dict.fromkeys(range(1, 11), 2)
@@ -62,7 +62,7 @@ def test_two_schedulers_due_at_the_same_fire_time_at_once_make_one_run(
 
     assert len(results) == 2
     [ran] = [result for result in results if result is not None]
-    assert ran.result == DiaryRunResult.DONE and ran.fire_time == datetime(
+    assert ran.result == DiaryRunResult.DONE and ran.key.fire_time == datetime(
         2024, 8, 2, 22, tzinfo=UTC
     )
     assert env.calls("2024-08-02") == dict.fromkeys(range(1, 201), 1)

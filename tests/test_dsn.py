@@ -135,14 +135,6 @@ def bad_param(query: str, fragment: str, id: str) -> object:
         bad_param("loc=Asia/Shanghai", "forget to escape", id="unescaped-slash"),
         bad_param("loc=Mars%2FOlympus", "unknown time zone", id="bad-loc"),
         bad_param("loc=Asia%2", "bad %-escape", id="bad-loc-escape"),
-        bad_param("timeout=5", "timeout", id="timeout-without-unit"),
-        bad_param("timeout=5x", "timeout", id="timeout-bad-unit"),
-        bad_param("timeout=0s", "positive", id="timeout-zero"),
-        bad_param("readTimeout=30", "readTimeout: invalid duration", id="rt-unit"),
-        bad_param("readTimeout=0", "readTimeout must be positive", id="rt-zero"),
-        bad_param("writeTimeout=-1s", "writeTimeout must be", id="wt-neg"),
-        bad_param("writeTimeout=", "writeTimeout: invalid", id="wt-empty"),
-        bad_param("readTimeout=9000h", "at most 8760h", id="rt-too-long"),
         bad_param("parseTime=yes", "parseTime", id="bad-bool"),
         pytest.param("root:pw@tcp(db:70000)/me2", "port", id="port-out-of-range"),
         pytest.param("root:pw@tcp(db:abc)/me2", "port", id="port-not-a-number"),
@@ -155,6 +147,26 @@ def test_malformed_dsn_is_a_config_error_on_the_datasource_key(dsn: str, fragmen
         parse_dsn(dsn)
     assert caught.value.key == "Mysql.DataSource"
     assert fragment in caught.value.problem
+
+
+# A bad value of a timeout parameter, and what its error says after the parameter's name.
+BAD_DURATIONS = {
+    "30": ": invalid duration",  # no unit
+    "5x": ": invalid duration",
+    "": ": invalid duration",
+    "0s": " must be positive",
+    "-1s": " must be positive",
+    "9000h": " must be at most 8760h",
+}
+
+
+@pytest.mark.parametrize("name", ["timeout", "readTimeout", "writeTimeout"])
+@pytest.mark.parametrize("value", list(BAD_DURATIONS))
+def test_a_bad_timeout_is_a_config_error_naming_its_parameter(name: str, value: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_dsn(f"{BAD_PREFIX}{name}={value}")
+    assert caught.value.key == "Mysql.DataSource"
+    assert name + BAD_DURATIONS[value] in caught.value.problem
 
 
 @pytest.mark.parametrize(

@@ -125,7 +125,7 @@ def _run_now(config_path: str, run_date: date | None) -> int:
         scheduler.close()
     click.echo(
         f"diary run for {run_date}: {result.result}, up to {result.checkpoint},"
-        f" fire time {display.format(result.fire_time)}"
+        f" fire time {display.format(result.key.fire_time)}"
     )
     ended = (DiaryRunResult.DONE, DiaryRunResult.SKIPPED)
     return EXIT_OK if result.result in ended else EXIT_FAILURE

@@ -88,10 +88,10 @@ class BreakerOpen(DownstreamError):
 class WindowStats:
     """What the rolling window holds: calls accepted, all calls, and the newest runs."""
 
-    accepts: int = 0
-    total: int = 0
-    failing_buckets: int = 0
-    working_buckets: int = 0
+    accepts: int
+    total: int
+    failing_buckets: int
+    working_buckets: int
 
 
 def base_ratio(stats: WindowStats, k: float = K) -> float:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import date, datetime
 
 from me2_scheduler.errors import StoreError
 from me2_scheduler.states import DiaryRunResult
@@ -119,13 +118,3 @@ class RunResult:
     result: DiaryRunResult
     checkpoint: Checkpoint
     resumed: bool
-
-    @property
-    def run_date(self) -> date:
-        """The diary date the run generated."""
-        return self.key.run_date
-
-    @property
-    def fire_time(self) -> datetime:
-        """The fire time (or manual request time) that identifies the run."""
-        return self.key.fire_time

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
-from me2_devkit.bench.tables import markdown, num, show
+from me2_devkit.bench.tables import RATES_AND_LAGS, markdown, num, show
 
 if TYPE_CHECKING:
     from me2_devkit.bench.report import Results
@@ -46,9 +46,16 @@ def _ratio(value: float | None, limit: float | None) -> str:
     return f"{value / limit:.2f}" if value is not None and limit else "–"
 
 
+# Both tables are keyed by their cell: MaxInFlight and the Action latency.
+_KEY_HEADER = ["MaxInFlight", "Action latency"]
+
+
+def _key_cells(max_in_flight: int, latency_ms: int) -> list[str]:
+    return [str(max_in_flight), f"{latency_ms:,} ms"]
+
+
 LATENCY_BURST_HEADER = [
-    "MaxInFlight",
-    "Action latency",
+    *_KEY_HEADER,
     "Dispatches/s",
     "Ideal",
     "of ideal",
@@ -69,8 +76,7 @@ def _burst_cell(results: Results, max_in_flight: int, latency_ms: int) -> list[s
     ceiling = cores * 1000 / cpu_ms if cpu_ms and cores else None
     binds = "CPU" if ceiling and (ideal is None or ceiling < ideal) else "in flight"
     return [
-        str(max_in_flight),
-        f"{latency_ms:,} ms",
+        *_key_cells(max_in_flight, latency_ms),
         show(results, f"{prefix}.rate", "/s"),
         f"{num(ideal)}/s" if ideal else "∞",
         _ratio(rate, ideal),
@@ -85,13 +91,8 @@ def _burst_cell(results: Results, max_in_flight: int, latency_ms: int) -> list[s
 
 
 LATENCY_STEADY_HEADER = [
-    "MaxInFlight",
-    "Action latency",
-    "Offered",
-    "Throughput",
-    "Lag p50",
-    "Lag p99",
-    "Lag max",
+    *_KEY_HEADER,
+    *(title for title, _, _ in RATES_AND_LAGS),
     "Peak in flight",
     "Dispatched",
 ]
@@ -100,13 +101,8 @@ LATENCY_STEADY_HEADER = [
 def _steady_cell(results: Results, max_in_flight: int, latency_ms: int) -> list[str]:
     prefix = f"inflight{max_in_flight}.steady.{latency_ms}ms"
     return [
-        str(max_in_flight),
-        f"{latency_ms:,} ms",
-        show(results, f"{prefix}.offered", "/s"),
-        show(results, f"{prefix}.throughput", "/s"),
-        show(results, f"{prefix}.lag_p50_ms", "ms"),
-        show(results, f"{prefix}.lag_p99_ms", "ms"),
-        show(results, f"{prefix}.lag_max_ms", "ms"),
+        *_key_cells(max_in_flight, latency_ms),
+        *(show(results, f"{prefix}.{name}", unit) for _, name, unit in RATES_AND_LAGS),
         _count(results, f"{prefix}.peak_in_flight"),
         _count(results, f"{prefix}.dispatched"),
     ]

@@ -111,13 +111,15 @@ def burst_section(results: Results) -> str:
     return text + markdown(header, rows)
 
 
-# The steady table's columns: (title, figure, unit).
-STEADY_COLUMNS = (
+# What every steady run shows, here and in the Action-latency table: (title, figure, unit).
+RATES_AND_LAGS = (
     ("Offered", "offered", "/s"),
     ("Throughput", "throughput", "/s"),
-    ("Lag p50", "lag_p50_ms", "ms"),
-    ("Lag p99", "lag_p99_ms", "ms"),
-    ("Lag max", "lag_max_ms", "ms"),
+    *((f"Lag {q}", f"lag_{q}_ms", "ms") for q in ("p50", "p99", "max")),
+)
+# The steady table's columns.
+STEADY_COLUMNS = (
+    *RATES_AND_LAGS,
     ("Dispatched", "dispatched", ""),
     ("Seeding overran", "seeded_late_s", "s"),
 )

@@ -74,14 +74,14 @@ class Phase:
 
 @dataclass
 class ProxyStats:
-    """Counts since the proxy started."""
+    """Counts since the proxy started (``open``: connections open now)."""
 
-    accepted: int = 0
+    accepted: int = 0  # client connections
     open: int = 0
-    silenced: int = 0
-    resets: int = 0
+    silenced: int = 0  # connections held open with nothing relayed (blackhole, half-open)
+    resets: int = 0  # connections closed with an RST
     relayed_bytes: int = 0
-    dropped_bytes: int = 0
+    dropped_bytes: int = 0  # bytes read and not passed on
 
 
 @dataclass(eq=False)

@@ -122,4 +122,4 @@ def make_network_plan(seed: int, duration_s: float, *, lease_s: float, gap_s: fl
     faults += [
         Fault(RPC_BURST, round(rng.uniform(WARMUP_S, duration_s - gap_s), 1)) for _ in range(4)
     ]
-    return FaultPlan(seed, duration_s, tuple(sorted(faults, key=lambda f: (f.at_s, f.kind))))
+    return FaultPlan.in_time_order(seed, duration_s, faults)

@@ -23,7 +23,8 @@ from __future__ import annotations
 import math
 import random
 from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass
 
 WORKER_KILL = "worker_kill"
 POLLER_KILL = "poller_kill"
@@ -122,36 +123,6 @@ REDIS_DOWN_S = 2.0  # Redis is restarted empty; it is down this long in between
 
 
 @dataclass(frozen=True)
-class Fault:
-    """One planned fault: ``kind`` at ``at_s`` seconds into the run, lasting ``duration_s``."""
-
-    kind: str
-    at_s: float
-    duration_s: float = 0.0
-
-    @property
-    def end_s(self) -> float:
-        return self.at_s + self.duration_s
-
-
-@dataclass(frozen=True)
-class FaultPlan:
-    """The faults of one run, in time order."""
-
-    seed: int
-    duration_s: float
-    faults: tuple[Fault, ...] = field(default_factory=tuple)
-
-    def counts(self) -> Counter[str]:
-        """How many faults of each kind."""
-        return Counter(fault.kind for fault in self.faults)
-
-    def of(self, kind: str) -> list[Fault]:
-        """The faults of one kind, in time order."""
-        return [fault for fault in self.faults if fault.kind == kind]
-
-
-@dataclass(frozen=True)
 class Scale:
     """Counts and lengths of the faults for a run of some length."""
 
@@ -184,6 +155,41 @@ class Scale:
         )
 
 
+@dataclass(frozen=True)
+class FaultPlan:
+    """The faults of one run, in time order."""
+
+    seed: int
+    duration_s: float
+    faults: tuple[Fault, ...] = ()
+
+    @classmethod
+    def in_time_order(cls, seed: int, duration_s: float, faults: Iterable[Fault]) -> FaultPlan:
+        """The plan of ``faults``, sorted by start (then kind)."""
+        return cls(seed, duration_s, tuple(sorted(faults, key=lambda f: (f.at_s, f.kind))))
+
+    def counts(self) -> Counter[str]:
+        """How many faults of each kind."""
+        return Counter(fault.kind for fault in self.faults)
+
+    def of(self, kind: str) -> list[Fault]:
+        """The faults of one kind, in time order."""
+        return [fault for fault in self.faults if fault.kind == kind]
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One planned fault: ``kind`` at ``at_s`` seconds into the run, lasting ``duration_s``."""
+
+    kind: str
+    at_s: float
+    duration_s: float = 0.0
+
+    @property
+    def end_s(self) -> float:
+        return self.at_s + self.duration_s
+
+
 def make_plan(seed: int, duration_s: float) -> FaultPlan:
     """The fault plan for a run of ``duration_s`` seconds, drawn from ``seed``.
 
@@ -202,7 +208,7 @@ def make_plan(seed: int, duration_s: float) -> FaultPlan:
     ):
         faults += [Fault(kind, round(rng.uniform(*window), 1)) for _ in range(count)]
     faults.append(_second_supervisor(rng, duration_s, scale, outages))
-    return FaultPlan(seed, duration_s, tuple(sorted(faults, key=lambda f: (f.at_s, f.kind))))
+    return FaultPlan.in_time_order(seed, duration_s, faults)
 
 
 def _place_outages(rng: random.Random, duration_s: float, scale: Scale) -> list[Fault]:
@@ -274,4 +280,4 @@ def make_inflight_plan(seed: int, duration_s: float) -> FaultPlan:
         for _ in range(max(1, math.ceil(2 * duration_s / FULL_DURATION_S)))
     ]
     faults = [lagging, failing, down, *kills, *bursts]
-    return FaultPlan(seed, duration_s, tuple(sorted(faults, key=lambda f: (f.at_s, f.kind))))
+    return FaultPlan.in_time_order(seed, duration_s, faults)
