@@ -128,22 +128,6 @@ def fire_times_between(schedule: Schedule, start: datetime, end: datetime) -> It
         moment = schedule.next(moment)
 
 
-def latest_fire_at_or_before(
-    schedule: Schedule, moment: datetime, horizon: timedelta
-) -> datetime | None:
-    """The last fire time t with moment - horizon < t <= moment (misfire catch-up), else None.
-
-    ``@every`` schedules have no fixed fire times (robfig counts them from the
-    runner's start), so they never have a missed one: None. Raises ValueError
-    if ``moment`` is naive.
-    """
-    if isinstance(schedule, ConstantDelaySchedule):
-        return None
-    start = _utc(moment) - horizon  # in UTC: aware wall-clock arithmetic would ignore DST
-    # Fire times increase, so the largest is the last.
-    return max(fire_times_between(schedule, start, moment), default=None)
-
-
 # --- parsing (parser.go) ---------------------------------------------------------------------
 def _parse(expr: str, zone: tzinfo) -> Schedule:
     if not expr:

@@ -14,7 +14,6 @@ from me2_scheduler.config import (
     Config,
     describe,
     load_config,
-    validate_cron,
 )
 from me2_scheduler.config.schema import walk
 from me2_scheduler.errors import ConfigError
@@ -244,15 +243,19 @@ def test_check_config_in_process_reports_the_key_without_traceback(tmp_path: Pat
 # --- cron validation -------------------------------------------------------------------------
 
 
+def cron_config(tmp_path: Path, expr: str) -> Path:
+    return write(tmp_path, {"DiarySchedule": {"CronExpression": expr}})
+
+
 @pytest.mark.parametrize("expr", ["0 22 * * *", "*/5 * * * *", "0 20 * * 1-5", "@daily"])
-def test_valid_cron_expressions_pass(expr: str) -> None:
-    validate_cron(expr)
+def test_valid_cron_expressions_pass(tmp_path: Path, expr: str) -> None:
+    assert load_config(str(cron_config(tmp_path, expr))).diary_schedule.cron_expression == expr
 
 
 @pytest.mark.parametrize("expr", ["0 25 * * *", "61 * * * *", "0 22 * *", "0 0 22 * * *", "daily"])
-def test_invalid_cron_expressions_name_the_key(expr: str) -> None:
+def test_invalid_cron_expressions_name_the_key(tmp_path: Path, expr: str) -> None:
     with pytest.raises(ConfigError) as caught:
-        validate_cron(expr)
+        load_config(str(cron_config(tmp_path, expr)))
     assert caught.value.key == "DiarySchedule.CronExpression"
 
 

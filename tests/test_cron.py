@@ -214,34 +214,6 @@ def test_fire_times_between_excludes_the_start_and_includes_the_end():
     assert hours_minutes == [(0, 15), (0, 45), (6, 15), (6, 45), (12, 15)]
 
 
-@pytest.mark.parametrize(
-    ("moment", "horizon", "expected"),
-    [
-        (utc(2026, 1, 10, 22, 30), timedelta(hours=1), utc(2026, 1, 10, 22)),
-        (utc(2026, 1, 10, 22), timedelta(hours=1), utc(2026, 1, 10, 22)),
-        (utc(2026, 1, 10, 23), timedelta(hours=1), None),
-        (utc(2026, 1, 10, 21, 59, 59), timedelta(days=1), utc(2026, 1, 9, 22)),
-        (utc(2026, 1, 12), timedelta(days=3), utc(2026, 1, 11, 22)),
-        (utc(2026, 1, 12), timedelta(0), None),
-    ],
-)
-def test_latest_fire_is_the_last_one_within_the_horizon(moment, horizon, expected):
-    schedule = cron.parse("0 22 * * *", "UTC")
-    assert cron.latest_fire_at_or_before(schedule, moment, horizon) == expected
-
-
-def test_latest_fire_horizon_is_measured_in_real_time_across_a_dst_change():
-    # 03:10 EDT minus two real hours is 00:10 EST, so 01:00 EST (06:00Z) is inside.
-    schedule = cron.parse("0 1 * * *", "America/New_York")
-    moment = datetime(2026, 3, 8, 3, 10, tzinfo=NEW_YORK)
-    assert cron.latest_fire_at_or_before(schedule, moment, timedelta(hours=2)) == utc(2026, 3, 8, 6)
-
-
-def test_every_schedules_have_no_missed_fire_times():
-    schedule = cron.parse("@every 1h", "UTC")
-    assert cron.latest_fire_at_or_before(schedule, utc(2026, 1, 1), timedelta(days=1)) is None
-
-
 # --- properties against a brute-force minute scan (UTC) ----------------------------------
 
 
@@ -321,20 +293,6 @@ def test_next_is_the_first_matching_minute_after_the_instant(spec, after):
     else:
         assert got > after
         assert first_match(spec, after, got + timedelta(minutes=1)) == got
-
-
-@settings(max_examples=60, deadline=None)
-@given(spec=specs, moment=instants, hours=st.integers(0, 72))
-def test_latest_fire_has_no_later_fire_up_to_the_moment(spec, moment, hours):
-    schedule = cron.parse(" ".join(text for text, _, _ in spec), "UTC")
-    horizon = timedelta(hours=hours)
-    latest = cron.latest_fire_at_or_before(schedule, moment, horizon)
-    first = schedule.next(moment - horizon)
-    if latest is None:
-        assert first is None or first > moment
-    else:
-        assert moment - horizon < latest <= moment
-        assert schedule.next(latest) is None or schedule.next(latest) > moment
 
 
 @settings(max_examples=100, deadline=None)

@@ -4,26 +4,27 @@ runs cut after their DDL, concurrent runs and statement splitting."""
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import date, datetime, time, timedelta
 
 import pymysql
 import pytest
 
 from me2_devkit.testing.servers import MariaDBServer, free_port
-from me2_scheduler.config import MysqlConf, MysqlDsn
+from me2_scheduler.config import Config, MysqlConf, MysqlDsn, RedisConf
 from me2_scheduler.errors import SchemaBehindError, StoreError
 from me2_scheduler.storage.migrations import (
     apply_migrations,
     available_migrations,
     check_schema,
-    latest_version,
     pending_migrations,
     run_migration,
-    schema_status,
     split_statements,
 )
 from me2_scheduler.storage.mysql import MysqlStore
+from me2_scheduler.supervisor.preflight import preflight
 
 from .fixtures_migrations import (
     ALL_VERSIONS,
@@ -48,7 +49,6 @@ def other_database(mariadb: MariaDBServer) -> Iterator[str]:
 
 def test_the_shipped_migrations_are_the_listed_versions_in_order() -> None:
     assert [m.version for m in available_migrations()] == ALL_VERSIONS
-    assert latest_version() == ALL_VERSIONS[-1]
 
 
 def test_the_seed_migration_creates_the_seed_documents_table_verbatim() -> None:
@@ -249,19 +249,30 @@ def test_a_migration_cut_after_its_ddl_is_reported_pending_and_reapplies_safely(
     mariadb.query(database, "DELETE FROM schema_migrations WHERE version > '001_seed'")
 
     assert pending_migrations(conf) == ALL_VERSIONS[1:]
-    assert schema_status(conf) == ("001_seed", ALL_VERSIONS[-1])
     with pytest.raises(SchemaBehindError, match=", ".join(ALL_VERSIONS[1:])):
         check_schema(MysqlStore(conf))
     assert apply_migrations(conf) == ALL_VERSIONS[1:]
     check_schema(MysqlStore(conf))
 
 
-def test_schema_status_of_a_new_database_is_nothing_applied(
-    mariadb: MariaDBServer, database: str
+def test_the_start_is_refused_on_a_schema_that_lacks_a_migration(
+    mariadb: MariaDBServer, database: str, redis_conf: RedisConf, caplog: pytest.LogCaptureFixture
 ) -> None:
     conf = mysql_conf(mariadb, database)
+    apply_migrations(conf)
+    mariadb.query(database, f"DELETE FROM schema_migrations WHERE version = '{ALL_VERSIONS[-1]}'")
+    config = replace(Config(), mysql=conf, redis=redis_conf)
 
-    assert schema_status(conf) == (None, ALL_VERSIONS[-1])
+    with caplog.at_level(logging.ERROR, logger="me2_scheduler.preflight"):
+        assert preflight(config) == 1
+    [line] = [r.getMessage() for r in caplog.records]
+    assert line.startswith("cannot start: MySQL ")
+    assert f"lacks migration(s) {ALL_VERSIONS[-1]}; run `me2-scheduler init-db" in line
+
+
+def test_a_new_database_has_every_migration_pending(mariadb: MariaDBServer, database: str) -> None:
+    conf = mysql_conf(mariadb, database)
+
     assert pending_migrations(conf) == ALL_VERSIONS
 
 

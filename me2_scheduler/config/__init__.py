@@ -21,7 +21,6 @@ from __future__ import annotations
 from me2_scheduler.config.display import describe, rpc_source
 from me2_scheduler.config.load import load_config, service_timezone, validate
 from me2_scheduler.config.relations import DIARY_RPC_KEY
-from me2_scheduler.config.rules import CRON_KEY, validate_cron
 from me2_scheduler.config.sections import (
     DEFAULT_CRON,
     DEFAULT_MAX_MSG_SIZE,
@@ -42,7 +41,6 @@ from me2_scheduler.dsn import MysqlDsn, parse_dsn
 from me2_scheduler.errors import ConfigError
 
 __all__ = [
-    "CRON_KEY",
     "DEFAULT_CRON",
     "DEFAULT_MAX_MSG_SIZE",
     "DIARY_RPC_KEY",
@@ -66,5 +64,4 @@ __all__ = [
     "rpc_source",
     "service_timezone",
     "validate",
-    "validate_cron",
 ]

@@ -17,8 +17,6 @@ from me2_scheduler.cron import parse as parse_cron
 from me2_scheduler.dsn import zone_exists
 from me2_scheduler.errors import ConfigError
 
-CRON_KEY = "DiarySchedule.CronExpression"
-
 
 def check_fields(config: Any) -> None:
     """Check every YAML-backed value of ``config`` against its field's rules.
@@ -109,11 +107,3 @@ def check_cron(path: str, expr: str) -> None:
         parse_cron(expr, ZoneInfo("UTC"))
     except ValueError as exc:
         raise ConfigError(path, str(exc)) from None
-
-
-def validate_cron(expr: str) -> None:
-    """Check a diary cron expression (robfig/cron's standard 5 fields).
-
-    Raises ``ConfigError`` keyed ``DiarySchedule.CronExpression``.
-    """
-    check_cron(CRON_KEY, expr)

@@ -207,11 +207,6 @@ def available_migrations() -> list[Migration]:
     return sorted(found, key=lambda migration: migration.version)
 
 
-def latest_version() -> str:
-    """The version the shipped migrations bring a database to."""
-    return available_migrations()[-1].version
-
-
 def _applied(cur: pymysql.cursors.Cursor) -> set[str]:
     try:
         cur.execute("SELECT version FROM schema_migrations")
@@ -232,16 +227,6 @@ def pending_migrations(conf: MysqlConf) -> list[str]:
         finally:
             conn.close()
     return [m.version for m in available_migrations() if m.version not in done]
-
-
-def schema_status(conf: MysqlConf) -> tuple[str | None, str]:
-    """``(current, latest)``: the newest applied version (None: none) and the shipped one.
-
-    Raises StoreError when MySQL is unreachable.
-    """
-    pending = set(pending_migrations(conf))
-    applied = [m.version for m in available_migrations() if m.version not in pending]
-    return (applied[-1] if applied else None), latest_version()
 
 
 def check_schema(store: MysqlStore) -> None:

@@ -36,7 +36,7 @@ SAFE_POLICY = "noeviction"
 def preflight(config: Config) -> int:
     """Check MySQL, the schema and Redis; rebuild the index when its ``meta`` is gone."""
     from me2_scheduler.storage.index import DelayIndex
-    from me2_scheduler.storage.migrations import pending_migrations
+    from me2_scheduler.storage.migrations import check_schema
     from me2_scheduler.storage.mysql import MysqlStore
     from me2_scheduler.workers.poller import rebuild_index
 
@@ -44,13 +44,7 @@ def preflight(config: Config) -> int:
     index = DelayIndex(config.redis)
     try:
         store.ping()
-        pending = pending_migrations(config.mysql)
-        if pending:
-            log.error(
-                "database schema is behind (missing %s): run `me2-scheduler init-db -f <config>`",
-                ", ".join(pending),
-            )
-            return 1
+        check_schema(store)
         index.ping()
         check_eviction_policy(index.client)
         if not index.has_meta():

@@ -230,11 +230,6 @@ class Poller:
         """High-water mark of ``ready``: enough to keep every worker busy for a batch."""
         return max(self._config.schedule.claim_batch, self._config.schedule.max_workers * 4)
 
-    def refresh_gauges(self) -> None:
-        """Refresh every gauge now. Raises StoreError or RedisIndexError."""
-        self.refresh_queue_gauges()
-        self.refresh_count_gauges()
-
     def refresh_queue_gauges(self) -> None:
         """Queue sizes from Redis, read at one instant. Raises RedisIndexError."""
         for queue, size in self._index.sizes(self._config.schedule.sweep_grace_seconds).items():
