@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 log = logging.getLogger("me2_scheduler.clock")
 
@@ -23,6 +23,9 @@ SKEW_WARN_EVERY_S = 600.0
 # sample means one of them jumped: the sample no longer tells the time.
 JUMP_S = 1.0
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_SECOND = timedelta(seconds=1)
+
 
 def utc_now() -> datetime:
     """The current time, aware, in UTC."""
@@ -30,8 +33,14 @@ def utc_now() -> datetime:
 
 
 def epoch(moment: datetime) -> int:
-    """Whole epoch seconds of an aware datetime (the index's score), fraction dropped."""
-    return int(moment.timestamp())
+    """Whole epoch seconds of an aware datetime (the index's score), fraction dropped.
+
+    Exact (integer arithmetic: a float timestamp can round 0.999999 s up to
+    the next second). Raises ValueError if ``moment`` is naive.
+    """
+    if moment.utcoffset() is None:
+        raise ValueError(f"time {moment.isoformat()} has no time zone")
+    return (moment - _EPOCH) // _SECOND
 
 
 def from_epoch(seconds: float) -> datetime:

@@ -15,10 +15,11 @@ no I/O, no clock; ``now`` and the random source are arguments.
 from __future__ import annotations
 
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from me2_scheduler import active_time, policy
+from me2_scheduler.clock import epoch, from_epoch
 from me2_scheduler.schedule_policy_json import parse_policy, policy_to_dict
 from me2_scheduler.schedule_policy_model import (
     ALL_DAYS,
@@ -52,9 +53,6 @@ __all__ = [
     "validate_policy",
 ]
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_SECOND = timedelta(seconds=1)
-
 
 # --- drawing ----------------------------------------------------------------------------------
 def next_active_due(
@@ -77,17 +75,17 @@ def next_active_due(
     ``policy.next_due(now, min_h, max_h, rng)``. Raises PolicyNeverActive
     when a bounded walk finds no such time, ValueError if ``now`` is naive.
     """
-    start = _epoch_floor(now)
+    start = epoch(now)
     calendar = calendar_of(p)
     lo, hi = policy.interval_bounds_s(min_h, max_h)
     need = rng.randint(lo, hi)  # the single draw next_due makes
     if calendar.always:
-        return _EPOCH + timedelta(seconds=start + need)
+        return from_epoch(start + need)
     found = None if calendar.weekly_weight_s <= 0 else active_time.walk(calendar, zone, start, need)
     if found is None:
         when = now.isoformat()
         raise PolicyNeverActive("policy", f"opens too rarely to give {need} s after {when}")
-    return _EPOCH + timedelta(seconds=found)
+    return from_epoch(found)
 
 
 def first_active_at(moment: datetime, p: SchedulePolicy, zone: ZoneInfo) -> datetime:
@@ -96,14 +94,14 @@ def first_active_at(moment: datetime, p: SchedulePolicy, zone: ZoneInfo) -> date
 
     Raises PolicyNeverActive when a bounded walk finds none, ValueError if ``moment`` is naive.
     """
-    start = _epoch_floor(moment)
+    start = epoch(moment)
     calendar = calendar_of(p)
     if calendar.always:
-        return _EPOCH + timedelta(seconds=start)
+        return from_epoch(start)
     found = None if calendar.weekly_weight_s <= 0 else active_time.walk(calendar, zone, start, 0)
     if found is None:
         raise PolicyNeverActive("policy", f"opens no window after {moment.isoformat()}")
-    return _EPOCH + timedelta(seconds=found)
+    return from_epoch(found)
 
 
 def in_window(moment: datetime, p: SchedulePolicy, zone: ZoneInfo) -> bool:
@@ -132,12 +130,6 @@ def interval_hours(p: SchedulePolicy, min_h: float, max_h: float) -> tuple[float
     low = min_h if p.min_interval_hours is None else p.min_interval_hours
     high = max_h if p.max_interval_hours is None else p.max_interval_hours
     return low, high
-
-
-def _epoch_floor(moment: datetime) -> int:
-    if moment.utcoffset() is None:
-        raise ValueError(f"time {moment.isoformat()} has no time zone")
-    return (moment - _EPOCH) // _SECOND
 
 
 # --- validation -------------------------------------------------------------------------------

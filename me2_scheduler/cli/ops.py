@@ -29,6 +29,7 @@ from me2_scheduler.cli.common import (
     json_option,
     load_or_exit,
 )
+from me2_scheduler.states import Status
 
 SAMPLE_HELP = "Avatar ids shown per kind of difference."
 NEXT_HELP = "How many of the next due avatars to list."
@@ -92,7 +93,7 @@ def rebuild_index(config_path: str, as_json: bool, chunk: int) -> None:
 
     config = load_or_exit(config_path)
     with guard(), _connected(config) as (store, index):
-        expected = store.counts_by_status()["active"]
+        expected = store.counts_by_status()[Status.ACTIVE]
         with _bar(expected, "rebuilding the index") as bar:
             rows = index_ops.rebuild(store, index, chunk=chunk, progress=bar.update)
     if as_json:
@@ -117,7 +118,9 @@ def verify_index(config_path: str, as_json: bool, repair: bool, sample: int) -> 
     config = load_or_exit(config_path)
     with guard(), _connected(config) as (store, index):
         verifier = Verifier(store, index, repair=repair, sample=sample)
-        with _bar(store.counts_by_status()["active"], "checking MySQL's active avatars") as bar:
+        with _bar(
+            store.counts_by_status()[Status.ACTIVE], "checking MySQL's active avatars"
+        ) as bar:
             verifier.check_active(bar.update)
         with _bar(verifier.member_count(), "checking Redis's due and inflight") as bar:
             verifier.check_members(bar.update)

@@ -21,6 +21,7 @@ from me2_scheduler.console.web import Request, Response, safe_back
 from me2_scheduler.ops.status import service_health
 from me2_scheduler.schedule_policy import summary
 from me2_scheduler.schedule_policy_model import DEFAULT
+from me2_scheduler.states import PauseReason, Status
 from me2_scheduler.storage.diary_runs import DiaryRunStore
 from me2_scheduler.storage.mysql import MysqlStore
 
@@ -31,9 +32,9 @@ MAX_HOURS = 24
 MAX_FILTER_CHARS = 100
 MAX_ID = 2**63 - 1
 BUTTONS = {
-    "active": ("pause", "trigger", "disable"),
-    "paused": ("resume", "trigger", "disable"),
-    "disabled": ("enable",),
+    Status.ACTIVE: ("pause", "trigger", "disable"),
+    Status.PAUSED: ("resume", "trigger", "disable"),
+    Status.DISABLED: ("enable",),
     None: ("enable",),
 }
 LABELS = {
@@ -95,7 +96,7 @@ def timeline(services: Services, request: Request, found: re.Match[str]) -> Cont
 
 def paused(services: Services, request: Request, found: re.Match[str]) -> Context:
     """Paused avatars, by reason (default: paused by failures) and a piece of their error."""
-    reason = request.query.get("reason", "failures")
+    reason = request.query.get("reason", PauseReason.FAILURES)
     if reason not in REASONS:
         raise BadInput(f"reason must be one of {', '.join(REASONS)}")
     text = request.query.get("q", "").strip()

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
-from me2_scheduler.states import PauseReason, Status
+from me2_scheduler.states import Outcome, PauseReason, Status
 from me2_scheduler.storage.keys import Keys
 from me2_scheduler.storage.mysql_conn import MysqlPool
 from me2_scheduler.storage.redis_conn import RedisClient
@@ -36,7 +36,7 @@ WINDOW_S = 300  # "the last minutes" of the overview
 WINDOW_ROWS = 5000  # at most this many recent dispatches are read for it
 PAGE_SIZE = 50
 UNKNOWN = "unknown"  # paused before pause_reason existed (the Go original)
-REASONS = ("failures", "user", UNKNOWN, "all")
+REASONS = (PauseReason.FAILURES, PauseReason.USER, UNKNOWN, "all")
 
 _COUNT = "SELECT COUNT(*) FROM (SELECT 1 FROM avatar_schedules WHERE {where} LIMIT %s) AS capped"
 _PAUSED_COLUMNS = "avatar_id, pause_reason, failed_count, last_error, last_failed_time, updated_at"
@@ -183,9 +183,9 @@ class Reads:
         outcomes = [outcome for outcome, _, _ in rows]
         return Recent(
             seconds=seconds,
-            success=outcomes.count("success"),
-            failure=outcomes.count("failure"),
-            skipped=outcomes.count("skipped"),
+            success=outcomes.count(Outcome.SUCCESS),
+            failure=outcomes.count(Outcome.FAILURE),
+            skipped=outcomes.count(Outcome.SKIPPED),
             lag_p99_ms=percentile([lag for _, lag, _ in rows if lag is not None], 99),
             capped=capped,
         )

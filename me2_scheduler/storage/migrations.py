@@ -31,12 +31,12 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from importlib import resources
 from typing import TYPE_CHECKING
 
 import pymysql
 
+from me2_scheduler.clock import utc_now
 from me2_scheduler.config import MysqlConf
 from me2_scheduler.errors import SchemaBehindError, StoreError
 from me2_scheduler.storage.mysql_conn import named_lock, open_connection, translated, where, zone
@@ -287,7 +287,7 @@ def _apply_missing(
             continue
         with translated(conf.dsn, f"applying migration {migration.version}"):
             run_migration(cur, migration)
-        applied_at = to_db(datetime.now(timezone.utc), zone(conf.dsn.loc))
+        applied_at = to_db(utc_now(), zone(conf.dsn.loc))
         cur.execute(
             "INSERT INTO schema_migrations (version, applied_at) VALUES (%s, %s)",
             (migration.version, applied_at),

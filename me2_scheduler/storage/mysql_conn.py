@@ -38,6 +38,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import pymysql
 
 from me2_scheduler import deadline
+from me2_scheduler.clock import utc_now
 from me2_scheduler.config import MysqlConf, MysqlDsn
 from me2_scheduler.dsn import io_timeouts
 from me2_scheduler.errors import ConfigError, StoreError
@@ -67,7 +68,7 @@ def zone(loc: str) -> tzinfo:
 
 def session_offset(loc: tzinfo, now: datetime | None = None) -> str:
     """``loc``'s UTC offset at ``now`` as MySQL's ``time_zone`` wants it: ``+08:00``."""
-    offset = (now or datetime.now(timezone.utc)).astimezone(loc).utcoffset() or timedelta(0)
+    offset = (now or utc_now()).astimezone(loc).utcoffset() or timedelta(0)
     sign = "-" if offset < timedelta(0) else "+"
     minutes = abs(int(offset.total_seconds())) // 60
     return f"{sign}{minutes // 60:02d}:{minutes % 60:02d}"

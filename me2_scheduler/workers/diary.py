@@ -38,7 +38,7 @@ from me2_scheduler.clock import utc_now
 from me2_scheduler.config import Config, rpc_source, service_timezone
 from me2_scheduler.cron import Schedule, parse
 from me2_scheduler.errors import SchedulerError, StoreError
-from me2_scheduler.states import DiaryRunResult, Status
+from me2_scheduler.states import DiaryRunResult, Outcome, Status
 from me2_scheduler.storage.diary_runs import DiaryRun, DiaryRunStore, RunClaim, RunKey
 from me2_scheduler.storage.mysql import MysqlStore
 from me2_scheduler.supervisor.child import EXIT_CANNOT_BOOT, EXIT_OK, ChildContext
@@ -259,10 +259,10 @@ class DiaryScheduler:
                 detail,
                 extra={"avatar_id": avatar_id},
             )
-            metrics.DIARY_AVATARS.labels(result="failure").inc()
+            metrics.DIARY_AVATARS.labels(result=Outcome.FAILURE).inc()
             return False
         log.info("[DiaryScheduler] 分身 %d 日记生成成功", avatar_id, extra={"avatar_id": avatar_id})
-        metrics.DIARY_AVATARS.labels(result="success").inc()
+        metrics.DIARY_AVATARS.labels(result=Outcome.SUCCESS).inc()
         return True
 
     def _keep_alive(self, run: RunState) -> None:

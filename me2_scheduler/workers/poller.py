@@ -26,7 +26,7 @@ from me2_scheduler import metrics
 from me2_scheduler.clock import utc_now
 from me2_scheduler.config import Config
 from me2_scheduler.errors import RedisIndexError, StoreError
-from me2_scheduler.states import DiaryRunStatus
+from me2_scheduler.states import DiaryRunStatus, PauseReason
 from me2_scheduler.storage import reconcile
 from me2_scheduler.storage.diary_runs import DiaryRunStore
 from me2_scheduler.storage.index import DelayIndex
@@ -245,7 +245,7 @@ class Poller:
         paused = self._store.paused_by_reason()
         for reason, count in paused.items():
             metrics.PAUSED_AVATARS.labels(reason=reason).set(count)
-        metrics.AUTO_PAUSED.set(paused["failures"])
+        metrics.AUTO_PAUSED.set(paused[PauseReason.FAILURES])
         if self._diary_runs is not None:
             runs = self._diary_runs.latest(DIARY_RUNS_LOOKED_AT)
             done = [r for r in runs if r.status == DiaryRunStatus.DONE]
