@@ -1,6 +1,6 @@
 """A supervisor whose real rpc_server waits at a gate before it builds its server.
 
-Run as ``python -m tests.healthz_fixtures <config.yaml>`` from the repository:
+Run as ``python -m tests.fixtures_healthz <config.yaml>`` from the repository:
 the service's own roles and preflight, except that the rpc_server child
 waits until the file ``$ME2_HEALTHZ_GATE`` exists, then runs the real
 ``rpc_server.server:main``. A test holds the gate shut to see ``/healthz``
@@ -37,7 +37,7 @@ def main(argv: list[str]) -> int:
     """Run the service of config ``argv[0]`` with the gated rpc_server."""
     config = load_config(argv[0])
     roles = [
-        replace(role, target="tests.healthz_fixtures:gated_rpc_server")
+        replace(role, target="tests.fixtures_healthz:gated_rpc_server")
         if role.name == "rpc_server"
         else role
         for role in default_roles(config)

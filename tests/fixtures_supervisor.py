@@ -1,8 +1,8 @@
 """Dummy roles and preflights for tests/test_supervisor.py, and the supervisor runner.
 
-Run as ``python tests/supervisor_fixtures.py <spec.json>``: the runner builds a
+Run as ``python tests/fixtures_supervisor.py <spec.json>``: the runner builds a
 ``Config`` from the spec and calls ``run_service`` with the spec's roles, which
-name targets in this module (``supervisor_fixtures:looping``; the script's
+name targets in this module (``fixtures_supervisor:looping``; the script's
 directory is on ``sys.path``). Every role records its start in
 ``$ME2_SUPERVISOR_TEST_DIR/starts`` as ``<role> <index> <pid>`` lines, so the
 test knows every pid it must see gone.
@@ -24,7 +24,7 @@ from me2_scheduler.supervisor.child import EXIT_CANNOT_BOOT, ChildContext
 DATA_DIR_ENV = "ME2_SUPERVISOR_TEST_DIR"
 JOB_SECONDS = 1.5  # the slow dispatch's length
 
-log = logging.getLogger("supervisor_fixtures")
+log = logging.getLogger("fixtures_supervisor")
 
 
 def data_dir() -> Path:

@@ -39,7 +39,7 @@ def never_drop() -> FixedRng:
 
 
 def sre_ratio(requests: int, accepts: int) -> float:
-    """The formula the issue names, with go-zero's protection of 5 requests."""
+    """Google SRE's client-side throttling formula (K = 1.5), with go-zero's protection of 5."""
     return max(0.0, (requests - 5 - 1.5 * accepts) / (requests + 1))
 
 

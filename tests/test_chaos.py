@@ -9,7 +9,6 @@ stale index) before the short run shows that the service has none of them.
 from __future__ import annotations
 
 import itertools
-import time
 from pathlib import Path
 
 import click
@@ -33,6 +32,7 @@ from me2_scheduler.config import RpcClientConf
 from me2_scheduler.errors import DownstreamError
 
 from .fixtures_chaos import BOUNDS, T0
+from .support import wait_until
 
 # -- the plan -------------------------------------------------------------------
 
@@ -42,7 +42,7 @@ def test_the_same_seed_gives_the_same_plan_and_another_seed_another() -> None:
     assert make_plan(11, 300) != make_plan(12, 300)
 
 
-def test_the_full_plan_has_the_issues_counts_and_lengths() -> None:
+def test_the_full_plan_has_the_target_counts_and_lengths() -> None:
     plan = make_plan(1, 300)
     counts = plan.counts()
     assert counts[kinds.WORKER_KILL] >= 10 and counts[kinds.POLLER_KILL] >= 3
@@ -280,7 +280,7 @@ def test_a_short_chaos_run_keeps_every_invariant(tmp_path: Path) -> None:
     assert "zero violations" in markdown and "## Machine" in markdown
 
 
-# -- the in-flight scenario (issue 14) ------------------------------------------------
+# -- the in-flight scenario: Action calls in flight ----------------------------------
 
 
 def test_the_inflight_plan_is_slow_then_half_failing_then_down_with_kills_under_load() -> None:
@@ -315,6 +315,15 @@ def test_the_breaker_check_wants_rejections_while_down_and_none_soon_after() -> 
     assert not breaker_finding([], down, 400, 400).ok
 
 
+def answers(client: ActionClient, key: str) -> bool:
+    """Whether Action answered a call for avatar 1 under ``key``."""
+    try:
+        client.schedule_action(1, key, "auto")
+    except DownstreamError:
+        return False
+    return True
+
+
 def test_a_shut_gate_makes_action_unavailable_and_an_open_one_reaches_it_again() -> None:
     sim = serve(ActionSimulator(), "127.0.0.1:0")
     gate = Gate(sim.address).start()
@@ -326,14 +335,8 @@ def test_a_shut_gate_makes_action_unavailable_and_an_open_one_reaches_it_again()
             client.schedule_action(1, "1:2", "auto")
         assert failed.value.unavailable
         gate.open()
-        deadline = time.monotonic() + 15
-        while True:  # the channel reconnects after its backoff
-            try:
-                client.schedule_action(1, "1:3", "auto")
-                break
-            except DownstreamError:
-                assert time.monotonic() < deadline, "Action never reached again"
-                time.sleep(0.2)
+        # the channel reconnects after its backoff
+        wait_until(lambda: answers(client, "1:3"), 15, "Action to be reached again")
         with SimulatorControl(sim.address) as control:
             assert control.stats().calls_per_key["1:1"] == 1
     finally:

@@ -25,9 +25,9 @@ from me2_scheduler.health import ChildReport, State, Status
 from me2_scheduler.protos import scheduler_pb2, scheduler_pb2_grpc
 from me2_scheduler.supervisor.http import health_answer
 
+from .fixtures_healthz import GATE_ENV
 from .fixtures_metrics import REPO, get
 from .fixtures_service import start_service, write_service_config
-from .healthz_fixtures import GATE_ENV
 from .support import scratch_database, wait_until
 
 # --- the answer and the reports, alone -------------------------------------------------
@@ -131,7 +131,7 @@ def gated_service(
     gate = tmp_path / "gate"
     with open(tmp_path / "service.log", "ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.healthz_fixtures", str(written.path)],
+            [sys.executable, "-m", "tests.fixtures_healthz", str(written.path)],
             cwd=REPO,
             env={**os.environ, GATE_ENV: str(gate)},
             stdout=log,

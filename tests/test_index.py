@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Iterator
 
 import fakeredis
@@ -23,6 +22,7 @@ from me2_scheduler.storage.redis_conn import make_redis, parse_address
 from me2_scheduler.storage.scripts import script_sources
 
 from .fixtures_index import due_members
+from .support import wait_until
 
 # -- keys ------------------------------------------------------------------
 
@@ -168,10 +168,11 @@ def cluster_server() -> Iterator[RedisServer]:
     try:
         admin = redis.Redis(port=server.port, decode_responses=True)
         admin.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
-        deadline = time.monotonic() + 30
-        while admin.cluster("info")["cluster_state"] != "ok":
-            assert time.monotonic() < deadline, "the one-node cluster never became ok"
-            time.sleep(0.05)
+        wait_until(
+            lambda: admin.cluster("info")["cluster_state"] == "ok",
+            30,
+            "the one-node cluster to become ok",
+        )
         admin.close()
         yield server
     finally:

@@ -1,4 +1,4 @@
-"""Action calls in flight on the real process tree (issue 14): what the simulator sees.
+"""Action calls in flight on the real process tree: what the simulator sees.
 
 Ten workers call a 500 ms Action for a backlog due at once. With
 ``Schedule.MaxInFlight`` 40 the simulator sees 40 calls at once (and never

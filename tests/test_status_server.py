@@ -84,7 +84,7 @@ config = Config(
     prometheus=PrometheusConf(host="127.0.0.1", port=spec["port"]),
     schedule=ScheduleConf(shutdown_timeout_seconds=5),
 )
-roles = [RoleSpec(name, "tests.supervisor_fixtures:" + target) for name, target in spec["roles"]]
+roles = [RoleSpec(name, "tests.fixtures_supervisor:" + target) for name, target in spec["roles"]]
 sys.exit(run_service(config, roles, None, backoff=Backoff(initial=0.5, cap=2)))
 """
 

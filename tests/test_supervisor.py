@@ -1,6 +1,6 @@
 """The supervisor as a real process tree: titles, restarts, backoff, shutdown, orphans, logs.
 
-Each service test runs ``tests/supervisor_fixtures.py`` as a subprocess (the
+Each service test runs ``tests/fixtures_supervisor.py`` as a subprocess (the
 supervisor) with dummy roles; every pid it or its children had is recorded and
 SIGKILLed at teardown if still alive, so no test leaves a process behind.
 """
@@ -24,13 +24,13 @@ from me2_scheduler.supervisor.child import EXIT_CANNOT_BOOT
 
 from .support import wait_until
 
-FIXTURES = Path(__file__).with_name("supervisor_fixtures.py")
+FIXTURES = Path(__file__).with_name("fixtures_supervisor.py")
 DATA_DIR_ENV = "ME2_SUPERVISOR_TEST_DIR"
 WAIT_S = 15.0  # generous deadline for anything that should happen "soon"
 
 
 def role(name: str, target: str, count: int = 1, stop_order: int = 1) -> dict:
-    target = f"supervisor_fixtures:{target}"
+    target = f"fixtures_supervisor:{target}"
     return {"name": name, "target": target, "count": count, "stop_order": stop_order}
 
 
@@ -115,7 +115,7 @@ def start_service(tmp_path: Path) -> Iterator[Callable[..., Service]]:
 def test_every_child_starts_with_its_role_in_the_process_title(start_service) -> None:
     service = start_service(
         [role("poller", "looping", 1, 0), role("worker", "looping", 2)],
-        preflight="supervisor_fixtures:preflight_ok",
+        preflight="fixtures_supervisor:preflight_ok",
     )
     starts = service.wait_for_starts(3)
     assert sorted((r, i) for r, i, _ in starts) == [("poller", 0), ("worker", 0), ("worker", 1)]
@@ -230,7 +230,7 @@ def test_children_die_when_the_supervisor_is_killed_with_sigkill(start_service) 
 
 def test_a_failing_preflight_exits_1_and_starts_no_role(start_service) -> None:
     service = start_service(
-        [role("worker", "looping", 2)], preflight="supervisor_fixtures:preflight_unreachable"
+        [role("worker", "looping", 2)], preflight="fixtures_supervisor:preflight_unreachable"
     )
     assert service.wait_exit() == 1
     assert "error: MySQL 127.0.0.1:1 is unreachable" in service.log()

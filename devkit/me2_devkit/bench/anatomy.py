@@ -127,7 +127,9 @@ class _Steps:
 
     def action(self, i: int) -> None:
         call = self.action_client.schedule_action
-        self.results.append([call(c.avatar_id, c.idempotency_key, "auto") for c in self.claims[i]])
+        self.results.append(
+            [call(c.avatar_id, c.idempotency_key, Trigger.AUTO) for c in self.claims[i]]
+        )
 
     def record(self, i: int) -> None:
         now = utc_now()

@@ -1,6 +1,6 @@
 """Console: how long each page takes to render with N avatars in MySQL (the goal: < 200 ms).
 
-N avatars are bulk-loaded (the issue's case is 1 M): most active and due over
+N avatars are bulk-loaded (the target case is 1 M): most active and due over
 the next day, 2 000 paused by failures with an error, 50 000 paused by users,
 100 000 disabled, and 20 000 dispatches in the last five minutes of history.
 The index is rebuilt, then every page is asked ``repeats`` times through

@@ -19,10 +19,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import datetime
 
 from me2_devkit.bench.env import Servers, Stage, delete_keys, staged
 from me2_devkit.bench.seed import insert_schedules
+from me2_scheduler.clock import utc_now
+from me2_scheduler.states import Trigger
 
 GO_DELAY_S = 0.2  # from "all ready" to the window's start
 MYSQL_ROWS_PER_PROCESS = 2000
@@ -50,13 +52,15 @@ def grpc_caller(address: str, worker: int, window: Window) -> int:
 
     channel = grpc.insecure_channel(address)
     stub = action_pb2_grpc.ActionStub(channel)
-    request = action_pb2.ScheduleActionRequest(avatar_id=worker, idempotency_key="", trigger="auto")
+    request = action_pb2.ScheduleActionRequest(
+        avatar_id=worker, idempotency_key="", trigger=Trigger.AUTO
+    )
     stub.ScheduleAction(request, timeout=10)  # connect before the window opens
     stop_at = window()
     calls = 0
     while time.time() < stop_at:
         request = action_pb2.ScheduleActionRequest(
-            avatar_id=worker, idempotency_key=f"limit:{worker}:{calls}", trigger="auto"
+            avatar_id=worker, idempotency_key=f"limit:{worker}:{calls}", trigger=Trigger.AUTO
         )
         stub.ScheduleAction(request, timeout=10)
         calls += 1
@@ -92,7 +96,7 @@ def mysql_writer(port: int, database: str, worker: int, window: Window) -> int:
     done = 0
     with conn.cursor() as cur:
         while time.time() < stop_at:
-            now = datetime.now(timezone.utc).replace(tzinfo=None, microsecond=0)
+            now = utc_now().replace(tzinfo=None, microsecond=0)
             avatar_id = first + done % MYSQL_ROWS_PER_PROCESS
             for sql, args in _record_sql(avatar_id, done, now):
                 cur.execute(sql, args)

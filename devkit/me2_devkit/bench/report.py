@@ -1,5 +1,5 @@
-"""The targets of issues 8 and 14 and the report that shows each figure against its target
-and limit.
+"""The benchmark's targets (throughput, lag, scale, footprint, Action calls in flight) and
+the report that shows each figure against its target and limit.
 
 A ``Results`` holds every run's figures; the report shows medians. Every
 headline figure names the limit it is bound by (a figure from ``limits`` or
@@ -11,9 +11,10 @@ from __future__ import annotations
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 
 from me2_devkit.bench import latency_tables, tables
+from me2_scheduler.clock import utc_now
 
 
 @dataclass
@@ -28,7 +29,7 @@ class Results:
     load_before: tuple[float, float, float] = (0.0, 0.0, 0.0)
     load_after: tuple[float, float, float] = (0.0, 0.0, 0.0)
     other_cpu_seconds: float = 0.0  # CPU other processes (not the benchmark's) used meanwhile
-    started: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    started: datetime = field(default_factory=utc_now)
     seconds: float = 0.0
 
     def add(self, figures: dict[str, float]) -> None:
@@ -187,7 +188,7 @@ def _latency_steady_target(max_in_flight: int, latency_ms: int, lag_ms: float) -
 
 
 def targets(results: Results) -> list[Target]:
-    """The issue's targets, over the figures of this run."""
+    """The benchmark's targets, over the figures of this run."""
     big = largest_scale(results)
     console = largest_scale(results, ".slowest_max_ms")
     slowest_page = f"console.{console}.slowest_max_ms"

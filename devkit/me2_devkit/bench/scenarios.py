@@ -28,6 +28,7 @@ from me2_devkit.bench.seed import (
     wait_for_history,
 )
 from me2_devkit.simulators import SimulatorControl
+from me2_scheduler.states import Outcome
 
 log = logging.getLogger("me2_devkit.bench")
 
@@ -40,7 +41,7 @@ MIB = 1024 * 1024
 
 @dataclass(frozen=True)
 class Sizes:
-    """How big each scenario is; the presets ``FULL`` (the issue's), ``QUICK`` and ``SMOKE``
+    """How big each scenario is; the presets ``FULL`` (the target sizes), ``QUICK`` and ``SMOKE``
     are the columns of ``sizes.yaml``, which says what each field is for."""
 
     burst_avatars: int
@@ -195,7 +196,7 @@ def _burst_figures(
         f"{prefix}.rate": seen / window,
         f"{prefix}.dispatched": float(seen),
         f"{prefix}.missing": float(count - seen),
-        f"{prefix}.success": float(dispatches.outcomes.get("success", 0)),
+        f"{prefix}.success": float(dispatches.outcomes.get(Outcome.SUCCESS, 0)),
         f"{prefix}.seconds": window,
     }
     if len(starts) > 1:

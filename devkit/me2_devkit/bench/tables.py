@@ -136,7 +136,7 @@ def steady_section(results: Results) -> str:
     header = [title for title, _, _ in STEADY_COLUMNS]
     text = (
         "## Steady\n\nAvatars due at a fixed rate (whole-second due times, as the table"
-        " stores them): the issue's 500/s, and half the measured burst capacity (a rate this"
+        " stores them): the target 500/s, and half the measured burst capacity (a rate this"
         " box sustains, so the lag shows the design rather than a backlog). Lag = start −"
         " planned, from the history's `lag_ms`. Throughput: dispatches over the window from"
         " the first due second to the last start.\n\n"

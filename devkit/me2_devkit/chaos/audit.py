@@ -33,7 +33,7 @@ from me2_devkit.chaos.journal import (
 from me2_devkit.chaos.plan import CRASHES, FREEZES, OUTAGES
 from me2_devkit.chaos.servertime import server_timed
 from me2_devkit.chaos.walk import Verdict, explain
-from me2_scheduler.states import PauseReason, Status
+from me2_scheduler.states import Outcome, PauseReason, Status, Trigger
 
 SAMPLE = 8  # violations listed per invariant
 # A call written just before SIGSTOP reaches Action a little later (through the
@@ -235,7 +235,7 @@ class Audit:
                 for r in self.rows[avatar_id]
                 if r.started >= planned - 1 and (r.planned is None or r.planned >= planned)
             ]
-            if not later or later[0].trigger != "auto" or later[0].key == key:
+            if not later or later[0].trigger != Trigger.AUTO or later[0].key == key:
                 continue
             if not self._touched(avatar_id, planned - 1, later[0].started + 1):
                 violations.append(
@@ -268,7 +268,7 @@ class Audit:
                 violations.append(
                     f"avatar {avatar_id}: row is {final.status}/{final.pause_reason}, {why}"
                 )
-        walked = sum(1 for r in self.data.dispatches if r.outcome == "failure")
+        walked = sum(1 for r in self.data.dispatches if r.outcome == Outcome.FAILURE)
         replayed = sum(v.state.auto_pauses for v in self.verdicts.values())
         figure = (
             f"{walked} failures replayed: {replayed} auto-pauses, {auto_paused} still paused by"
@@ -281,7 +281,7 @@ class Audit:
     def counters_match_history(self) -> Finding:
         violations = []
         for avatar_id, final in sorted(self.data.schedules.items()):
-            successes = sum(1 for r in self.rows[avatar_id] if r.outcome == "success")
+            successes = sum(1 for r in self.rows[avatar_id] if r.outcome == Outcome.SUCCESS)
             if final.schedule_count != successes:
                 violations.append(
                     f"avatar {avatar_id}: schedule_count {final.schedule_count}, "
@@ -314,7 +314,7 @@ class Audit:
                     f"its pause returned at {_clock(call.returned)}"
                     for row in self.rows[avatar_id]
                     # started is whole seconds: started + 1 bounds the real start from above
-                    if row.trigger == "auto" and call.returned < row.started <= until - 1
+                    if row.trigger == Trigger.AUTO and call.returned < row.started <= until - 1
                 ]
         figure = f"{pauses} pauses answered 0; auto dispatches after each checked"
         return Finding("d", "a paused avatar is never dispatched", figure, violations)

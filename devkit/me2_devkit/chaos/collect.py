@@ -23,8 +23,13 @@ from me2_scheduler.storage.redis_conn import make_redis
 MAX_STATS_BYTES = 512 * 1024 * 1024  # per-key counts of a long run exceed gRPC's 4 MB default
 
 
-def epoch(value: datetime | None) -> float | None:
-    """A DATETIME read back (UTC wall clock, as the chaos DSN's loc) as epoch seconds."""
+def naive_utc_epoch(value: datetime | None) -> float | None:
+    """A DATETIME read back (UTC wall clock, as the chaos DSN's loc) as epoch seconds;
+    None stays None.
+
+    Not ``me2_scheduler.clock.epoch``, which takes an aware datetime and gives an int:
+    pymysql hands back naive datetimes, and the audit's times are floats.
+    """
     return None if value is None else value.replace(tzinfo=timezone.utc).timestamp()
 
 
@@ -51,12 +56,12 @@ class MysqlReader:
                 id=i,
                 avatar_id=a,
                 trigger=t,
-                planned=epoch(p),
-                started=epoch(s) or 0.0,
-                finished=epoch(f) or epoch(s) or 0.0,
+                planned=naive_utc_epoch(p),
+                started=naive_utc_epoch(s) or 0.0,
+                finished=naive_utc_epoch(f) or naive_utc_epoch(s) or 0.0,
                 outcome=o,
                 key=k,
-                recorded=epoch(r),
+                recorded=naive_utc_epoch(r),
             )
             for i, a, t, p, s, f, o, k, r in rows
         ]
@@ -68,7 +73,7 @@ class MysqlReader:
             " COALESCE(failed_count, 0), next_schedule_time FROM avatar_schedules"
         )
         return {
-            a: Schedule(a, status, reason, count, failed, int(epoch(due) or 0))
+            a: Schedule(a, status, reason, count, failed, int(naive_utc_epoch(due) or 0))
             for a, status, reason, count, failed, due in rows
         }
 

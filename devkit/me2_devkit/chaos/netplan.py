@@ -42,7 +42,7 @@ NETWORK_DURATION_S = 330.0  # the scenario's default length: its blocks need abo
 WARMUP_S = 10.0
 QUIET_GAP_S = 5.0  # after a block that must not stop dispatching
 SKEWED_STAY_S = 20.0  # a skewed supervisor's stay (it boots in about 3 s)
-MARIADB_BLACKHOLE_S = 20.0  # the case: recovery after 20 s of silence
+MARIADB_BLACKHOLE_S = 20.0  # the target case: recovery after 20 s of silence
 LATENCY_MS, JITTER_MS, JITTER_SPREAD_MS = 200.0, 20.0, 300.0
 KILL_DOWN_S = 3.0  # kill -9, then started again this much later
 # After Action's failing phases an operator resumes the avatars they auto-paused,

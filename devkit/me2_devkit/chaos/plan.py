@@ -4,12 +4,12 @@ Pure: ``make_plan(seed, duration_s)`` always gives the same plan for the same
 arguments. The long outages (MariaDB stopped, Redis lost, Action failing then
 slow) never overlap and are separated by a recovery gap, so each one's effect
 stays visible; the kills, the second supervisor and the RPC bursts fall
-anywhere. At the issue's 300 s the counts and lengths are the issue's (kill a
+anywhere. At the full 300 s the counts and lengths are the targets (kill a
 worker 10 times, the poller 3, the rpc_server 2, MariaDB down 20 s, Action
 failing 30 s then slow 30 s, a second supervisor for 60 s); a shorter run
 scales them down, keeping at least one of each.
 
-``make_inflight_plan`` is the in-flight scenario (issue 14), run with
+``make_inflight_plan`` is the in-flight scenario (Action calls in flight), run with
 ``Schedule.MaxInFlight`` 400: Action slow (1 s a call, under the timeout),
 then failing half its calls, then down (its port shut), back to back, with
 worker kills while hundreds of calls are in flight.
@@ -139,7 +139,7 @@ class Scale:
 
     @classmethod
     def for_duration(cls, duration_s: float) -> Scale:
-        """The issue's figures at 300 s, scaled with the duration (at least one of each)."""
+        """The target figures at 300 s, scaled with the duration (at least one of each)."""
         ratio = duration_s / FULL_DURATION_S
         return cls(
             worker_kills=max(3, math.ceil(10 * ratio)),

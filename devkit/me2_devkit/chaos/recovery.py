@@ -25,6 +25,7 @@ from me2_devkit.chaos.data import AuditInput, Finding
 from me2_devkit.chaos.injector import FaultWindow
 from me2_devkit.chaos.journal import CALL_TIMEOUT_S, DECIDED, UNANSWERED, RpcCall
 from me2_devkit.chaos.plan import RPC_BURST, RPC_SERVER_KILL
+from me2_scheduler.states import Outcome, Trigger
 
 TOUCHING_S = 0.5  # windows this close are one fault (phases back to back)
 SLOWED = ("_latency", "_jitter")  # proxy phases that slow a server without cutting it off
@@ -50,7 +51,11 @@ def _first_answer(calls: Sequence[RpcCall], after: float) -> float | None:
 
 
 def _first_dispatch(data: AuditInput, after: float) -> float | None:
-    times = [r.recorded for r in data.dispatches if r.outcome == "success" and r.trigger == "auto"]
+    times = [
+        r.recorded
+        for r in data.dispatches
+        if r.outcome == Outcome.SUCCESS and r.trigger == Trigger.AUTO
+    ]
     return min((t for t in times if t is not None and t >= after), default=None)
 
 

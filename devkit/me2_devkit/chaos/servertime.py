@@ -36,6 +36,7 @@ from me2_devkit.chaos.journal import STATE_CHANGES, TRIGGER, RpcCall
 from me2_devkit.chaos.netfaults import SKEW
 from me2_devkit.chaos.plan import MARIADB_KILL9, MARIADB_STOP
 from me2_devkit.testing.servers import root_query
+from me2_scheduler.states import Outcome, Trigger
 
 HISTORY_CLOCK = "chaos_history_clock"
 STAMP_TOLERANCE_S = 3.0  # whole-second stamps, a commit in progress
@@ -178,16 +179,16 @@ def _next_times_off(
         for this, following in itertools.pairwise(history):
             planned = key_time(following.key)
             recorded = this.recorded
-            if following.trigger != "auto" or planned is None or recorded is None:
+            if following.trigger != Trigger.AUTO or planned is None or recorded is None:
                 continue
-            if any(s <= recorded <= e for s, e in slowed) or this.outcome == "skipped":
+            if any(s <= recorded <= e for s, e in slowed) or this.outcome == Outcome.SKIPPED:
                 continue
             until = following.recorded or following.finished
             if following.key == this.key or _touched(touched[avatar_id], recorded, until):
                 continue
             low, high = (
                 (bounds.min_interval_s, bounds.max_interval_s)
-                if this.outcome == "success"
+                if this.outcome == Outcome.SUCCESS
                 else (bounds.retry_s, bounds.retry_s)
             )
             checked += 1
@@ -213,7 +214,7 @@ def _lags(data: AuditInput) -> list[tuple[float, float]]:
     for row in data.dispatches:
         planned = key_time(row.key)
         arrivals = data.arrivals.get(row.key or "")
-        if row.trigger == "auto" and planned is not None and arrivals:
+        if row.trigger == Trigger.AUTO and planned is not None and arrivals:
             lags.append((planned, min(arrivals) - planned))
     return lags
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from me2_devkit.chaos.data import Dispatch, Schedule
 from me2_devkit.chaos.journal import ENABLE, PAUSE, RESUME, RpcCall
 from me2_scheduler import policy
-from me2_scheduler.states import PauseReason, Status
+from me2_scheduler.states import Outcome, PauseReason, Status, Trigger
 
 MAX_COMBINATIONS = 512
 CLOCK_SLACK_S = 2.0  # DATETIME seconds are truncated; a commit follows its finished_time
@@ -71,11 +71,11 @@ def placements(call: RpcCall, rows: Sequence[Dispatch]) -> Effect:
 def apply_row(state: State, row: Dispatch, max_failures: int) -> None:
     """A recorded dispatch, as ``MysqlStore.record_*`` applies it."""
     auto_paused = state.status == Status.PAUSED and state.reason == PauseReason.FAILURES
-    if auto_paused and row.trigger == "auto":
+    if auto_paused and row.trigger == Trigger.AUTO:
         state.problems.append(f"auto dispatch (history id {row.id}) after an auto-pause")
-    if row.outcome == "success":
+    if row.outcome == Outcome.SUCCESS:
         state.failed_count = 0
-    elif row.outcome == "failure":
+    elif row.outcome == Outcome.FAILURE:
         outcome = policy.after_failure(state.failed_count, max_failures)
         state.failed_count = outcome.failed_count
         if outcome.pause and state.status == Status.ACTIVE:
