@@ -35,8 +35,8 @@ def utc_now() -> datetime:
 def epoch(moment: datetime) -> int:
     """Whole epoch seconds of an aware datetime (the index's score), fraction dropped.
 
-    Exact (integer arithmetic: a float timestamp can round 0.999999 s up to
-    the next second). Raises ValueError if ``moment`` is naive.
+    Raises ValueError if ``moment`` is naive: ``timestamp()`` would silently
+    read it as this host's local time.
     """
     if moment.utcoffset() is None:
         raise ValueError(f"time {moment.isoformat()} has no time zone")

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
+from me2_devkit.testing.configs import write_config
 
 REPO = Path(__file__).resolve().parents[1]
 DEV_YAML = REPO / "etc" / "scheduler-dev.yaml"
@@ -34,10 +34,8 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
 
 def write(tmp_path: Path, content: str | dict[str, Any]) -> Path:
     """A YAML file: raw text as is, a dict merged onto the minimal valid BASE."""
-    text = content if isinstance(content, str) else yaml.safe_dump(_merge(BASE, content))
-    path = tmp_path / "scheduler.yaml"
-    path.write_text(text, encoding="utf-8")
-    return path
+    settings = content if isinstance(content, str) else _merge(BASE, content)
+    return write_config(tmp_path / "scheduler.yaml", settings)
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
